@@ -1,0 +1,26 @@
+"""Shared fixtures: Fashion-MNIST prepared once per test session into a temporary tfds dir."""
+
+from __future__ import annotations
+
+import pytest
+
+from ldm_jax.data import datasets, fashion_mnist_idx
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tfds data dir holding the prepared Debian Fashion-MNIST (about 5 s, once)."""
+    directory = str(tmp_path_factory.mktemp("tfds"))
+    datasets.get_builder("fashion_mnist", directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def raw_train() -> tuple:
+    """IDX arrays: uint8 [60000, 28, 28], int64 [60000]."""
+    return fashion_mnist_idx.read_idx_arrays("train")
+
+
+@pytest.fixture(scope="session")
+def train_source(tfds_dir: str):
+    return datasets.get_data_source("fashion_mnist", "train", tfds_dir)
