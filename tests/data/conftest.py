@@ -1,18 +1,10 @@
-"""Shared fixtures: Fashion-MNIST prepared once per test session into a temporary tfds dir."""
+"""Data fixtures (the prepared tfds dir `tfds_dir` comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from ldm_jax.data import datasets, fashion_mnist_idx
-
-
-@pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tfds data dir holding the prepared Debian Fashion-MNIST (about 5 s, once)."""
-    directory = str(tmp_path_factory.mktemp("tfds"))
-    datasets.get_builder("fashion_mnist", directory)
-    return directory
 
 
 @pytest.fixture(scope="session")

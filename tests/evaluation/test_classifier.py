@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,13 +13,6 @@ from ldm_jax.data import fashion_mnist_idx
 from ldm_jax.evaluation import classifier as clf
 
 TinyClassifier = functools.partial(clf.FashionClassifier, widths=(8, 16), feature_dim=32)
-
-
-def _has_fashion_mnist() -> bool:
-    return os.path.exists(os.path.join(fashion_mnist_idx.source_dir(), "t10k-images-idx3-ubyte.gz"))
-
-
-needs_data = pytest.mark.skipif(not _has_fashion_mnist(), reason="Fashion-MNIST not installed")
 
 
 def test_preprocess_fashion_mnist():
@@ -63,7 +55,6 @@ def test_augment():
     assert shifted.shape == x.shape and float(shifted.min()) == -1.0  # Border filled with -1.
 
 
-@needs_data
 def test_tiny_training_learns():
     images, labels = fashion_mnist_idx.read_idx_arrays("test")
     images, labels = images[:3000], labels[:3000]

@@ -1,0 +1,25 @@
+"""Test-wide set-up: 8 fake CPU devices, and Fashion-MNIST prepared once per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Must happen before jax is imported anywhere: exercise sharding code on 8 fake devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# One persistent compilation cache per session: the CLI subprocesses and repeated in-process runs
+# compile the same tiny programs, so later ones load them instead of compiling again.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ldm_jax_jit_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import pytest  # noqa: E402
+
+from ldm_jax.data import datasets  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tfds data dir holding the prepared Debian Fashion-MNIST (about 5 s, once)."""
+    directory = str(tmp_path_factory.mktemp("tfds"))
+    datasets.get_builder("fashion_mnist", directory)
+    return directory
