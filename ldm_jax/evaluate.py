@@ -36,59 +36,95 @@ _GUIDANCE = flags.DEFINE_float("guidance", None, "Guidance scale (default: the c
 _SAMPLER = flags.DEFINE_enum("sampler", "ddim", list(SAMPLERS), "Sampler.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for sampling and for choosing real images.")
-_CLASSIFIER_DIR = flags.DEFINE_string("classifier_dir", None,
-                                      "Classifier cache (default ~/.cache/ldm_jax/...).")
+_CLASSIFIER_DIR = flags.DEFINE_string(
+    "classifier_dir", None, "Classifier cache (default ~/.cache/ldm_jax/...)."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def reconstruction_psnr(trained: TrainedLDM, images: np.ndarray, batch_size: int = 500) -> float:
-  """Mean PSNR (dB) of decode(mean of encode(x)) over `images` [N, H, W, C]."""
-  ae = builders.build_autoencoder(trained.config)
-  recon = jax.jit(lambda x: psnr(x, ae.apply({"params": trained.ae_params}, x)[0]))
-  values = [np.asarray(recon(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-  return float(np.mean(np.concatenate(values)))
+    """Mean PSNR (dB) of decode(mean of encode(x)) over `images` [N, H, W, C]."""
+    ae = builders.build_autoencoder(trained.config)
+    recon = jax.jit(lambda x: psnr(x, ae.apply({"params": trained.ae_params}, x)[0]))
+    values = [
+        np.asarray(recon(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+    ]
+    return float(np.mean(np.concatenate(values)))
 
 
-def evaluate(trained: TrainedLDM, per_class: int, guidance: float, sampler: str, steps: int,
-             seed: int, classifier_dir: str | None) -> dict:
-  """Computes every figure of the module docstring; returns a JSON-serialisable dict."""
-  config = trained.config
-  source = datasets.get_data_source(config.data.name, "test", config.data.data_dir or None)
-  test_images, test_labels = pipeline.load_split_arrays(source, config.data.image_size)
-  params, meta = clf.get_or_train_classifier(classifier_dir)
-  classify = metrics.make_classify_fn(clf.FashionClassifier(), params)
+def evaluate(
+    trained: TrainedLDM,
+    per_class: int,
+    guidance: float,
+    sampler: str,
+    steps: int,
+    seed: int,
+    classifier_dir: str | None,
+) -> dict:
+    """Computes every figure of the module docstring; returns a JSON-serialisable dict."""
+    config = trained.config
+    source = datasets.get_data_source(config.data.name, "test", config.data.data_dir or None)
+    test_images, test_labels = pipeline.load_split_arrays(source, config.data.image_size)
+    params, meta = clf.get_or_train_classifier(classifier_dir)
+    classify = metrics.make_classify_fn(clf.FashionClassifier(), params)
 
-  start = time.perf_counter()
-  labels = np.repeat(np.arange(config.data.num_classes, dtype=np.int32), per_class)
-  generate = make_generate_fn(config, sampler, steps)
-  samples = np.asarray(generate(trained.ae_params, trained.ldm_params, labels,
-                                jax.random.PRNGKey(seed), jnp.float32(guidance), jnp.float32(0.0),
-                                jnp.float32(trained.scale_factor)))
-  sample_seconds = time.perf_counter() - start
-  scores = metrics.evaluate_class_samples(classify, samples, labels, test_images, test_labels,
-                                          seed=seed, num_classes=config.data.num_classes)
-  return {
-      "ldm_step": trained.step, "guidance": guidance, "sampler": sampler, "steps": steps,
-      "per_class": per_class, "sampling_seconds": round(sample_seconds, 1),
-      "classifier_test_accuracy": meta["test_accuracy"],
-      "autoencoder_test_psnr_db": reconstruction_psnr(trained, test_images),
-      **scores,
-  }
+    start = time.perf_counter()
+    labels = np.repeat(np.arange(config.data.num_classes, dtype=np.int32), per_class)
+    generate = make_generate_fn(config, sampler, steps)
+    samples = np.asarray(
+        generate(
+            trained.ae_params,
+            trained.ldm_params,
+            labels,
+            jax.random.PRNGKey(seed),
+            jnp.float32(guidance),
+            jnp.float32(0.0),
+            jnp.float32(trained.scale_factor),
+        )
+    )
+    sample_seconds = time.perf_counter() - start
+    scores = metrics.evaluate_class_samples(
+        classify,
+        samples,
+        labels,
+        test_images,
+        test_labels,
+        seed=seed,
+        num_classes=config.data.num_classes,
+    )
+    return {
+        "ldm_step": trained.step,
+        "guidance": guidance,
+        "sampler": sampler,
+        "steps": steps,
+        "per_class": per_class,
+        "sampling_seconds": round(sample_seconds, 1),
+        "classifier_test_accuracy": meta["test_accuracy"],
+        "autoencoder_test_psnr_db": reconstruction_psnr(trained, test_images),
+        **scores,
+    }
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  trained = load_trained_ldm(_WORKDIR.value)
-  cfg = trained.config.sample
-  guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
-  result = evaluate(trained, _PER_CLASS.value, guidance, _SAMPLER.value,
-                    _STEPS.value or cfg.steps, _SEED.value, _CLASSIFIER_DIR.value)
-  with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  print(json.dumps(result))
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    trained = load_trained_ldm(_WORKDIR.value)
+    cfg = trained.config.sample
+    guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
+    result = evaluate(
+        trained,
+        _PER_CLASS.value,
+        guidance,
+        _SAMPLER.value,
+        _STEPS.value or cfg.steps,
+        _SEED.value,
+        _CLASSIFIER_DIR.value,
+    )
+    with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

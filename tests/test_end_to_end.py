@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 
 def _run(args, tfds_dir, check=True):
     env = {**os.environ, "TFDS_DATA_DIR": tfds_dir}
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -31,8 +37,13 @@ def test_train_resume_extend_then_sample(tmp_path, tfds_dir):
     train = ["ldm_jax.train", f"--config={CONFIG}:tiny", f"--workdir={workdir}"]
     first = _run(train + ["--config.train.steps=2"], tfds_dir)
     assert "ldm:" in first.stderr and "steps/s" in first.stderr  # progress bar
-    for path in ("config.json", "checkpoints/autoencoder/3", "checkpoints/ldm/2",
-                 "samples/step_2.png", "samples/autoencoder_step_3.png"):
+    for path in (
+        "config.json",
+        "checkpoints/autoencoder/3",
+        "checkpoints/ldm/2",
+        "samples/step_2.png",
+        "samples/autoencoder_step_3.png",
+    ):
         assert os.path.exists(os.path.join(workdir, path)), path
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
 
@@ -43,20 +54,36 @@ def test_train_resume_extend_then_sample(tmp_path, tfds_dir):
     assert os.path.exists(os.path.join(workdir, "checkpoints/ldm/4"))
 
     out = str(tmp_path / "sneakers.png")
-    _run(["ldm_jax.sample", f"--workdir={workdir}", "--class=7", "--num=4", f"--out={out}",
-          "--guidance=2.5", "--steps=3"], tfds_dir)
+    _run(
+        [
+            "ldm_jax.sample",
+            f"--workdir={workdir}",
+            "--class=7",
+            "--num=4",
+            f"--out={out}",
+            "--guidance=2.5",
+            "--steps=3",
+        ],
+        tfds_dir,
+    )
     image = np.asarray(Image.open(out))
     assert image.shape == (2 * 34 + 2, 2 * 34 + 2)  # 2x2 grid of 32x32 tiles, 2 px padding
     assert image[2:34, 2:34].std() > 0  # not a blank tile
 
-    bad = _run(["ldm_jax.sample", f"--workdir={workdir}", "--class=12", f"--out={out}"],
-               tfds_dir, check=False)
+    bad = _run(
+        ["ldm_jax.sample", f"--workdir={workdir}", "--class=12", f"--out={out}"],
+        tfds_dir,
+        check=False,
+    )
     assert bad.returncode != 0 and "--class must be in [0, 10)" in bad.stderr
 
 
 def test_sample_on_missing_workdir_says_how_to_train(tmp_path, tfds_dir):
-    proc = _run(["ldm_jax.sample", f"--workdir={tmp_path / 'nothing'}", "--out=x.png"],
-                tfds_dir, check=False)
+    proc = _run(
+        ["ldm_jax.sample", f"--workdir={tmp_path / 'nothing'}", "--out=x.png"],
+        tfds_dir,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "is not a training workdir" in proc.stderr and "ldm_jax.train" in proc.stderr
 
@@ -83,6 +110,9 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, tfds_dir)
     b, meta_b = train_ldm.restore(split, config)
     assert int(a.step) == int(b.step) == 4
     assert meta_a == meta_b  # same data position and scale factor
-    for x, y in zip(jax.tree.leaves((a.params, a.ema_params, a.opt_state, a.rng)),
-                    jax.tree.leaves((b.params, b.ema_params, b.opt_state, b.rng)), strict=True):
+    for x, y in zip(
+        jax.tree.leaves((a.params, a.ema_params, a.opt_state, a.rng)),
+        jax.tree.leaves((b.params, b.ema_params, b.opt_state, b.rng)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

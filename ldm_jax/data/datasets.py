@@ -57,7 +57,8 @@ def _check_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(
             f"Invalid dataset name {name!r}: use {DEFAULT_DATASET!r} (offline, the default) "
-            "or a tfds catalog name prepared in data_dir (e.g. 'celeb_a_hq/256').")
+            "or a tfds catalog name prepared in data_dir (e.g. 'celeb_a_hq/256')."
+        )
     return name.strip()
 
 
@@ -89,14 +90,16 @@ def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any
         raise ValueError(
             f"Unknown dataset name {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             f"Valid names: {DEFAULT_DATASET!r} (offline) or a tfds catalog name, see "
-            "https://www.tensorflow.org/datasets/catalog/overview") from e
+            "https://www.tensorflow.org/datasets/catalog/overview"
+        ) from e
     if not builder.is_prepared():
         raise FileNotFoundError(
             f"tfds dataset {name!r} is not prepared in {builder.data_dir} and ldm_jax never "
             "downloads. Prepare it once (needs network and possibly manual downloads) with: "
-            f"python -c \"import tensorflow_datasets as tfds; tfds.builder({name!r}, "
+            f'python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
             f"data_dir={data_dir!r}).download_and_prepare(file_format='array_record')\" "
-            "or `tfds build --file_format=array_record`, then pass the same data_dir.")
+            "or `tfds build --file_format=array_record`, then pass the same data_dir."
+        )
     return builder
 
 
@@ -108,7 +111,8 @@ def _prepare_debian(data_dir: str) -> fashion_mnist_builder.FashionMnistDebian:
     except Exception:
         # Another process may have prepared (and renamed into place) the same version meanwhile.
         builder = fashion_mnist_builder.FashionMnistDebian(
-            data_dir=data_dir, file_format=fashion_mnist_builder.FILE_FORMAT)
+            data_dir=data_dir, file_format=fashion_mnist_builder.FILE_FORMAT
+        )
         if builder.is_prepared():
             return builder
         raise
@@ -121,12 +125,14 @@ def _check_split(name: str, split: Any, valid: Sequence[str]) -> str:
         if match is None or match.group(1) not in valid:
             raise ValueError(
                 f"Invalid split {split!r} for dataset {name!r}: use one of {sorted(valid)} "
-                "(tfds slicing such as 'train[:1000]' or 'train+test' is allowed).")
+                "(tfds slicing such as 'train[:1000]' or 'train+test' is allowed)."
+            )
     return split.replace(" ", "")
 
 
-def get_data_source(name: str = DEFAULT_DATASET, split: str = "train",
-                    data_dir: str | None = None) -> Sequence[dict[str, Any]]:
+def get_data_source(
+    name: str = DEFAULT_DATASET, split: str = "train", data_dir: str | None = None
+) -> Sequence[dict[str, Any]]:
     """Returns a random-access source of examples (a tfds `ArrayRecordDataSource`).
 
     `len(source)` is the number of examples and `source[i]` one example as a dict of numpy values

@@ -38,10 +38,12 @@ class FashionMnistDebian(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description="Fashion-MNIST from the Debian package dataset-fashion-mnist (MIT).",
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
-                "label": tfds.features.ClassLabel(names=list(fashion_mnist_idx.CLASS_NAMES)),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(names=list(fashion_mnist_idx.CLASS_NAMES)),
+                }
+            ),
             supervised_keys=("image", "label"),
             # Keep the IDX order so record i is IDX example i (the loader shuffles anyway).
             disable_shuffling=True,

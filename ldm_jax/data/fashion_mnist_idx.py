@@ -9,8 +9,16 @@ import numpy as np
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -36,11 +44,13 @@ def _read_idx(path: str, expected_ndim: int) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(f"Corrupt Fashion-MNIST file {path} ({e}). Reinstall the package: "
-                         "sudo apt-get install --reinstall dataset-fashion-mnist") from e
+        raise ValueError(
+            f"Corrupt Fashion-MNIST file {path} ({e}). Reinstall the package: "
+            "sudo apt-get install --reinstall dataset-fashion-mnist"
+        ) from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != expected_ndim:
         raise ValueError(f"{path} is not an unsigned-byte IDX file with {expected_ndim} dims.")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(expected_ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * expected_ndim)
     if data.size != int(np.prod(dims)):
         raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} bytes.")
@@ -64,5 +74,7 @@ def read_idx_arrays(split: str, directory: str | None = None) -> tuple[np.ndarra
     images = _read_idx(os.path.join(directory, image_file), 3)
     labels = _read_idx(os.path.join(directory, label_file), 1).astype(np.int64)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels.")
+        raise ValueError(
+            f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels."
+        )
     return images, labels

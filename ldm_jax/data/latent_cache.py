@@ -16,55 +16,66 @@ import numpy as np
 EncodeFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def encode_arrays(encode_fn: EncodeFn, images: np.ndarray, batch_size: int = 500,
-                  ) -> tuple[np.ndarray, np.ndarray]:
-  """Encodes images in fixed-size batches (the last one padded, so one compilation).
+def encode_arrays(
+    encode_fn: EncodeFn,
+    images: np.ndarray,
+    batch_size: int = 500,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encodes images in fixed-size batches (the last one padded, so one compilation).
 
-  Args:
-    encode_fn: images [b, H, W, C] -> (mean, logvar), each [b, h, w, c].
-    images: [N, H, W, C] float32.
-    batch_size: images per call.
+    Args:
+      encode_fn: images [b, H, W, C] -> (mean, logvar), each [b, h, w, c].
+      images: [N, H, W, C] float32.
+      batch_size: images per call.
 
-  Returns:
-    mean, logvar: float32 [N, h, w, c].
-  """
-  n = len(images)
-  means, logvars = [], []
-  for start in range(0, n, batch_size):
-    chunk = images[start:start + batch_size]
-    pad = batch_size - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-    mean, logvar = encode_fn(chunk)
-    means.append(np.asarray(mean)[:batch_size - pad])
-    logvars.append(np.asarray(logvar)[:batch_size - pad])
-  return np.concatenate(means), np.concatenate(logvars)
+    Returns:
+      mean, logvar: float32 [N, h, w, c].
+    """
+    n = len(images)
+    means, logvars = [], []
+    for start in range(0, n, batch_size):
+        chunk = images[start : start + batch_size]
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+        mean, logvar = encode_fn(chunk)
+        means.append(np.asarray(mean)[: batch_size - pad])
+        logvars.append(np.asarray(logvar)[: batch_size - pad])
+    return np.concatenate(means), np.concatenate(logvars)
 
 
 def _gather(arrays: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, np.ndarray]:
-  return {k: v[indices] for k, v in arrays.items()}  # each [B, ...]
+    return {k: v[indices] for k, v in arrays.items()}  # each [B, ...]
 
 
-def make_latent_loader(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int,
-                       shard_index: int = 0, shard_count: int = 1) -> grain.DatasetIterator:
-  """Endless shuffled batches of the cached arrays; deterministic and resumable.
+def make_latent_loader(
+    arrays: dict[str, np.ndarray],
+    *,
+    batch_size: int,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> grain.DatasetIterator:
+    """Endless shuffled batches of the cached arrays; deterministic and resumable.
 
-  Args:
-    arrays: equal-length arrays, e.g. {"mean": [N,h,w,c], "logvar": [N,h,w,c], "label": [N]}.
-    batch_size: examples per batch on this process.
-    seed: shuffle seed (reshuffled every epoch).
-    shard_index / shard_count: this process's slice of the examples.
+    Args:
+      arrays: equal-length arrays, e.g. {"mean": [N,h,w,c], "logvar": [N,h,w,c], "label": [N]}.
+      batch_size: examples per batch on this process.
+      seed: shuffle seed (reshuffled every epoch).
+      shard_index / shard_count: this process's slice of the examples.
 
-  Returns:
-    A grain iterator of dicts of [B, ...] arrays, with `get_state()`/`set_state()`.
-  """
-  n = len(next(iter(arrays.values())))
-  if any(len(v) != n for v in arrays.values()):
-    raise ValueError("All cached arrays must have the same length.")
-  indices = grain.MapDataset.range(n)[shard_index::shard_count]
-  if len(indices) < batch_size:
-    raise ValueError(f"The latent cache holds {len(indices)} examples for this process, fewer "
-                     f"than batch_size {batch_size}.")
-  ds = indices.shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)
-  ds = ds.map(functools.partial(_gather, arrays))
-  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+    Returns:
+      A grain iterator of dicts of [B, ...] arrays, with `get_state()`/`set_state()`.
+    """
+    n = len(next(iter(arrays.values())))
+    if any(len(v) != n for v in arrays.values()):
+        raise ValueError("All cached arrays must have the same length.")
+    indices = grain.MapDataset.range(n)[shard_index::shard_count]
+    if len(indices) < batch_size:
+        raise ValueError(
+            f"The latent cache holds {len(indices)} examples for this process, fewer "
+            f"than batch_size {batch_size}."
+        )
+    ds = indices.shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)
+    ds = ds.map(functools.partial(_gather, arrays))
+    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))

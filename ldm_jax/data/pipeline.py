@@ -33,8 +33,7 @@ def _to_nhwc_uint8(images: np.ndarray) -> np.ndarray:
 def _resize(square: np.ndarray, size: int) -> np.ndarray:
     """Downscales a uint8 [s, s, C] image to [size, size, C], each channel with Pillow."""
     channels = [
-        np.asarray(Image.fromarray(square[..., c]).resize(
-            (size, size), Image.Resampling.BICUBIC))
+        np.asarray(Image.fromarray(square[..., c]).resize((size, size), Image.Resampling.BICUBIC))
         for c in range(square.shape[-1])
     ]
     return np.stack(channels, axis=-1)
@@ -48,15 +47,14 @@ def preprocess_images(images: np.ndarray, image_size: int) -> np.ndarray:
     _, h, w, _ = images.shape
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    images = images[:, top:top + s, left:left + s]  # [B, s, s, C]
+    images = images[:, top : top + s, left : left + s]  # [B, s, s, C]
     if s > image_size:
         images = np.stack([_resize(im, image_size) for im in images])
     x = images.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0)  # [B, s', s', C]
     if s < image_size:
         before = (image_size - s) // 2
         after = image_size - s - before
-        x = np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)),
-                   constant_values=PAD_VALUE)
+        x = np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)), constant_values=PAD_VALUE)
     return x  # [B, image_size, image_size, C]
 
 
@@ -82,8 +80,10 @@ def _read(source: Sequence[dict[str, Any]], indices: Sequence[int]) -> list[dict
     return list(getitems(indices)) if getitems else [source[i] for i in indices]
 
 
-def preprocess_examples(examples: Sequence[dict[str, Any]], image_size: int,
-                        ) -> dict[str, np.ndarray]:
+def preprocess_examples(
+    examples: Sequence[dict[str, Any]],
+    image_size: int,
+) -> dict[str, np.ndarray]:
     """Preprocesses and stacks examples (vectorised when all images share a shape).
 
     Returns:
@@ -101,13 +101,21 @@ def preprocess_examples(examples: Sequence[dict[str, Any]], image_size: int,
     return out
 
 
-def _read_and_preprocess(source: Sequence[dict[str, Any]], indices: np.ndarray, *,
-                         image_size: int) -> dict[str, np.ndarray]:
+def _read_and_preprocess(
+    source: Sequence[dict[str, Any]], indices: np.ndarray, *, image_size: int
+) -> dict[str, np.ndarray]:
     return preprocess_examples(_read(source, indices), image_size)  # indices: [B]
 
 
-def make_train_dataset(source: Sequence[dict[str, Any]], *, batch_size: int, image_size: int,
-                       seed: int, shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
+def make_train_dataset(
+    source: Sequence[dict[str, Any]],
+    *,
+    batch_size: int,
+    image_size: int,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> grain.MapDataset:
     """Infinite grain `MapDataset` of preprocessed batches (random access by batch index).
 
     Each process reads `source[shard_index::shard_count]`, shuffled with `seed` and reshuffled
@@ -117,21 +125,32 @@ def make_train_dataset(source: Sequence[dict[str, Any]], *, batch_size: int, ima
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"Invalid shard_index {shard_index} for shard_count {shard_count}.")
     if batch_size <= 0 or image_size <= 0:
-        raise ValueError(f"batch_size and image_size must be positive, got "
-                         f"{batch_size} and {image_size}.")
+        raise ValueError(
+            f"batch_size and image_size must be positive, got {batch_size} and {image_size}."
+        )
     indices = grain.MapDataset.range(len(source))[shard_index::shard_count]
     if len(indices) < batch_size:
-        raise ValueError(f"Shard {shard_index}/{shard_count} holds {len(indices)} examples, "
-                         f"fewer than batch_size {batch_size}.")
+        raise ValueError(
+            f"Shard {shard_index}/{shard_count} holds {len(indices)} examples, "
+            f"fewer than batch_size {batch_size}."
+        )
     indices = indices.shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)  # [B]
     # A partial of module-level functions (not a lambda) keeps the pipeline picklable for grain
     # multiprocessing workers.
     return indices.map(functools.partial(_read_and_preprocess, source, image_size=image_size))
 
 
-def make_train_loader(source: Sequence[dict[str, Any]], *, batch_size: int, image_size: int,
-                      seed: int, shard_index: int = 0, shard_count: int = 1,
-                      num_threads: int = 0, prefetch: int = 2) -> grain.DatasetIterator:
+def make_train_loader(
+    source: Sequence[dict[str, Any]],
+    *,
+    batch_size: int,
+    image_size: int,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    num_threads: int = 0,
+    prefetch: int = 2,
+) -> grain.DatasetIterator:
     """Endless iterator of training batches; deterministic given `seed`, resumable.
 
     Args:
@@ -149,16 +168,27 @@ def make_train_loader(source: Sequence[dict[str, Any]], *, batch_size: int, imag
       A `grain.DatasetIterator` yielding {"image": float32 [B, H, W, C], "label": int32 [B]};
       `get_state()` returns a JSON-serialisable dict for `set_state()`.
     """
-    ds = make_train_dataset(source, batch_size=batch_size, image_size=image_size, seed=seed,
-                            shard_index=shard_index, shard_count=shard_count)
-    options = grain.ReadOptions(num_threads=num_threads,
-                                prefetch_buffer_size=prefetch if num_threads else 0)
+    ds = make_train_dataset(
+        source,
+        batch_size=batch_size,
+        image_size=image_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )
+    options = grain.ReadOptions(
+        num_threads=num_threads, prefetch_buffer_size=prefetch if num_threads else 0
+    )
     return iter(ds.to_iter_dataset(options))
 
 
-def load_split_arrays(source: Sequence[dict[str, Any]], image_size: int, *,
-                      max_examples: int | None = None, chunk_size: int = 4096,
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
+def load_split_arrays(
+    source: Sequence[dict[str, Any]],
+    image_size: int,
+    *,
+    max_examples: int | None = None,
+    chunk_size: int = 4096,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Loads a whole source, in order, preprocessed into memory (for evaluation / latent caching).
 
     Args:
@@ -176,12 +206,13 @@ def load_split_arrays(source: Sequence[dict[str, Any]], image_size: int, *,
         raise ValueError("Source is empty.")
     images = labels = None
     for start in range(0, n, chunk_size):
-        chunk = preprocess_examples(_read(source, range(start, min(n, start + chunk_size))),
-                                    image_size)
+        chunk = preprocess_examples(
+            _read(source, range(start, min(n, start + chunk_size))), image_size
+        )
         if images is None:  # Preallocate: concatenating chunks doubles peak memory.
             images = np.empty((n, *chunk["image"].shape[1:]), np.float32)  # [N, H, W, C]
             labels = np.empty((n,), np.int32) if "label" in chunk else None  # [N]
-        images[start:start + len(chunk["image"])] = chunk["image"]
+        images[start : start + len(chunk["image"])] = chunk["image"]
         if labels is not None:
-            labels[start:start + len(chunk["label"])] = chunk["label"]
+            labels[start : start + len(chunk["label"])] = chunk["label"]
     return images, labels

@@ -14,133 +14,146 @@ from ldm_jax.models.layers import Dtype, GroupNorm32, conv1x1
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """Multi-head attention core.
+    """Multi-head attention core.
 
-  Args:
-    q: [B, Lq, heads, d] queries.
-    k: [B, Lk, heads, d] keys.
-    v: [B, Lk, heads, d] values.
+    Args:
+      q: [B, Lq, heads, d] queries.
+      k: [B, Lk, heads, d] keys.
+      v: [B, Lk, heads, d] values.
 
-  Returns:
-    [B, Lq, heads, d], softmax computed in float32.
-  """
-  scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale  # [B, h, Lq, Lk]
-  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    Returns:
+      [B, Lq, heads, d], softmax computed in float32.
+    """
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale  # [B, h, Lq, Lk]
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 class AttnBlock(nn.Module):
-  """Single-head spatial self-attention with 1x1-conv projections (the autoencoder's)."""
+    """Single-head spatial self-attention with 1x1-conv projections (the autoencoder's)."""
 
-  num_groups: int = 32
-  dtype: Dtype = jnp.float32
+    num_groups: int = 32
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    b, h, w, c = x.shape
-    y = GroupNorm32(self.num_groups, 1e-6, name="norm")(x)
-    q, k, v = (conv1x1(c, n, self.dtype)(y).reshape(b, h * w, 1, c) for n in ("q", "k", "v"))
-    out = dot_product_attention(q, k, v).reshape(b, h, w, c)
-    return x + conv1x1(c, "proj_out", self.dtype)(out)
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        y = GroupNorm32(self.num_groups, 1e-6, name="norm")(x)
+        q, k, v = (conv1x1(c, n, self.dtype)(y).reshape(b, h * w, 1, c) for n in ("q", "k", "v"))
+        out = dot_product_attention(q, k, v).reshape(b, h, w, c)
+        return x + conv1x1(c, "proj_out", self.dtype)(out)
 
 
 class CrossAttention(nn.Module):
-  """Multi-head attention; self-attention when `context` is None.
+    """Multi-head attention; self-attention when `context` is None.
 
-  Attributes:
-    heads: number of heads.
-    dim_head: width of each head.
-  """
+    Attributes:
+      heads: number of heads.
+      dim_head: width of each head.
+    """
 
-  heads: int
-  dim_head: int
-  dropout: float = 0.0
-  dtype: Dtype = jnp.float32
+    heads: int
+    dim_head: int
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, context: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    context = x if context is None else context  # [B, Lk, Dc]
-    inner = self.heads * self.dim_head
-    dense = lambda n: nn.Dense(inner, use_bias=False, dtype=self.dtype, name=n)
-    split = lambda t: t.reshape(t.shape[0], t.shape[1], self.heads, self.dim_head)
-    q, k, v = split(dense("to_q")(x)), split(dense("to_k")(context)), split(dense("to_v")(context))
-    out = dot_product_attention(q, k, v).reshape(x.shape[0], x.shape[1], inner)  # [B, Lq, inner]
-    out = nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(out)
-    return nn.Dropout(self.dropout)(out, deterministic=deterministic)
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, context: jax.Array | None = None, deterministic: bool = True
+    ) -> jax.Array:
+        context = x if context is None else context  # [B, Lk, Dc]
+        inner = self.heads * self.dim_head
+        dense = lambda n: nn.Dense(inner, use_bias=False, dtype=self.dtype, name=n)
+        split = lambda t: t.reshape(t.shape[0], t.shape[1], self.heads, self.dim_head)
+        q, k, v = (
+            split(dense("to_q")(x)),
+            split(dense("to_k")(context)),
+            split(dense("to_v")(context)),
+        )
+        out = dot_product_attention(q, k, v).reshape(
+            x.shape[0], x.shape[1], inner
+        )  # [B, Lq, inner]
+        out = nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(out)
+        return nn.Dropout(self.dropout)(out, deterministic=deterministic)
 
 
 class FeedForward(nn.Module):
-  """GEGLU feed-forward: Dense(dim -> 2*inner), x * gelu(gate), Dense(inner -> dim)."""
+    """GEGLU feed-forward: Dense(dim -> 2*inner), x * gelu(gate), Dense(inner -> dim)."""
 
-  mult: int = 4
-  dropout: float = 0.0
-  dtype: Dtype = jnp.float32
+    mult: int = 4
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    dim = x.shape[-1]
-    inner = dim * self.mult
-    h, gate = jnp.split(nn.Dense(2 * inner, dtype=self.dtype, name="net_0_proj")(x), 2, axis=-1)
-    h = h * jax.nn.gelu(gate, approximate=False)
-    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    return nn.Dense(dim, dtype=self.dtype, name="net_2")(h)
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        dim = x.shape[-1]
+        inner = dim * self.mult
+        h, gate = jnp.split(nn.Dense(2 * inner, dtype=self.dtype, name="net_0_proj")(x), 2, axis=-1)
+        h = h * jax.nn.gelu(gate, approximate=False)
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        return nn.Dense(dim, dtype=self.dtype, name="net_2")(h)
 
 
 class BasicTransformerBlock(nn.Module):
-  """Pre-norm block: self-attention, cross-attention to the context, feed-forward."""
+    """Pre-norm block: self-attention, cross-attention to the context, feed-forward."""
 
-  heads: int
-  dim_head: int
-  dropout: float = 0.0
-  dtype: Dtype = jnp.float32
+    heads: int
+    dim_head: int
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, context: jax.Array | None,
-               deterministic: bool = True) -> jax.Array:
-    norm = lambda n: nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name=n)
-    attn = lambda n: CrossAttention(self.heads, self.dim_head, self.dropout, self.dtype, name=n)
-    x = x + attn("attn1")(norm("norm1")(x).astype(x.dtype), None, deterministic)
-    x = x + attn("attn2")(norm("norm2")(x).astype(x.dtype), context, deterministic)
-    ff = FeedForward(dropout=self.dropout, dtype=self.dtype, name="ff")
-    return x + ff(norm("norm3")(x).astype(x.dtype), deterministic)
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, context: jax.Array | None, deterministic: bool = True
+    ) -> jax.Array:
+        norm = lambda n: nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name=n)
+        attn = lambda n: CrossAttention(self.heads, self.dim_head, self.dropout, self.dtype, name=n)
+        x = x + attn("attn1")(norm("norm1")(x).astype(x.dtype), None, deterministic)
+        x = x + attn("attn2")(norm("norm2")(x).astype(x.dtype), context, deterministic)
+        ff = FeedForward(dropout=self.dropout, dtype=self.dtype, name="ff")
+        return x + ff(norm("norm3")(x).astype(x.dtype), deterministic)
 
 
 class SpatialTransformer(nn.Module):
-  """Transformer over the H*W positions of a feature map, conditioned on `context`.
+    """Transformer over the H*W positions of a feature map, conditioned on `context`.
 
-  Attributes:
-    heads: attention heads.
-    dim_head: width per head; inner width is heads * dim_head.
-    depth: number of BasicTransformerBlocks.
-    use_linear: Dense instead of 1x1-conv projections in/out (Stable Diffusion v2 style).
-  """
+    Attributes:
+      heads: attention heads.
+      dim_head: width per head; inner width is heads * dim_head.
+      depth: number of BasicTransformerBlocks.
+      use_linear: Dense instead of 1x1-conv projections in/out (Stable Diffusion v2 style).
+    """
 
-  heads: int
-  dim_head: int
-  depth: int = 1
-  dropout: float = 0.0
-  use_linear: bool = False
-  num_groups: int = 32
-  dtype: Dtype = jnp.float32
+    heads: int
+    dim_head: int
+    depth: int = 1
+    dropout: float = 0.0
+    use_linear: bool = False
+    num_groups: int = 32
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, context: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    b, h, w, c = x.shape
-    inner = self.heads * self.dim_head
-    proj = (lambda f, n: nn.Dense(f, dtype=self.dtype, name=n)) if self.use_linear else (
-        lambda f, n: conv1x1(f, n, self.dtype))
-    y = GroupNorm32(self.num_groups, 1e-6, name="norm")(x)
-    y = proj(inner, "proj_in")(y).reshape(b, h * w, inner)  # [B, HW, inner]
-    for i in range(self.depth):
-      y = BasicTransformerBlock(self.heads, self.dim_head, self.dropout, self.dtype,
-                                name=f"transformer_blocks_{i}")(y, context, deterministic)
-    y = y.reshape(b, h, w, inner)
-    zero = nn.initializers.zeros
-    if self.use_linear:
-      out = nn.Dense(c, dtype=self.dtype, kernel_init=zero, name="proj_out")(y)
-    else:
-      out = nn.Conv(c, (1, 1), dtype=self.dtype, kernel_init=zero, name="proj_out")(y)
-    return x + out
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, context: jax.Array | None = None, deterministic: bool = True
+    ) -> jax.Array:
+        b, h, w, c = x.shape
+        inner = self.heads * self.dim_head
+        proj = (
+            (lambda f, n: nn.Dense(f, dtype=self.dtype, name=n))
+            if self.use_linear
+            else (lambda f, n: conv1x1(f, n, self.dtype))
+        )
+        y = GroupNorm32(self.num_groups, 1e-6, name="norm")(x)
+        y = proj(inner, "proj_in")(y).reshape(b, h * w, inner)  # [B, HW, inner]
+        for i in range(self.depth):
+            y = BasicTransformerBlock(
+                self.heads, self.dim_head, self.dropout, self.dtype, name=f"transformer_blocks_{i}"
+            )(y, context, deterministic)
+        y = y.reshape(b, h, w, inner)
+        zero = nn.initializers.zeros
+        if self.use_linear:
+            out = nn.Dense(c, dtype=self.dtype, kernel_init=zero, name="proj_out")(y)
+        else:
+            out = nn.Conv(c, (1, 1), dtype=self.dtype, kernel_init=zero, name="proj_out")(y)
+        return x + out

@@ -17,136 +17,164 @@ Dtype = Any
 
 
 class GroupNorm32(nn.Module):
-  """GroupNorm computed in float32 whatever the input dtype (the paper's `GroupNorm32`).
+    """GroupNorm computed in float32 whatever the input dtype (the paper's `GroupNorm32`).
 
-  Attributes:
-    num_groups: number of channel groups (32 in the paper).
-    epsilon: 1e-6 in the autoencoder and transformer blocks, 1e-5 in the U-Net ResBlocks.
-  """
+    Attributes:
+      num_groups: number of channel groups (32 in the paper).
+      epsilon: 1e-6 in the autoencoder and transformer blocks, 1e-5 in the U-Net ResBlocks.
+    """
 
-  num_groups: int = 32
-  epsilon: float = 1e-6
-  param_dtype: Dtype = jnp.float32
+    num_groups: int = 32
+    epsilon: float = 1e-6
+    param_dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    channels = x.shape[-1]
-    if channels % self.num_groups:
-      raise ValueError(f"GroupNorm: {channels} channels not divisible by {self.num_groups} groups.")
-    norm = nn.GroupNorm(num_groups=self.num_groups, epsilon=self.epsilon, dtype=jnp.float32,
-                        param_dtype=self.param_dtype, name="norm")
-    return norm(x.astype(jnp.float32)).astype(x.dtype)
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        if channels % self.num_groups:
+            raise ValueError(
+                f"GroupNorm: {channels} channels not divisible by {self.num_groups} groups."
+            )
+        norm = nn.GroupNorm(
+            num_groups=self.num_groups,
+            epsilon=self.epsilon,
+            dtype=jnp.float32,
+            param_dtype=self.param_dtype,
+            name="norm",
+        )
+        return norm(x.astype(jnp.float32)).astype(x.dtype)
 
 
-def conv3x3(features: int, name: str, dtype: Dtype = jnp.float32, strides: int = 1,
-            padding: Any = ((1, 1), (1, 1)), param_dtype: Dtype = jnp.float32) -> nn.Conv:
-  """3x3 convolution with PyTorch's symmetric padding of 1 by default."""
-  return nn.Conv(features, (3, 3), strides=(strides, strides), padding=padding, dtype=dtype,
-                 param_dtype=param_dtype, name=name)
+def conv3x3(
+    features: int,
+    name: str,
+    dtype: Dtype = jnp.float32,
+    strides: int = 1,
+    padding: Any = ((1, 1), (1, 1)),
+    param_dtype: Dtype = jnp.float32,
+) -> nn.Conv:
+    """3x3 convolution with PyTorch's symmetric padding of 1 by default."""
+    return nn.Conv(
+        features,
+        (3, 3),
+        strides=(strides, strides),
+        padding=padding,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
 
 
-def conv1x1(features: int, name: str, dtype: Dtype = jnp.float32,
-            param_dtype: Dtype = jnp.float32) -> nn.Conv:
-  """Pointwise convolution."""
-  return nn.Conv(features, (1, 1), dtype=dtype, param_dtype=param_dtype, name=name)
+def conv1x1(
+    features: int, name: str, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32
+) -> nn.Conv:
+    """Pointwise convolution."""
+    return nn.Conv(features, (1, 1), dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 def upsample_nearest(x: jax.Array) -> jax.Array:
-  """Nearest-neighbour x2 upsampling. [B, H, W, C] -> [B, 2H, 2W, C]."""
-  b, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
-  return x.reshape(b, 2 * h, 2 * w, c)
+    """Nearest-neighbour x2 upsampling. [B, H, W, C] -> [B, 2H, 2W, C]."""
+    b, h, w, c = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+    return x.reshape(b, 2 * h, 2 * w, c)
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-  """Sinusoidal timestep embedding, cosines first (the paper's `timestep_embedding`).
+    """Sinusoidal timestep embedding, cosines first (the paper's `timestep_embedding`).
 
-  Args:
-    t: [B] timesteps (int or float).
-    dim: embedding width.
-    max_period: controls the lowest frequency.
+    Args:
+      t: [B] timesteps (int or float).
+      dim: embedding width.
+      max_period: controls the lowest frequency.
 
-  Returns:
-    [B, dim] float32 embedding.
-  """
-  half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)  # [half]
-  args = t.astype(jnp.float32)[:, None] * freqs[None]  # [B, half]
-  emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-  if dim % 2:
-    emb = jnp.concatenate([emb, jnp.zeros_like(emb[:, :1])], axis=-1)
-  return emb
+    Returns:
+      [B, dim] float32 embedding.
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)  # [half]
+    args = t.astype(jnp.float32)[:, None] * freqs[None]  # [B, half]
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.concatenate([emb, jnp.zeros_like(emb[:, :1])], axis=-1)
+    return emb
 
 
 class ResnetBlock(nn.Module):
-  """The autoencoder's ResNet block (norm-swish-conv twice, optional time projection).
+    """The autoencoder's ResNet block (norm-swish-conv twice, optional time projection).
 
-  Attributes:
-    out_channels: output channels (defaults to input channels).
-    dropout: dropout rate after the second norm.
-    use_conv_shortcut: a 3x3 instead of 1x1 shortcut when channels change.
-  """
+    Attributes:
+      out_channels: output channels (defaults to input channels).
+      dropout: dropout rate after the second norm.
+      use_conv_shortcut: a 3x3 instead of 1x1 shortcut when channels change.
+    """
 
-  out_channels: int | None = None
-  dropout: float = 0.0
-  use_conv_shortcut: bool = False
-  num_groups: int = 32
-  dtype: Dtype = jnp.float32
+    out_channels: int | None = None
+    dropout: float = 0.0
+    use_conv_shortcut: bool = False
+    num_groups: int = 32
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, temb: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    in_ch = x.shape[-1]
-    out_ch = self.out_channels or in_ch
-    h = nn.swish(GroupNorm32(self.num_groups, 1e-6, name="norm1")(x))
-    h = conv3x3(out_ch, "conv1", self.dtype)(h)
-    if temb is not None:
-      h = h + nn.Dense(out_ch, dtype=self.dtype, name="temb_proj")(nn.swish(temb))[:, None, None]
-    h = nn.swish(GroupNorm32(self.num_groups, 1e-6, name="norm2")(h))
-    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    h = conv3x3(out_ch, "conv2", self.dtype)(h)
-    if in_ch != out_ch:
-      if self.use_conv_shortcut:
-        x = conv3x3(out_ch, "conv_shortcut", self.dtype)(x)
-      else:
-        x = conv1x1(out_ch, "nin_shortcut", self.dtype)(x)
-    return x + h
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, temb: jax.Array | None = None, deterministic: bool = True
+    ) -> jax.Array:
+        in_ch = x.shape[-1]
+        out_ch = self.out_channels or in_ch
+        h = nn.swish(GroupNorm32(self.num_groups, 1e-6, name="norm1")(x))
+        h = conv3x3(out_ch, "conv1", self.dtype)(h)
+        if temb is not None:
+            h = (
+                h
+                + nn.Dense(out_ch, dtype=self.dtype, name="temb_proj")(nn.swish(temb))[
+                    :, None, None
+                ]
+            )
+        h = nn.swish(GroupNorm32(self.num_groups, 1e-6, name="norm2")(h))
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        h = conv3x3(out_ch, "conv2", self.dtype)(h)
+        if in_ch != out_ch:
+            if self.use_conv_shortcut:
+                x = conv3x3(out_ch, "conv_shortcut", self.dtype)(x)
+            else:
+                x = conv1x1(out_ch, "nin_shortcut", self.dtype)(x)
+        return x + h
 
 
 class Downsample(nn.Module):
-  """x2 downsampling: strided conv, or average pooling when `with_conv` is False.
+    """x2 downsampling: strided conv, or average pooling when `with_conv` is False.
 
-  Attributes:
-    with_conv: use a learned 3x3 stride-2 convolution.
-    asymmetric_padding: pad only right/bottom by one (the autoencoder's convention);
-      otherwise pad one on every side (the U-Net's convention).
-    out_channels: output channels of the conv (defaults to input channels).
-  """
+    Attributes:
+      with_conv: use a learned 3x3 stride-2 convolution.
+      asymmetric_padding: pad only right/bottom by one (the autoencoder's convention);
+        otherwise pad one on every side (the U-Net's convention).
+      out_channels: output channels of the conv (defaults to input channels).
+    """
 
-  with_conv: bool = True
-  asymmetric_padding: bool = True
-  out_channels: int | None = None
-  dtype: Dtype = jnp.float32
+    with_conv: bool = True
+    asymmetric_padding: bool = True
+    out_channels: int | None = None
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    if not self.with_conv:
-      return nn.avg_pool(x, (2, 2), strides=(2, 2))
-    padding = ((0, 1), (0, 1)) if self.asymmetric_padding else ((1, 1), (1, 1))
-    return conv3x3(self.out_channels or x.shape[-1], "conv", self.dtype, strides=2,
-                   padding=padding)(x)
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if not self.with_conv:
+            return nn.avg_pool(x, (2, 2), strides=(2, 2))
+        padding = ((0, 1), (0, 1)) if self.asymmetric_padding else ((1, 1), (1, 1))
+        return conv3x3(
+            self.out_channels or x.shape[-1], "conv", self.dtype, strides=2, padding=padding
+        )(x)
 
 
 class Upsample(nn.Module):
-  """Nearest x2 upsampling followed by an optional 3x3 conv."""
+    """Nearest x2 upsampling followed by an optional 3x3 conv."""
 
-  with_conv: bool = True
-  out_channels: int | None = None
-  dtype: Dtype = jnp.float32
+    with_conv: bool = True
+    out_channels: int | None = None
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = upsample_nearest(x)
-    if self.with_conv:
-      x = conv3x3(self.out_channels or x.shape[-1], "conv", self.dtype)(x)
-    return x
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = upsample_nearest(x)
+        if self.with_conv:
+            x = conv3x3(self.out_channels or x.shape[-1], "conv", self.dtype)(x)
+        return x

@@ -13,165 +13,211 @@ import jax
 import jax.numpy as jnp
 
 from ldm_jax.models.attention import SpatialTransformer
-from ldm_jax.models.layers import Downsample, Dtype, GroupNorm32, Upsample, conv3x3
-from ldm_jax.models.layers import timestep_embedding
+from ldm_jax.models.layers import (
+    Downsample,
+    Dtype,
+    GroupNorm32,
+    Upsample,
+    conv3x3,
+    timestep_embedding,
+)
 
 
 class ResBlock(nn.Module):
-  """The U-Net's residual block with timestep-embedding injection.
+    """The U-Net's residual block with timestep-embedding injection.
 
-  Attributes:
-    out_channels: output channels (defaults to input channels).
-    use_scale_shift_norm: FiLM-style (1 + scale) * norm(h) + shift instead of h + emb.
-    use_conv_skip: 3x3 instead of 1x1 skip convolution when channels change.
-  """
+    Attributes:
+      out_channels: output channels (defaults to input channels).
+      use_scale_shift_norm: FiLM-style (1 + scale) * norm(h) + shift instead of h + emb.
+      use_conv_skip: 3x3 instead of 1x1 skip convolution when channels change.
+    """
 
-  out_channels: int | None = None
-  dropout: float = 0.0
-  use_scale_shift_norm: bool = False
-  use_conv_skip: bool = False
-  num_groups: int = 32
-  dtype: Dtype = jnp.float32
+    out_channels: int | None = None
+    dropout: float = 0.0
+    use_scale_shift_norm: bool = False
+    use_conv_skip: bool = False
+    num_groups: int = 32
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, emb: jax.Array, deterministic: bool = True) -> jax.Array:
-    in_ch = x.shape[-1]
-    out_ch = self.out_channels or in_ch
-    h = nn.silu(GroupNorm32(self.num_groups, 1e-5, name="in_layers_0")(x))
-    h = conv3x3(out_ch, "in_layers_2", self.dtype)(h)
-    emb_width = 2 * out_ch if self.use_scale_shift_norm else out_ch
-    emb_out = nn.Dense(emb_width, dtype=self.dtype, name="emb_layers_1")(nn.silu(emb))
-    emb_out = emb_out[:, None, None, :]  # [B, 1, 1, C']
-    out_norm = GroupNorm32(self.num_groups, 1e-5, name="out_layers_0")
-    if self.use_scale_shift_norm:
-      scale, shift = jnp.split(emb_out, 2, axis=-1)
-      h = out_norm(h) * (1 + scale) + shift
-    else:
-      h = out_norm(h + emb_out)
-    h = nn.Dropout(self.dropout)(nn.silu(h), deterministic=deterministic)
-    h = nn.Conv(out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                kernel_init=nn.initializers.zeros, name="out_layers_3")(h)
-    if in_ch != out_ch:
-      kernel = (3, 3) if self.use_conv_skip else (1, 1)
-      x = nn.Conv(out_ch, kernel, padding="SAME", dtype=self.dtype, name="skip_connection")(x)
-    return x + h
+    @nn.compact
+    def __call__(self, x: jax.Array, emb: jax.Array, deterministic: bool = True) -> jax.Array:
+        in_ch = x.shape[-1]
+        out_ch = self.out_channels or in_ch
+        h = nn.silu(GroupNorm32(self.num_groups, 1e-5, name="in_layers_0")(x))
+        h = conv3x3(out_ch, "in_layers_2", self.dtype)(h)
+        emb_width = 2 * out_ch if self.use_scale_shift_norm else out_ch
+        emb_out = nn.Dense(emb_width, dtype=self.dtype, name="emb_layers_1")(nn.silu(emb))
+        emb_out = emb_out[:, None, None, :]  # [B, 1, 1, C']
+        out_norm = GroupNorm32(self.num_groups, 1e-5, name="out_layers_0")
+        if self.use_scale_shift_norm:
+            scale, shift = jnp.split(emb_out, 2, axis=-1)
+            h = out_norm(h) * (1 + scale) + shift
+        else:
+            h = out_norm(h + emb_out)
+        h = nn.Dropout(self.dropout)(nn.silu(h), deterministic=deterministic)
+        h = nn.Conv(
+            out_ch,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            dtype=self.dtype,
+            kernel_init=nn.initializers.zeros,
+            name="out_layers_3",
+        )(h)
+        if in_ch != out_ch:
+            kernel = (3, 3) if self.use_conv_skip else (1, 1)
+            x = nn.Conv(out_ch, kernel, padding="SAME", dtype=self.dtype, name="skip_connection")(x)
+        return x + h
 
 
 class UNetModel(nn.Module):
-  """eps_theta(z_t, t, y): the denoising U-Net of the paper.
+    """eps_theta(z_t, t, y): the denoising U-Net of the paper.
 
-  Attributes:
-    model_channels: base width; level l has model_channels * channel_mult[l] channels.
-    out_channels: output channels (latent channels for eps-prediction).
-    num_res_blocks: ResBlocks per level on the way down (one more on the way up).
-    attention_resolutions: downsampling rates ds (1, 2, 4, ...) that get a transformer.
-    channel_mult: width multiplier per level.
-    num_heads / num_head_channels: heads per transformer (set exactly one; -1 disables).
-    transformer_depth: BasicTransformerBlocks per SpatialTransformer.
-    context_dim: width of tau_theta(y) tokens for cross-attention (None: self-attention only).
-    num_classes: adds a class embedding to the time embedding ("adm" conditioning).
-    use_linear_in_transformer: Dense instead of 1x1-conv projections in transformers.
-    legacy: the reference code's head-width convention for `num_head_channels`.
-  """
-
-  model_channels: int
-  out_channels: int
-  num_res_blocks: int
-  attention_resolutions: Sequence[int]
-  channel_mult: Sequence[int] = (1, 2, 4, 8)
-  num_heads: int = -1
-  num_head_channels: int = -1
-  transformer_depth: int = 1
-  context_dim: int | None = None
-  num_classes: int | None = None
-  dropout: float = 0.0
-  conv_resample: bool = True
-  use_scale_shift_norm: bool = False
-  use_linear_in_transformer: bool = False
-  legacy: bool = True
-  num_groups: int = 32
-  dtype: Dtype = jnp.float32
-
-  def _transformer(self, ch: int, name: str) -> SpatialTransformer:
-    if self.num_head_channels == -1:
-      heads, dim_head = self.num_heads, ch // self.num_heads
-    else:
-      heads, dim_head = ch // self.num_head_channels, self.num_head_channels
-    if self.legacy and self.num_head_channels != -1:
-      dim_head = ch // heads
-    return SpatialTransformer(heads, dim_head, self.transformer_depth, self.dropout,
-                              self.use_linear_in_transformer, self.num_groups, self.dtype,
-                              name=name)
-
-  def _resblock(self, out_ch: int | None, name: str) -> ResBlock:
-    return ResBlock(out_ch, self.dropout, self.use_scale_shift_norm, False, self.num_groups,
-                    self.dtype, name=name)
-
-  @nn.compact
-  def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array | None = None,
-               y: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
-    """Predicts the model output for noisy latents.
-
-    Args:
-      x: [B, h, w, C_in] noisy latents (plus concat conditioning channels).
-      t: [B] integer timesteps.
-      context: [B, L, context_dim] cross-attention tokens tau_theta(y), or None.
-      y: [B] class labels when `num_classes` is set.
-      deterministic: disables dropout.
-
-    Returns:
-      [B, h, w, out_channels] float32.
+    Attributes:
+      model_channels: base width; level l has model_channels * channel_mult[l] channels.
+      out_channels: output channels (latent channels for eps-prediction).
+      num_res_blocks: ResBlocks per level on the way down (one more on the way up).
+      attention_resolutions: downsampling rates ds (1, 2, 4, ...) that get a transformer.
+      channel_mult: width multiplier per level.
+      num_heads / num_head_channels: heads per transformer (set exactly one; -1 disables).
+      transformer_depth: BasicTransformerBlocks per SpatialTransformer.
+      context_dim: width of tau_theta(y) tokens for cross-attention (None: self-attention only).
+      num_classes: adds a class embedding to the time embedding ("adm" conditioning).
+      use_linear_in_transformer: Dense instead of 1x1-conv projections in transformers.
+      legacy: the reference code's head-width convention for `num_head_channels`.
     """
-    if (self.num_heads == -1) == (self.num_head_channels == -1):
-      raise ValueError("UNetModel: set exactly one of num_heads and num_head_channels.")
-    if (y is not None) != (self.num_classes is not None):
-      raise ValueError("UNetModel: pass class labels y if and only if num_classes is set.")
-    ted = 4 * self.model_channels
-    emb = timestep_embedding(t, self.model_channels)
-    emb = nn.Dense(ted, dtype=self.dtype, name="time_embed_0")(emb.astype(self.dtype))
-    emb = nn.Dense(ted, dtype=self.dtype, name="time_embed_2")(nn.silu(emb))
-    if self.num_classes is not None:
-      emb = emb + nn.Embed(self.num_classes, ted, dtype=self.dtype, name="label_emb")(y)
-    if context is not None:
-      context = context.astype(self.dtype)
 
-    h = conv3x3(self.model_channels, "input_blocks_0_0", self.dtype)(x.astype(self.dtype))
-    skips, ds, block = [h], 1, 1
-    for level, mult in enumerate(self.channel_mult):
-      for _ in range(self.num_res_blocks):
-        h = self._resblock(mult * self.model_channels, f"input_blocks_{block}_0")(
-            h, emb, deterministic)
-        if ds in self.attention_resolutions:
-          h = self._transformer(h.shape[-1], f"input_blocks_{block}_1")(h, context, deterministic)
-        skips.append(h)
-        block += 1
-      if level != len(self.channel_mult) - 1:
-        h = Downsample(self.conv_resample, False, dtype=self.dtype,
-                       name=f"input_blocks_{block}_0")(h)
-        skips.append(h)
-        ds, block = ds * 2, block + 1
+    model_channels: int
+    out_channels: int
+    num_res_blocks: int
+    attention_resolutions: Sequence[int]
+    channel_mult: Sequence[int] = (1, 2, 4, 8)
+    num_heads: int = -1
+    num_head_channels: int = -1
+    transformer_depth: int = 1
+    context_dim: int | None = None
+    num_classes: int | None = None
+    dropout: float = 0.0
+    conv_resample: bool = True
+    use_scale_shift_norm: bool = False
+    use_linear_in_transformer: bool = False
+    legacy: bool = True
+    num_groups: int = 32
+    dtype: Dtype = jnp.float32
 
-    h = self._resblock(None, "middle_block_0")(h, emb, deterministic)
-    h = self._transformer(h.shape[-1], "middle_block_1")(h, context, deterministic)
-    h = self._resblock(None, "middle_block_2")(h, emb, deterministic)
+    def _transformer(self, ch: int, name: str) -> SpatialTransformer:
+        if self.num_head_channels == -1:
+            heads, dim_head = self.num_heads, ch // self.num_heads
+        else:
+            heads, dim_head = ch // self.num_head_channels, self.num_head_channels
+        if self.legacy and self.num_head_channels != -1:
+            dim_head = ch // heads
+        return SpatialTransformer(
+            heads,
+            dim_head,
+            self.transformer_depth,
+            self.dropout,
+            self.use_linear_in_transformer,
+            self.num_groups,
+            self.dtype,
+            name=name,
+        )
 
-    block = 0
-    for level, mult in reversed(list(enumerate(self.channel_mult))):
-      for i in range(self.num_res_blocks + 1):
-        h = jnp.concatenate([h, skips.pop()], axis=-1)
-        h = self._resblock(self.model_channels * mult, f"output_blocks_{block}_0")(
-            h, emb, deterministic)
-        sub = 1
-        if ds in self.attention_resolutions:
-          h = self._transformer(h.shape[-1], f"output_blocks_{block}_1")(h, context, deterministic)
-          sub = 2
-        if level and i == self.num_res_blocks:
-          h = Upsample(self.conv_resample, dtype=self.dtype, name=f"output_blocks_{block}_{sub}")(h)
-          ds //= 2
-        block += 1
+    def _resblock(self, out_ch: int | None, name: str) -> ResBlock:
+        return ResBlock(
+            out_ch,
+            self.dropout,
+            self.use_scale_shift_norm,
+            False,
+            self.num_groups,
+            self.dtype,
+            name=name,
+        )
 
-    h = nn.silu(GroupNorm32(self.num_groups, 1e-5, name="out_0")(h))
-    h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                kernel_init=nn.initializers.zeros, name="out_2")(h)
-    return h.astype(jnp.float32)
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        t: jax.Array,
+        context: jax.Array | None = None,
+        y: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Predicts the model output for noisy latents.
 
+        Args:
+          x: [B, h, w, C_in] noisy latents (plus concat conditioning channels).
+          t: [B] integer timesteps.
+          context: [B, L, context_dim] cross-attention tokens tau_theta(y), or None.
+          y: [B] class labels when `num_classes` is set.
+          deterministic: disables dropout.
+
+        Returns:
+          [B, h, w, out_channels] float32.
+        """
+        if (self.num_heads == -1) == (self.num_head_channels == -1):
+            raise ValueError("UNetModel: set exactly one of num_heads and num_head_channels.")
+        if (y is not None) != (self.num_classes is not None):
+            raise ValueError("UNetModel: pass class labels y if and only if num_classes is set.")
+        ted = 4 * self.model_channels
+        emb = timestep_embedding(t, self.model_channels)
+        emb = nn.Dense(ted, dtype=self.dtype, name="time_embed_0")(emb.astype(self.dtype))
+        emb = nn.Dense(ted, dtype=self.dtype, name="time_embed_2")(nn.silu(emb))
+        if self.num_classes is not None:
+            emb = emb + nn.Embed(self.num_classes, ted, dtype=self.dtype, name="label_emb")(y)
+        if context is not None:
+            context = context.astype(self.dtype)
+
+        h = conv3x3(self.model_channels, "input_blocks_0_0", self.dtype)(x.astype(self.dtype))
+        skips, ds, block = [h], 1, 1
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(self.num_res_blocks):
+                h = self._resblock(mult * self.model_channels, f"input_blocks_{block}_0")(
+                    h, emb, deterministic
+                )
+                if ds in self.attention_resolutions:
+                    h = self._transformer(h.shape[-1], f"input_blocks_{block}_1")(
+                        h, context, deterministic
+                    )
+                skips.append(h)
+                block += 1
+            if level != len(self.channel_mult) - 1:
+                h = Downsample(
+                    self.conv_resample, False, dtype=self.dtype, name=f"input_blocks_{block}_0"
+                )(h)
+                skips.append(h)
+                ds, block = ds * 2, block + 1
+
+        h = self._resblock(None, "middle_block_0")(h, emb, deterministic)
+        h = self._transformer(h.shape[-1], "middle_block_1")(h, context, deterministic)
+        h = self._resblock(None, "middle_block_2")(h, emb, deterministic)
+
+        block = 0
+        for level, mult in reversed(list(enumerate(self.channel_mult))):
+            for i in range(self.num_res_blocks + 1):
+                h = jnp.concatenate([h, skips.pop()], axis=-1)
+                h = self._resblock(self.model_channels * mult, f"output_blocks_{block}_0")(
+                    h, emb, deterministic
+                )
+                sub = 1
+                if ds in self.attention_resolutions:
+                    h = self._transformer(h.shape[-1], f"output_blocks_{block}_1")(
+                        h, context, deterministic
+                    )
+                    sub = 2
+                if level and i == self.num_res_blocks:
+                    h = Upsample(
+                        self.conv_resample, dtype=self.dtype, name=f"output_blocks_{block}_{sub}"
+                    )(h)
+                    ds //= 2
+                block += 1
+
+        h = nn.silu(GroupNorm32(self.num_groups, 1e-5, name="out_0")(h))
+        h = nn.Conv(
+            self.out_channels,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            dtype=self.dtype,
+            kernel_init=nn.initializers.zeros,
+            name="out_2",
+        )(h)
+        return h.astype(jnp.float32)

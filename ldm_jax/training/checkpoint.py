@@ -10,55 +10,67 @@ import orbax.checkpoint as ocp
 
 
 class MissingCheckpointError(FileNotFoundError):
-  """No checkpoint where one was required."""
+    """No checkpoint where one was required."""
 
 
 class Checkpointer:
-  """Keeps the last `max_to_keep` checkpoints of one training stage under `directory`.
+    """Keeps the last `max_to_keep` checkpoints of one training stage under `directory`.
 
-  Each checkpoint holds `state` (a pytree, restored with the structure and shardings of an
-  abstract target) and `meta` (a JSON dict). Orbax writes to a temporary folder and renames it
-  when complete, so an interrupted save never replaces the previous checkpoint.
-  """
-
-  def __init__(self, directory: str, max_to_keep: int = 2):
-    self.directory = os.path.abspath(directory)
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        item_names=("state", "meta"))
-
-  def latest_step(self) -> int | None:
-    return self._manager.latest_step()
-
-  def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    """Saves synchronously (returns once the checkpoint is complete on disk)."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
-
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Restores `(state, meta)` from `step` (default: the latest).
-
-    Args:
-      abstract_state: pytree of `jax.ShapeDtypeStruct` (e.g. from `jax.eval_shape`) with the
-        structure to restore into.
-      step: which checkpoint; None for the latest.
-
-    Raises:
-      MissingCheckpointError: when there is no checkpoint, naming the folder and the fix.
+    Each checkpoint holds `state` (a pytree, restored with the structure and shardings of an
+    abstract target) and `meta` (a JSON dict). Orbax writes to a temporary folder and renames it
+    when complete, so an interrupted save never replaces the previous checkpoint.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise MissingCheckpointError(
-          f"No checkpoint in {self.directory}. Train first: "
-          "python -m ldm_jax.train --config configs/quickstart.py --workdir <WORKDIR>")
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        abstract_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    return restored.state, dict(restored.meta)
 
-  def close(self) -> None:
-    self._manager.close()
+    def __init__(self, directory: str, max_to_keep: int = 2):
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            item_names=("state", "meta"),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Saves synchronously (returns once the checkpoint is complete on disk)."""
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Restores `(state, meta)` from `step` (default: the latest).
+
+        Args:
+          abstract_state: pytree of `jax.ShapeDtypeStruct` (e.g. from `jax.eval_shape`) with the
+            structure to restore into.
+          step: which checkpoint; None for the latest.
+
+        Raises:
+          MissingCheckpointError: when there is no checkpoint, naming the folder and the fix.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise MissingCheckpointError(
+                f"No checkpoint in {self.directory}. Train first: "
+                "python -m ldm_jax.train --config configs/quickstart.py --workdir <WORKDIR>"
+            )
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+            abstract_state,
+        )
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return restored.state, dict(restored.meta)
+
+    def close(self) -> None:
+        self._manager.close()

@@ -11,75 +11,117 @@ CONDITIONING = ("class", "none")
 
 
 class ConfigError(ValueError):
-  """A config value is invalid; the message names the field and what to use instead."""
+    """A config value is invalid; the message names the field and what to use instead."""
 
 
 def _require(ok: bool, field: str, message: str) -> None:
-  if not ok:
-    raise ConfigError(f"config.{field}: {message}")
+    if not ok:
+        raise ConfigError(f"config.{field}: {message}")
 
 
 def _positive_ints(config: ml_collections.ConfigDict, section: str, names: tuple[str, ...]):
-  for name in names:
-    value = config[section][name]
-    _require(isinstance(value, int) and value > 0, f"{section}.{name}",
-             f"must be a positive integer, got {value!r}.")
+    for name in names:
+        value = config[section][name]
+        _require(
+            isinstance(value, int) and value > 0,
+            f"{section}.{name}",
+            f"must be a positive integer, got {value!r}.",
+        )
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks every field the trainers and samplers rely on.
+    """Checks every field the trainers and samplers rely on.
 
-  Raises:
-    ConfigError: naming the first invalid field, e.g. `config.data.image_size: 30 is not
-      divisible by the autoencoder's downsampling factor f=4 ...`.
-  """
-  _require(config.stage in STAGES, "stage", f"{config.stage!r} is not one of {STAGES}.")
-  data = config.data
-  _require(isinstance(data.name, str) and bool(data.name), "data.name",
-           "must name a dataset, e.g. 'fashion_mnist'.")
-  _positive_ints(config, "data", ("image_size", "channels"))
-  ae = config.autoencoder
-  _require(len(ae.ch_mult) >= 1, "autoencoder.ch_mult", "needs at least one level.")
-  f = 2 ** (len(ae.ch_mult) - 1)
-  _require(f <= 32, "autoencoder.ch_mult", f"gives f={f}; the paper's f is at most 32.")
-  _require(data.image_size % f == 0, "data.image_size",
-           f"{data.image_size} is not divisible by the autoencoder's downsampling factor "
-           f"f={f} (2 ** (len(autoencoder.ch_mult) - 1)); use a multiple of {f}.")
-  _positive_ints(config, "autoencoder", ("ch", "num_res_blocks", "z_channels", "embed_dim"))
-  groups = ae.num_groups
-  for mult in ae.ch_mult:
-    _require(ae.ch * mult % groups == 0, "autoencoder.ch",
-             f"width ch*mult={ae.ch * mult} is not divisible by num_groups={groups}.")
-  for section in ("autoencoder_train", "train"):
-    _positive_ints(config, section, ("steps", "batch_size", "log_every", "checkpoint_every",
-                                     "keep_checkpoints"))
-    lr = config[section].learning_rate
-    _require(isinstance(lr, float) and lr > 0, f"{section}.learning_rate",
-             f"must be a positive float, got {lr!r}.")
-  unet = config.unet
-  _positive_ints(config, "unet", ("model_channels", "num_res_blocks", "transformer_depth"))
-  _require((unet.num_heads == -1) != (unet.num_head_channels == -1), "unet.num_heads",
-           "set exactly one of unet.num_heads and unet.num_head_channels (the other to -1).")
-  latent = data.image_size // f
-  levels = len(unet.channel_mult)
-  _require(latent % 2 ** (levels - 1) == 0, "unet.channel_mult",
-           f"{levels} levels halve the {latent}x{latent} latent {levels - 1} times; "
-           "use fewer levels or a larger image_size.")
-  for mult in unet.channel_mult:
-    _require(unet.model_channels * mult % unet.num_groups == 0, "unet.model_channels",
-             f"width {unet.model_channels * mult} is not divisible by num_groups.")
-  cond = config.conditioning
-  _require(cond.kind in CONDITIONING, "conditioning.kind",
-           f"{cond.kind!r} is not one of {CONDITIONING}.")
-  _require(0.0 <= cond.drop_prob < 1.0, "conditioning.drop_prob", "must be in [0, 1).")
-  diff = config.diffusion
-  _require(diff.schedule in SCHEDULES, "diffusion.schedule",
-           f"{diff.schedule!r} is not one of {SCHEDULES}.")
-  _require(0 < diff.beta_start < diff.beta_end < 1, "diffusion.beta_start",
-           "need 0 < beta_start < beta_end < 1.")
-  _require(0.0 < config.train.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1).")
-  sample = config.sample
-  _require(sample.sampler in SAMPLERS, "sample.sampler",
-           f"{sample.sampler!r} is not one of {SAMPLERS}.")
-  _require(1 <= sample.steps <= diff.num_timesteps, "sample.steps",
-           f"must be in [1, diffusion.num_timesteps={diff.num_timesteps}].")
+    Raises:
+      ConfigError: naming the first invalid field, e.g. `config.data.image_size: 30 is not
+        divisible by the autoencoder's downsampling factor f=4 ...`.
+    """
+    _require(config.stage in STAGES, "stage", f"{config.stage!r} is not one of {STAGES}.")
+    data = config.data
+    _require(
+        isinstance(data.name, str) and bool(data.name),
+        "data.name",
+        "must name a dataset, e.g. 'fashion_mnist'.",
+    )
+    _positive_ints(config, "data", ("image_size", "channels"))
+    ae = config.autoencoder
+    _require(len(ae.ch_mult) >= 1, "autoencoder.ch_mult", "needs at least one level.")
+    f = 2 ** (len(ae.ch_mult) - 1)
+    _require(f <= 32, "autoencoder.ch_mult", f"gives f={f}; the paper's f is at most 32.")
+    _require(
+        data.image_size % f == 0,
+        "data.image_size",
+        f"{data.image_size} is not divisible by the autoencoder's downsampling factor "
+        f"f={f} (2 ** (len(autoencoder.ch_mult) - 1)); use a multiple of {f}.",
+    )
+    _positive_ints(config, "autoencoder", ("ch", "num_res_blocks", "z_channels", "embed_dim"))
+    groups = ae.num_groups
+    for mult in ae.ch_mult:
+        _require(
+            ae.ch * mult % groups == 0,
+            "autoencoder.ch",
+            f"width ch*mult={ae.ch * mult} is not divisible by num_groups={groups}.",
+        )
+    for section in ("autoencoder_train", "train"):
+        _positive_ints(
+            config,
+            section,
+            ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"),
+        )
+        lr = config[section].learning_rate
+        _require(
+            isinstance(lr, float) and lr > 0,
+            f"{section}.learning_rate",
+            f"must be a positive float, got {lr!r}.",
+        )
+    unet = config.unet
+    _positive_ints(config, "unet", ("model_channels", "num_res_blocks", "transformer_depth"))
+    _require(
+        (unet.num_heads == -1) != (unet.num_head_channels == -1),
+        "unet.num_heads",
+        "set exactly one of unet.num_heads and unet.num_head_channels (the other to -1).",
+    )
+    latent = data.image_size // f
+    levels = len(unet.channel_mult)
+    _require(
+        latent % 2 ** (levels - 1) == 0,
+        "unet.channel_mult",
+        f"{levels} levels halve the {latent}x{latent} latent {levels - 1} times; "
+        "use fewer levels or a larger image_size.",
+    )
+    for mult in unet.channel_mult:
+        _require(
+            unet.model_channels * mult % unet.num_groups == 0,
+            "unet.model_channels",
+            f"width {unet.model_channels * mult} is not divisible by num_groups.",
+        )
+    cond = config.conditioning
+    _require(
+        cond.kind in CONDITIONING,
+        "conditioning.kind",
+        f"{cond.kind!r} is not one of {CONDITIONING}.",
+    )
+    _require(0.0 <= cond.drop_prob < 1.0, "conditioning.drop_prob", "must be in [0, 1).")
+    diff = config.diffusion
+    _require(
+        diff.schedule in SCHEDULES,
+        "diffusion.schedule",
+        f"{diff.schedule!r} is not one of {SCHEDULES}.",
+    )
+    _require(
+        0 < diff.beta_start < diff.beta_end < 1,
+        "diffusion.beta_start",
+        "need 0 < beta_start < beta_end < 1.",
+    )
+    _require(0.0 < config.train.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1).")
+    sample = config.sample
+    _require(
+        sample.sampler in SAMPLERS,
+        "sample.sampler",
+        f"{sample.sampler!r} is not one of {SAMPLERS}.",
+    )
+    _require(
+        1 <= sample.steps <= diff.num_timesteps,
+        "sample.steps",
+        f"must be in [1, diffusion.num_timesteps={diff.num_timesteps}].",
+    )

@@ -12,47 +12,54 @@ from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
-  """Writes scalars and images to TensorBoard event files in `logdir` (process 0 only)."""
+    """Writes scalars and images to TensorBoard event files in `logdir` (process 0 only)."""
 
-  def __init__(self, logdir: str):
-    self._writer = SummaryWriter(logdir) if jax.process_index() == 0 else None
+    def __init__(self, logdir: str):
+        self._writer = SummaryWriter(logdir) if jax.process_index() == 0 else None
 
-  def scalars(self, step: int, values: dict[str, float]) -> None:
-    if self._writer is not None:
-      for name, value in values.items():
-        self._writer.add_scalar(name, float(value), step)
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self._writer is not None:
+            for name, value in values.items():
+                self._writer.add_scalar(name, float(value), step)
 
-  def image(self, step: int, name: str, image: np.ndarray) -> None:
-    """image: uint8 [H, W, C]."""
-    if self._writer is not None:
-      self._writer.add_image(name, image, step, dataformats="HWC")
+    def image(self, step: int, name: str, image: np.ndarray) -> None:
+        """image: uint8 [H, W, C]."""
+        if self._writer is not None:
+            self._writer.add_image(name, image, step, dataformats="HWC")
 
-  def flush(self) -> None:
-    if self._writer is not None:
-      self._writer.flush()
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
 
-  def close(self) -> None:
-    if self._writer is not None:
-      self._writer.close()
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 class ProgressBar:
-  """A tqdm bar showing step, loss and steps/s (steps/s measured between updates)."""
+    """A tqdm bar showing step, loss and steps/s (steps/s measured between updates)."""
 
-  def __init__(self, description: str, start: int, total: int):
-    self._bar = tqdm.tqdm(total=total, initial=start, desc=description, unit="step",
-                          dynamic_ncols=True, disable=jax.process_index() != 0)
-    self._last_step, self._last_time = start, time.perf_counter()
+    def __init__(self, description: str, start: int, total: int):
+        self._bar = tqdm.tqdm(
+            total=total,
+            initial=start,
+            desc=description,
+            unit="step",
+            dynamic_ncols=True,
+            disable=jax.process_index() != 0,
+        )
+        self._last_step, self._last_time = start, time.perf_counter()
 
-  def update(self, step: int, metrics: dict[str, Any]) -> float:
-    """Moves the bar to `step`; returns the steps/s since the previous update."""
-    now = time.perf_counter()
-    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
-    self._bar.update(step - self._last_step)
-    self._bar.set_postfix({**{k: f"{float(v):.4f}" for k, v in metrics.items()},
-                           "steps/s": f"{rate:.2f}"})
-    self._last_step, self._last_time = step, now
-    return rate
+    def update(self, step: int, metrics: dict[str, Any]) -> float:
+        """Moves the bar to `step`; returns the steps/s since the previous update."""
+        now = time.perf_counter()
+        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._bar.update(step - self._last_step)
+        self._bar.set_postfix(
+            {**{k: f"{float(v):.4f}" for k, v in metrics.items()}, "steps/s": f"{rate:.2f}"}
+        )
+        self._last_step, self._last_time = step, now
+        return rate
 
-  def close(self) -> None:
-    self._bar.close()
+    def close(self) -> None:
+        self._bar.close()

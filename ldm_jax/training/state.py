@@ -12,50 +12,63 @@ import optax
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a training run needs to continue exactly where it stopped.
+    """Everything a training run needs to continue exactly where it stopped.
 
-  Attributes:
-    step: int32 scalar, number of optimizer updates applied.
-    params: model parameters (float32).
-    opt_state: optax state.
-    ema_params: exponential moving average of `params` (the weights used for sampling), or an
-      empty dict when EMA is off.
-    rng: uint32 [2] PRNG key for the next step.
-  """
+    Attributes:
+      step: int32 scalar, number of optimizer updates applied.
+      params: model parameters (float32).
+      opt_state: optax state.
+      ema_params: exponential moving average of `params` (the weights used for sampling), or an
+        empty dict when EMA is off.
+      rng: uint32 [2] PRNG key for the next step.
+    """
 
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  ema_params: Any
-  rng: jax.Array
-
-
-def make_optimizer(learning_rate: float, warmup_steps: int, weight_decay: float,
-                   grad_clip: float) -> optax.GradientTransformation:
-  """AdamW with linear warmup to a constant learning rate and global-norm clipping."""
-  schedule = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
-  parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-  parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=weight_decay))
-  return optax.chain(*parts)
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
+    rng: jax.Array
 
 
-def create_state(params: Any, tx: optax.GradientTransformation, rng: jax.Array,
-                 use_ema: bool) -> TrainState:
-  """A fresh state at step 0 (EMA initialised to the parameters)."""
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    ema_params=jax.tree.map(jnp.copy, params) if use_ema else {}, rng=rng)
+def make_optimizer(
+    learning_rate: float, warmup_steps: int, weight_decay: float, grad_clip: float
+) -> optax.GradientTransformation:
+    """AdamW with linear warmup to a constant learning rate and global-norm clipping."""
+    schedule = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
+    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+    parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=weight_decay))
+    return optax.chain(*parts)
 
 
-def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformation,
-                    rng: jax.Array, ema_decay: float | None) -> TrainState:
-  """One optimizer update, plus the EMA update when `ema_decay` is set."""
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  ema = state.ema_params
-  if ema_decay is not None:
-    # Warm-up of the decay as the reference `LitEma`: min(decay, (1 + n) / (10 + n)).
-    n = state.step.astype(jnp.float32)
-    decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
-    ema = optax.incremental_update(params, ema, step_size=1.0 - decay)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
-                       rng=rng)
+def create_state(
+    params: Any, tx: optax.GradientTransformation, rng: jax.Array, use_ema: bool
+) -> TrainState:
+    """A fresh state at step 0 (EMA initialised to the parameters)."""
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        ema_params=jax.tree.map(jnp.copy, params) if use_ema else {},
+        rng=rng,
+    )
+
+
+def apply_gradients(
+    state: TrainState,
+    grads: Any,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    ema_decay: float | None,
+) -> TrainState:
+    """One optimizer update, plus the EMA update when `ema_decay` is set."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema_decay is not None:
+        # Warm-up of the decay as the reference `LitEma`: min(decay, (1 + n) / (10 + n)).
+        n = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
+        ema = optax.incremental_update(params, ema, step_size=1.0 - decay)
+    return state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema, rng=rng
+    )

@@ -22,144 +22,175 @@ from ldm_jax.training.state import TrainState, apply_gradients, create_state, ma
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints", "ldm")
+    return os.path.join(workdir, "checkpoints", "ldm")
 
 
 def make_train_step(config: ml_collections.ConfigDict, tx):
-  """Builds the jitted eps-prediction update (state donated, scale factor traced)."""
-  denoiser = builders.build_denoiser(config)
-  schedule = builders.build_schedule(config)
-  drop_prob = config.conditioning.drop_prob
-  null_class = config.data.num_classes
-  ema_decay = config.train.ema_decay
+    """Builds the jitted eps-prediction update (state donated, scale factor traced)."""
+    denoiser = builders.build_denoiser(config)
+    schedule = builders.build_schedule(config)
+    drop_prob = config.conditioning.drop_prob
+    null_class = config.data.num_classes
+    ema_decay = config.train.ema_decay
 
-  def loss_fn(params, z0, labels, rng):
-    t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
-    t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps, jnp.int32)  # [B]
-    noise = jax.random.normal(noise_rng, z0.shape, jnp.float32)
-    z_t = diffusion.q_sample(schedule, z0, t, noise)
-    if denoiser.cond_stage_model is not None:
-      labels = drop_labels(drop_rng, labels, drop_prob, null_class)
-    else:
-      labels = None
-    eps = denoiser.apply({"params": params}, z_t, t, labels, deterministic=False,
-                         rngs={"dropout": dropout_rng})
-    return jnp.mean(diffusion.eps_mse_loss(eps, noise))
+    def loss_fn(params, z0, labels, rng):
+        t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
+        t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps, jnp.int32)  # [B]
+        noise = jax.random.normal(noise_rng, z0.shape, jnp.float32)
+        z_t = diffusion.q_sample(schedule, z0, t, noise)
+        if denoiser.cond_stage_model is not None:
+            labels = drop_labels(drop_rng, labels, drop_prob, null_class)
+        else:
+            labels = None
+        eps = denoiser.apply(
+            {"params": params}, z_t, t, labels, deterministic=False, rngs={"dropout": dropout_rng}
+        )
+        return jnp.mean(diffusion.eps_mse_loss(eps, noise))
 
-  @functools.partial(jax.jit, donate_argnums=0)
-  def train_step(state: TrainState, batch, scale_factor):
-    rng, z_rng, step_rng = jax.random.split(state.rng, 3)
-    std = jnp.exp(0.5 * batch["logvar"])
-    z0 = (batch["mean"] + std * jax.random.normal(z_rng, std.shape)) * scale_factor  # [B,h,w,c]
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, batch["label"], step_rng)
-    return apply_gradients(state, grads, tx, rng, ema_decay), {"loss": loss}
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state: TrainState, batch, scale_factor):
+        rng, z_rng, step_rng = jax.random.split(state.rng, 3)
+        std = jnp.exp(0.5 * batch["logvar"])
+        z0 = (batch["mean"] + std * jax.random.normal(z_rng, std.shape)) * scale_factor  # [B,h,w,c]
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, batch["label"], step_rng)
+        return apply_gradients(state, grads, tx, rng, ema_decay), {"loss": loss}
 
-  return train_step
+    return train_step
 
 
 def init_state(config: ml_collections.ConfigDict, tx) -> TrainState:
-  """A fresh stage-2 state with EMA (jitted init)."""
-  denoiser = builders.build_denoiser(config)
-  h, w, c = builders.latent_shape(config)
+    """A fresh stage-2 state with EMA (jitted init)."""
+    denoiser = builders.build_denoiser(config)
+    h, w, c = builders.latent_shape(config)
 
-  @jax.jit
-  def init(rng):
-    init_rng, state_rng = jax.random.split(rng)
-    labels = jnp.zeros((1,), jnp.int32) if denoiser.cond_stage_model is not None else None
-    params = denoiser.init(init_rng, jnp.zeros((1, h, w, c)), jnp.zeros((1,), jnp.int32),
-                           labels)["params"]
-    return create_state(params, tx, state_rng, use_ema=True)
+    @jax.jit
+    def init(rng):
+        init_rng, state_rng = jax.random.split(rng)
+        labels = jnp.zeros((1,), jnp.int32) if denoiser.cond_stage_model is not None else None
+        params = denoiser.init(
+            init_rng, jnp.zeros((1, h, w, c)), jnp.zeros((1,), jnp.int32), labels
+        )["params"]
+        return create_state(params, tx, state_rng, use_ema=True)
 
-  return init(jax.random.PRNGKey(config.seed + 1))
+    return init(jax.random.PRNGKey(config.seed + 1))
 
 
 def _optimizer(config: ml_collections.ConfigDict):
-  t = config.train
-  return make_optimizer(t.learning_rate, t.warmup_steps, t.weight_decay, t.grad_clip)
+    t = config.train
+    return make_optimizer(t.learning_rate, t.warmup_steps, t.weight_decay, t.grad_clip)
 
 
 def restore(workdir: str, config: ml_collections.ConfigDict) -> tuple[TrainState, dict]:
-  """Latest stage-2 state and metadata (with `scale_factor`) of a workdir."""
-  abstract = jax.eval_shape(lambda: init_state(config, _optimizer(config)))
-  ckpt = Checkpointer(checkpoint_dir(workdir), config.train.keep_checkpoints)
-  state, meta = ckpt.restore(abstract)
-  ckpt.close()
-  return state, meta
+    """Latest stage-2 state and metadata (with `scale_factor`) of a workdir."""
+    abstract = jax.eval_shape(lambda: init_state(config, _optimizer(config)))
+    ckpt = Checkpointer(checkpoint_dir(workdir), config.train.keep_checkpoints)
+    state, meta = ckpt.restore(abstract)
+    ckpt.close()
+    return state, meta
 
 
 def encode_train_set(config: ml_collections.ConfigDict, ae_params) -> dict[str, np.ndarray]:
-  """Encodes the training split once: posterior mean/log-variance and labels, in memory."""
-  ae = builders.build_autoencoder(config)
-  source = datasets.get_data_source(config.data.name, config.data.train_split,
-                                    config.data.data_dir or None)
-  images, labels = pipeline.load_split_arrays(source, config.data.image_size)
-  encode = jax.jit(lambda x: (lambda q: (q.mean, q.logvar))(
-      ae.apply({"params": ae_params}, x, method=ae.encode)))
-  mean, logvar = latent_cache.encode_arrays(encode, images)
-  if labels is None:
-    labels = np.zeros((len(images),), np.int32)
-  return {"mean": mean, "logvar": logvar, "label": labels}
+    """Encodes the training split once: posterior mean/log-variance and labels, in memory."""
+    ae = builders.build_autoencoder(config)
+    source = datasets.get_data_source(
+        config.data.name, config.data.train_split, config.data.data_dir or None
+    )
+    images, labels = pipeline.load_split_arrays(source, config.data.image_size)
+    encode = jax.jit(
+        lambda x: (lambda q: (q.mean, q.logvar))(
+            ae.apply({"params": ae_params}, x, method=ae.encode)
+        )
+    )
+    mean, logvar = latent_cache.encode_arrays(encode, images)
+    if labels is None:
+        labels = np.zeros((len(images),), np.int32)
+    return {"mean": mean, "logvar": logvar, "label": labels}
 
 
 def scale_factor_from_batch(batch: dict[str, np.ndarray], seed: int) -> float:
-  """`scale_by_std`: 1 / std of z sampled from the first batch's posteriors."""
-  rng = np.random.default_rng(seed)
-  z = batch["mean"] + np.exp(0.5 * batch["logvar"]) * rng.standard_normal(batch["mean"].shape)
-  return float(1.0 / np.std(z))
+    """`scale_by_std`: 1 / std of z sampled from the first batch's posteriors."""
+    rng = np.random.default_rng(seed)
+    z = batch["mean"] + np.exp(0.5 * batch["logvar"]) * rng.standard_normal(batch["mean"].shape)
+    return float(1.0 / np.std(z))
 
 
-def sample_grid(config: ml_collections.ConfigDict, generate, ae_params, ema_params,
-                scale_factor: float, seed: int) -> np.ndarray:
-  """One row per class, `config.sample.per_class` columns, from the EMA weights."""
-  s = config.sample
-  labels = np.repeat(np.arange(config.data.num_classes, dtype=np.int32), s.per_class)
-  images = generate(ae_params, ema_params, labels, jax.random.PRNGKey(seed),
-                    jnp.float32(s.guidance_scale), jnp.float32(s.eta), jnp.float32(scale_factor))
-  return image_grid.make_grid(np.asarray(images), columns=s.per_class)
+def sample_grid(
+    config: ml_collections.ConfigDict,
+    generate,
+    ae_params,
+    ema_params,
+    scale_factor: float,
+    seed: int,
+) -> np.ndarray:
+    """One row per class, `config.sample.per_class` columns, from the EMA weights."""
+    s = config.sample
+    labels = np.repeat(np.arange(config.data.num_classes, dtype=np.int32), s.per_class)
+    images = generate(
+        ae_params,
+        ema_params,
+        labels,
+        jax.random.PRNGKey(seed),
+        jnp.float32(s.guidance_scale),
+        jnp.float32(s.eta),
+        jnp.float32(scale_factor),
+    )
+    return image_grid.make_grid(np.asarray(images), columns=s.per_class)
 
 
 def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer: MetricWriter):
-  """Trains (or resumes, or extends) stage 2 up to `config.train.steps`; returns the state."""
-  tcfg = config.train
-  tx = _optimizer(config)
-  ckpt = Checkpointer(checkpoint_dir(workdir), tcfg.keep_checkpoints)
-  state = init_state(config, tx)
-  meta = {}
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    print(f"ldm: resuming from step {int(state.step)}")
-  if int(state.step) >= tcfg.steps:
+    """Trains (or resumes, or extends) stage 2 up to `config.train.steps`; returns the state."""
+    tcfg = config.train
+    tx = _optimizer(config)
+    ckpt = Checkpointer(checkpoint_dir(workdir), tcfg.keep_checkpoints)
+    state = init_state(config, tx)
+    meta = {}
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(state)
+        print(f"ldm: resuming from step {int(state.step)}")
+    if int(state.step) >= tcfg.steps:
+        ckpt.close()
+        return state
+    print("ldm: encoding the training set with the first stage ...", flush=True)
+    arrays = encode_train_set(config, ae_params)
+    loader = latent_cache.make_latent_loader(arrays, batch_size=tcfg.batch_size, seed=config.seed)
+    if meta:
+        loader.set_state(meta["data"])
+        scale_factor = float(meta["scale_factor"])
+    elif config.diffusion.scale_by_std:
+        first = latent_cache.make_latent_loader(
+            arrays, batch_size=tcfg.batch_size, seed=config.seed
+        )
+        scale_factor = scale_factor_from_batch(next(first), config.seed)
+        print(f"ldm: scale_by_std -> scale_factor = {scale_factor:.4f}")
+    else:
+        scale_factor = float(config.diffusion.scale_factor)
+    writer.scalars(int(state.step), {"ldm/scale_factor": scale_factor})
+    step_fn = make_train_step(config, tx)
+    train_step = lambda s, b: step_fn(s, b, jnp.float32(scale_factor))
+    generate = make_generate_fn(config, config.sample.sampler, config.sample.steps)
+
+    def on_step(step, state):
+        every = tcfg.sample_every
+        if step == tcfg.steps or (every and step % every == 0):
+            grid = sample_grid(
+                config, generate, ae_params, state.ema_params, scale_factor, config.seed
+            )
+            image_grid.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
+            writer.image(step, "ldm/samples", grid)
+
+    state = run_loop(
+        name="ldm",
+        state=state,
+        step_fn=train_step,
+        batches=iter(loader),
+        total_steps=tcfg.steps,
+        log_every=tcfg.log_every,
+        checkpoint_every=tcfg.checkpoint_every,
+        checkpointer=ckpt,
+        writer=writer,
+        meta_fn=lambda: {"data": loader.get_state(), "scale_factor": scale_factor},
+        on_step=on_step,
+        learning_rate_field="train.learning_rate",
+    )
     ckpt.close()
     return state
-  print("ldm: encoding the training set with the first stage ...", flush=True)
-  arrays = encode_train_set(config, ae_params)
-  loader = latent_cache.make_latent_loader(arrays, batch_size=tcfg.batch_size, seed=config.seed)
-  if meta:
-    loader.set_state(meta["data"])
-    scale_factor = float(meta["scale_factor"])
-  elif config.diffusion.scale_by_std:
-    first = latent_cache.make_latent_loader(arrays, batch_size=tcfg.batch_size,
-                                            seed=config.seed)
-    scale_factor = scale_factor_from_batch(next(first), config.seed)
-    print(f"ldm: scale_by_std -> scale_factor = {scale_factor:.4f}")
-  else:
-    scale_factor = float(config.diffusion.scale_factor)
-  writer.scalars(int(state.step), {"ldm/scale_factor": scale_factor})
-  step_fn = make_train_step(config, tx)
-  train_step = lambda s, b: step_fn(s, b, jnp.float32(scale_factor))
-  generate = make_generate_fn(config, config.sample.sampler, config.sample.steps)
-
-  def on_step(step, state):
-    every = tcfg.sample_every
-    if step == tcfg.steps or (every and step % every == 0):
-      grid = sample_grid(config, generate, ae_params, state.ema_params, scale_factor, config.seed)
-      image_grid.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
-      writer.image(step, "ldm/samples", grid)
-
-  state = run_loop(
-      name="ldm", state=state, step_fn=train_step, batches=iter(loader), total_steps=tcfg.steps,
-      log_every=tcfg.log_every, checkpoint_every=tcfg.checkpoint_every, checkpointer=ckpt,
-      writer=writer, meta_fn=lambda: {"data": loader.get_state(), "scale_factor": scale_factor},
-      on_step=on_step, learning_rate_field="train.learning_rate")
-  ckpt.close()
-  return state

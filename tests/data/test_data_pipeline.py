@@ -79,6 +79,7 @@ def test_loader_is_deterministic_and_seed_dependent(train_source):
     def first(seed, n=3):
         it = pipeline.make_train_loader(train_source, batch_size=32, image_size=32, seed=seed)
         return [next(it) for _ in range(n)]
+
     a, b, c = first(1), first(1), first(2)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x["image"], y["image"])
@@ -88,10 +89,12 @@ def test_loader_is_deterministic_and_seed_dependent(train_source):
 
 def test_each_epoch_covers_every_example_once_and_reshuffles():
     n, batch_size = 1000, 100
-    loader = pipeline.make_train_loader(_index_source(n), batch_size=batch_size, image_size=4,
-                                        seed=5)
-    epochs = [np.concatenate([_indices(next(loader)) for _ in range(n // batch_size)])
-              for _ in range(2)]
+    loader = pipeline.make_train_loader(
+        _index_source(n), batch_size=batch_size, image_size=4, seed=5
+    )
+    epochs = [
+        np.concatenate([_indices(next(loader)) for _ in range(n // batch_size)]) for _ in range(2)
+    ]
     for order in epochs:
         np.testing.assert_array_equal(np.sort(order), np.arange(n))
         assert not np.array_equal(order, np.arange(n))  # Shuffled.
@@ -102,21 +105,25 @@ def test_shards_are_disjoint_and_cover_the_source():
     n = 1000
     seen = []
     for shard in range(2):
-        loader = pipeline.make_train_loader(_index_source(n), batch_size=50, image_size=4, seed=0,
-                                            shard_index=shard, shard_count=2)
+        loader = pipeline.make_train_loader(
+            _index_source(n), batch_size=50, image_size=4, seed=0, shard_index=shard, shard_count=2
+        )
         seen.append(np.concatenate([_indices(next(loader)) for _ in range(10)]))
     np.testing.assert_array_equal(np.sort(seen[0]), np.arange(0, n, 2))
     np.testing.assert_array_equal(np.sort(seen[1]), np.arange(1, n, 2))
     with pytest.raises(ValueError, match="shard_index"):
-        pipeline.make_train_loader(_index_source(10), batch_size=2, image_size=4, seed=0,
-                                   shard_index=2, shard_count=2)
+        pipeline.make_train_loader(
+            _index_source(10), batch_size=2, image_size=4, seed=0, shard_index=2, shard_count=2
+        )
 
 
 @pytest.mark.parametrize("num_threads", [0, 1])
 def test_iterator_state_resumes_on_the_next_batch(train_source, num_threads):
     def loader():
-        return pipeline.make_train_loader(train_source, batch_size=16, image_size=32, seed=3,
-                                          num_threads=num_threads)
+        return pipeline.make_train_loader(
+            train_source, batch_size=16, image_size=32, seed=3, num_threads=num_threads
+        )
+
     reference = loader()
     batches, state = [], None
     for step in range(5):

@@ -11,8 +11,17 @@ from ldm_jax.models.autoencoder import AutoencoderKL, DiagonalGaussian
 
 
 def _tiny_ae(levels: int, **kw) -> AutoencoderKL:
-    return AutoencoderKL(ch=32, ch_mult=(1,) * levels, num_res_blocks=1, z_channels=3,
-                         embed_dim=2, in_channels=3, out_ch=3, resolution=64, **kw)
+    return AutoencoderKL(
+        ch=32,
+        ch_mult=(1,) * levels,
+        num_res_blocks=1,
+        z_channels=3,
+        embed_dim=2,
+        in_channels=3,
+        out_ch=3,
+        resolution=64,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("m", [0, 1, 2, 3, 4, 5])
@@ -30,17 +39,36 @@ def test_shapes_for_every_downsampling_factor(m):
 
 
 def test_forward_and_reference_parameter_names():
-    ae = AutoencoderKL(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=3,
-                       in_channels=1, out_ch=1, resolution=16, attn_resolutions=(8,))
+    ae = AutoencoderKL(
+        ch=32,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        z_channels=4,
+        embed_dim=3,
+        in_channels=1,
+        out_ch=1,
+        resolution=16,
+        attn_resolutions=(8,),
+    )
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 1))
     params = ae.init(jax.random.PRNGKey(0), x)["params"]
     rec, post = jax.jit(lambda p, x, r: ae.apply({"params": p}, x, r))(
-        params, x, jax.random.PRNGKey(2))
+        params, x, jax.random.PRNGKey(2)
+    )
     assert rec.shape == x.shape and np.isfinite(np.asarray(rec)).all()
     enc, dec = params["encoder"], params["decoder"]
-    for name in ("conv_in", "down_0_block_0", "down_0_downsample", "down_1_block_0",
-                 "down_1_attn_0", "mid_block_1", "mid_attn_1", "mid_block_2", "norm_out",
-                 "conv_out"):
+    for name in (
+        "conv_in",
+        "down_0_block_0",
+        "down_0_downsample",
+        "down_1_block_0",
+        "down_1_attn_0",
+        "mid_block_1",
+        "mid_attn_1",
+        "mid_block_2",
+        "norm_out",
+        "conv_out",
+    ):
         assert name in enc, name
     assert "nin_shortcut" in enc["down_1_block_0"]  # 32 -> 64 channels
     for name in ("up_1_block_1", "up_1_upsample", "up_0_block_1", "up_1_attn_0"):
@@ -73,7 +101,8 @@ def test_posterior_kl_and_sampling_against_closed_form():
     np.testing.assert_allclose(post.kl(), expected, rtol=1e-5)
     z = post.sample(jax.random.PRNGKey(0))
     eps = (np.asarray(z) - mean) / np.exp(0.5 * logvar)
-    np.testing.assert_allclose(eps, jax.random.normal(jax.random.PRNGKey(0), mean.shape),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        eps, jax.random.normal(jax.random.PRNGKey(0), mean.shape), rtol=1e-4, atol=1e-5
+    )
     clipped = DiagonalGaussian.from_moments(jnp.full((1, 1, 1, 2), 100.0))
     assert float(clipped.logvar.max()) == 20.0

@@ -13,8 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def quickstart_config(arg=None):
-    spec = importlib.util.spec_from_file_location("quickstart",
-                                                  os.path.join(ROOT, "configs", "quickstart.py"))
+    spec = importlib.util.spec_from_file_location(
+        "quickstart", os.path.join(ROOT, "configs", "quickstart.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
@@ -25,18 +26,21 @@ def test_shipped_configs_are_valid(arg):
     validate_config(quickstart_config(arg))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("data.image_size", 30, r"config\.data\.image_size: 30 is not divisible .* f=4"),
-    ("data.name", "", r"config\.data\.name"),
-    ("stage", "pixels", r"config\.stage: 'pixels' is not one of"),
-    ("diffusion.schedule", "sigmoid", r"config\.diffusion\.schedule: 'sigmoid'"),
-    ("train.steps", 0, r"config\.train\.steps: must be a positive integer"),
-    ("train.learning_rate", -1.0, r"config\.train\.learning_rate"),
-    ("sample.sampler", "euler", r"config\.sample\.sampler: 'euler'"),
-    ("sample.steps", 5000, r"config\.sample\.steps"),
-    ("conditioning.drop_prob", 1.5, r"config\.conditioning\.drop_prob"),
-    ("autoencoder.ch", 48, r"config\.autoencoder\.ch: .*num_groups"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("data.image_size", 30, r"config\.data\.image_size: 30 is not divisible .* f=4"),
+        ("data.name", "", r"config\.data\.name"),
+        ("stage", "pixels", r"config\.stage: 'pixels' is not one of"),
+        ("diffusion.schedule", "sigmoid", r"config\.diffusion\.schedule: 'sigmoid'"),
+        ("train.steps", 0, r"config\.train\.steps: must be a positive integer"),
+        ("train.learning_rate", -1.0, r"config\.train\.learning_rate"),
+        ("sample.sampler", "euler", r"config\.sample\.sampler: 'euler'"),
+        ("sample.steps", 5000, r"config\.sample\.steps"),
+        ("conditioning.drop_prob", 1.5, r"config\.conditioning\.drop_prob"),
+        ("autoencoder.ch", 48, r"config\.autoencoder\.ch: .*num_groups"),
+    ],
+)
 def test_bad_values_name_the_field(field, value, message):
     config = quickstart_config()
     section, _, name = field.rpartition(".")

@@ -30,9 +30,18 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
 
     ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=3)
     with pytest.raises(TrainingDivergedError, match=r"NaN or infinite.*step 2.*learning_rate"):
-        run_loop(name="toy", state=state, step_fn=step_fn, batches=iter(lambda: {}, None),
-                 total_steps=10, log_every=1, checkpoint_every=2, checkpointer=ckpt,
-                 writer=MetricWriter(str(tmp_path)), meta_fn=lambda: {"pos": 1})
+        run_loop(
+            name="toy",
+            state=state,
+            step_fn=step_fn,
+            batches=iter(lambda: {}, None),
+            total_steps=10,
+            log_every=1,
+            checkpoint_every=2,
+            checkpointer=ckpt,
+            writer=MetricWriter(str(tmp_path)),
+            meta_fn=lambda: {"pos": 1},
+        )
     assert ckpt.latest_step() == 2
     restored, meta = ckpt.restore(jax.eval_shape(lambda: _state()[0]))
     assert int(restored.step) == 2 and meta == {"pos": 1}
