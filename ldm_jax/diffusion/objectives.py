@@ -101,6 +101,52 @@ def training_target(
     raise ValueError(f"Unknown prediction_type {prediction_type!r}; valid: {PREDICTION_TYPES}.")
 
 
+def predict_x0_from_v(
+    schedule: NoiseSchedule, x_t: jax.Array, t: jax.Array, v: jax.Array
+) -> jax.Array:
+    """x0 = sqrt(ab_t) x_t - sqrt(1 - ab_t) v. Shapes [B, ...]."""
+    sqrt_ab, sqrt_1m_ab = _coefficients(schedule, t, x_t.ndim)
+    return sqrt_ab * x_t.astype(jnp.float32) - sqrt_1m_ab * v.astype(jnp.float32)
+
+
+def predict_eps_from_v(
+    schedule: NoiseSchedule, x_t: jax.Array, t: jax.Array, v: jax.Array
+) -> jax.Array:
+    """eps = sqrt(ab_t) v + sqrt(1 - ab_t) x_t. Shapes [B, ...]."""
+    sqrt_ab, sqrt_1m_ab = _coefficients(schedule, t, x_t.ndim)
+    return sqrt_ab * v.astype(jnp.float32) + sqrt_1m_ab * x_t.astype(jnp.float32)
+
+
+def split_model_output(
+    model_output: jax.Array,
+    x_t: jax.Array,
+    alpha_bar: jax.Array,
+    prediction_type: str = "epsilon",
+) -> tuple[jax.Array, jax.Array]:
+    """Converts a network output into the pair (x0, eps) given ab_t directly (as samplers hold it).
+
+    Args:
+        model_output: [B, ...] eps, x0 or v (see `PREDICTION_TYPES`).
+        x_t: [B, ...] the network input.
+        alpha_bar: ab_t, broadcastable against x_t ([] or [B, 1, ...]).
+        prediction_type: what the network predicts.
+
+    Returns:
+        (x0 [B, ...], eps [B, ...]), float32. With eps-prediction at ab_t = 0 (zero terminal SNR)
+        x0 is not defined (inf); v-prediction stays finite there.
+    """
+    out, x_t = model_output.astype(jnp.float32), x_t.astype(jnp.float32)
+    alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
+    sqrt_ab, sqrt_1m_ab = jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar)
+    if prediction_type == "epsilon":
+        return (x_t - sqrt_1m_ab * out) / sqrt_ab, out
+    if prediction_type == "sample":
+        return out, (x_t - sqrt_ab * out) / sqrt_1m_ab
+    if prediction_type == "v_prediction":
+        return sqrt_ab * x_t - sqrt_1m_ab * out, sqrt_ab * out + sqrt_1m_ab * x_t
+    raise ValueError(f"Unknown prediction_type {prediction_type!r}; valid: {PREDICTION_TYPES}.")
+
+
 def eps_from_model_output(
     schedule: NoiseSchedule,
     x_t: jax.Array,
@@ -108,20 +154,29 @@ def eps_from_model_output(
     model_output: jax.Array,
     prediction_type: str = "epsilon",
 ) -> jax.Array:
-    """Converts a network output of any `PREDICTION_TYPES` into eps, for the samplers.
+    """Converts a network output of any `PREDICTION_TYPES` into eps.
 
     Returns:
         float32 [B, ...] predicted noise.
     """
-    out = model_output.astype(jnp.float32)
-    if prediction_type == "epsilon":
-        return out
-    if prediction_type == "sample":
-        return predict_eps_from_x0(schedule, x_t, t, out)
-    if prediction_type == "v_prediction":  # eps = sqrt(ab) v + sqrt(1 - ab) x_t
-        sqrt_ab, sqrt_1m_ab = _coefficients(schedule, t, out.ndim)
-        return sqrt_ab * out + sqrt_1m_ab * x_t.astype(jnp.float32)
-    raise ValueError(f"Unknown prediction_type {prediction_type!r}; valid: {PREDICTION_TYPES}.")
+    alpha_bar = extract(schedule.alphas_cumprod, t, x_t.ndim)  # [B, 1, ...]
+    return split_model_output(model_output, x_t, alpha_bar, prediction_type)[1]
+
+
+def x0_from_model_output(
+    schedule: NoiseSchedule,
+    x_t: jax.Array,
+    t: jax.Array,
+    model_output: jax.Array,
+    prediction_type: str = "epsilon",
+) -> jax.Array:
+    """Converts a network output of any `PREDICTION_TYPES` into the x0 prediction.
+
+    Returns:
+        float32 [B, ...] predicted clean data.
+    """
+    alpha_bar = extract(schedule.alphas_cumprod, t, x_t.ndim)  # [B, 1, ...]
+    return split_model_output(model_output, x_t, alpha_bar, prediction_type)[0]
 
 
 def eps_mse_loss(pred: jax.Array, target: jax.Array) -> jax.Array:

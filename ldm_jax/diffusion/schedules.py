@@ -40,6 +40,27 @@ def _betas(kind: str, num_timesteps: int, beta_start: float, beta_end: float) ->
     raise ValueError(f"Unknown noise schedule kind {kind!r}; valid kinds: {SCHEDULE_KINDS}.")
 
 
+def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Rescales betas [T] so the last timestep has zero SNR (Lin et al. 2023, Algorithm 1).
+
+    sqrt(ab) is shifted so its last entry is 0 and scaled so its first entry is unchanged, as
+    diffusers' `rescale_zero_terminal_snr`. The last beta becomes 1 (ab_{T-1} = 0), so the model
+    must not predict eps there: use v-prediction with "trailing" timesteps, as the paper recommends.
+
+    Args:
+        betas: float64 [T], T >= 2.
+
+    Returns:
+        float64 [T] rescaled betas.
+    """
+    sqrt_ab = np.sqrt(np.cumprod(1.0 - np.asarray(betas, np.float64)))  # [T]
+    first, last = sqrt_ab[0], sqrt_ab[-1]
+    sqrt_ab = (sqrt_ab - last) * (first / (first - last))
+    ab = sqrt_ab**2
+    alphas = np.append(ab[:1], ab[1:] / ab[:-1])
+    return 1.0 - alphas
+
+
 @struct.dataclass
 class NoiseSchedule:
     """Discrete DDPM forward process q(x_t | x_0) = N(sqrt(ab_t) x_0, (1 - ab_t) I), t = 0..T-1.
@@ -112,6 +133,8 @@ class NoiseSchedule:
         num_timesteps: int = 1000,
         beta_start: float = 1e-4,
         beta_end: float = 2e-2,
+        *,
+        rescale_zero_snr: bool = False,
     ) -> NoiseSchedule:
         """Builds a named schedule.
 
@@ -123,6 +146,8 @@ class NoiseSchedule:
             num_timesteps: T > 0.
             beta_start: first beta, 0 < beta_start < beta_end.
             beta_end: last beta, beta_end < 1.
+            rescale_zero_snr: rescale the betas to zero terminal SNR (`rescale_zero_terminal_snr`;
+                diffusers' `rescale_betas_zero_snr`).
 
         Raises:
             ValueError: on an unknown kind or invalid numbers.
@@ -140,4 +165,9 @@ class NoiseSchedule:
                 f"Need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, "
                 f"beta_end={beta_end}."
             )
-        return cls.from_betas(_betas(kind, int(num_timesteps), beta_start, beta_end))
+        betas = _betas(kind, int(num_timesteps), beta_start, beta_end)
+        if rescale_zero_snr:
+            if num_timesteps < 2:
+                raise ValueError("rescale_zero_snr needs num_timesteps >= 2.")
+            betas = rescale_zero_terminal_snr(betas)
+        return cls.from_betas(betas)
