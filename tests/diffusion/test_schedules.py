@@ -90,3 +90,36 @@ def test_schedule_is_a_pytree_through_jit():
 def test_invalid_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         NoiseSchedule.create(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kind,ref_kind,b0,b1",
+    [
+        ("linear", "linear", 1e-4, 2e-2),
+        ("scaled_linear", "scaled_linear", 0.00085, 0.012),
+        ("cosine", "squaredcos_cap_v2", 1e-4, 2e-2),
+    ],
+)
+@pytest.mark.parametrize("zero_snr", [False, True])
+def test_alphas_cumprod_match_diffusers(kind, ref_kind, b0, b1, zero_snr):
+    from diffusers import DDIMScheduler
+
+    ref = DDIMScheduler(beta_start=b0, beta_end=b1, beta_schedule=ref_kind,
+                        rescale_betas_zero_snr=zero_snr)  # fmt: skip
+    s = NoiseSchedule.create(kind, 1000, b0, b1, rescale_zero_snr=zero_snr)
+    # diffusers accumulates in float32; we do it in float64 and round once.
+    np.testing.assert_allclose(s.alphas_cumprod, ref.alphas_cumprod.numpy(), rtol=2e-6, atol=1e-9)
+    # Rescaled betas are ratios of float32 neighbours in diffusers: compare them absolutely.
+    tol = dict(rtol=5e-5, atol=1e-6) if zero_snr else dict(rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(s.betas, ref.betas.numpy(), **tol)
+
+
+def test_zero_terminal_snr_rescaling():
+    plain = NoiseSchedule.create("scaled_linear", 1000, 0.00085, 0.012)
+    s = NoiseSchedule.create("scaled_linear", 1000, 0.00085, 0.012, rescale_zero_snr=True)
+    assert float(s.alphas_cumprod[-1]) == 0.0 and float(s.betas[-1]) == 1.0
+    assert float(s.alphas_cumprod[0]) == pytest.approx(float(plain.alphas_cumprod[0]), rel=1e-6)
+    assert bool(jnp.all(jnp.diff(s.alphas_cumprod) < 0))
+    assert bool(jnp.all(jnp.isfinite(jnp.stack(jax.tree.leaves(s)))))
+    with pytest.raises(ValueError, match="num_timesteps >= 2"):
+        NoiseSchedule.create("linear", 1, rescale_zero_snr=True)
