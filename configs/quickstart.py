@@ -107,7 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     c.sample = ml_collections.ConfigDict(
-        dict(sampler="ddim", steps=50, eta=0.0, guidance_scale=2.0, per_class=8)
+        dict(sampler="ddim", steps=50, eta=1.0, guidance_scale=2.0, per_class=8)
     )
 
     if arg == "tiny":

@@ -33,8 +33,9 @@ from ldm_jax.training.workdir import TrainedLDM, load_trained_ldm
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
 _PER_CLASS = flags.DEFINE_integer("per_class", 16, "Samples per class.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Guidance scale (default: the config's).")
-_SAMPLER = flags.DEFINE_enum("sampler", "ddim", list(SAMPLERS), "Sampler.")
+_SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLERS), "Sampler (default: the config's).")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's).")
+_ETA = flags.DEFINE_float("eta", None, "DDIM eta (default: the config's sample.eta).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for sampling and for choosing real images.")
 _CLASSIFIER_DIR = flags.DEFINE_string(
     "classifier_dir", None, "Classifier cache (default ~/.cache/ldm_jax/...)."
@@ -60,6 +61,7 @@ def evaluate(
     steps: int,
     seed: int,
     classifier_dir: str | None,
+    eta: float = 0.0,
 ) -> dict:
     """Computes every figure of the module docstring; returns a JSON-serialisable dict."""
     config = trained.config
@@ -78,7 +80,7 @@ def evaluate(
             labels,
             jax.random.PRNGKey(seed),
             jnp.float32(guidance),
-            jnp.float32(0.0),
+            jnp.float32(eta),
             jnp.float32(trained.scale_factor),
         )
     )
@@ -97,6 +99,7 @@ def evaluate(
         "guidance": guidance,
         "sampler": sampler,
         "steps": steps,
+        "eta": eta,
         "per_class": per_class,
         "sampling_seconds": round(sample_seconds, 1),
         "classifier_test_accuracy": meta["test_accuracy"],
@@ -116,10 +119,11 @@ def main(argv):
         trained,
         _PER_CLASS.value,
         guidance,
-        _SAMPLER.value,
+        _SAMPLER.value or cfg.sampler,
         _STEPS.value or cfg.steps,
         _SEED.value,
         _CLASSIFIER_DIR.value,
+        cfg.eta if _ETA.value is None else _ETA.value,
     )
     with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)

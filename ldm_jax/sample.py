@@ -1,7 +1,7 @@
 """Samples class-conditional images from a trained workdir and writes a PNG grid.
 
   python -m ldm_jax.sample --workdir runs/quickstart --class 7 --num 16 --out sneakers.png \
-      [--guidance 2.0 --sampler ddim --steps 50 --eta 0.0 --seed 0]
+      [--guidance 2.0 --sampler ddim --steps 50 --eta 1.0 --seed 0]
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ _GUIDANCE = flags.DEFINE_float(
     None,
     "Classifier-free guidance scale (default: the config's sample.guidance_scale; 1 disables).",
 )
-_SAMPLER = flags.DEFINE_enum("sampler", "ddim", list(SAMPLERS), "Sampler.")
+_SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLERS), "Sampler (default: the config's).")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's).")
-_ETA = flags.DEFINE_float("eta", 0.0, "DDIM eta (0: deterministic).")
+_ETA = flags.DEFINE_float("eta", None, "DDIM eta (0: deterministic; default: the config's).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -57,14 +57,16 @@ def main(argv):
         columns = math.ceil(math.sqrt(_NUM.value))
     guidance = config.sample.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
     steps = _STEPS.value or config.sample.steps
-    generate = make_generate_fn(config, _SAMPLER.value, steps)
+    eta = config.sample.eta if _ETA.value is None else _ETA.value
+    sampler = _SAMPLER.value or config.sample.sampler
+    generate = make_generate_fn(config, sampler, steps)
     images = generate(
         trained.ae_params,
         trained.ldm_params,
         labels,
         jax.random.PRNGKey(_SEED.value),
         jnp.float32(guidance),
-        jnp.float32(_ETA.value),
+        jnp.float32(eta),
         jnp.float32(trained.scale_factor),
     )
     path = image_grid.save_png(_OUT.value, image_grid.make_grid(np.asarray(images), columns))
@@ -75,7 +77,8 @@ def main(argv):
                 "num_images": int(len(labels)),
                 "class": cls,
                 "guidance": guidance,
-                "sampler": _SAMPLER.value,
+                "sampler": sampler,
+                "eta": eta,
                 "steps": steps,
                 "ldm_step": trained.step,
             }
