@@ -125,7 +125,10 @@ def ddpm_step(
 
 def _ddim(predict: Predictor, x, extra, inp: StepInput, opts: SamplerOptions):
     pred = predict(x, inp)
-    noise = jax.random.normal(inp.key, x.shape, jnp.float32)
+    if opts.eta_is_zero:  # sigma = 0: skip the PRNG (it costs compile time)
+        noise = jnp.zeros_like(x)
+    else:
+        noise = jax.random.normal(inp.key, x.shape, jnp.float32)
     return ddim_update(pred.x0, pred.eps, inp.alpha_from, inp.alpha_to, opts.eta, noise), extra
 
 
@@ -135,5 +138,5 @@ def _ddpm(predict: Predictor, x, extra, inp: StepInput, opts: SamplerOptions):
     return ddpm_update(x, pred.x0, inp.alpha_from, inp.alpha_to, noise), extra
 
 
-DDIM = SamplerSpec(step=_ddim)
+DDIM = SamplerSpec(step=_ddim, eta_noise=True)
 DDPM = SamplerSpec(step=_ddpm, final_alpha_one=True, needs_rng=True)

@@ -26,7 +26,7 @@ class StepInput(NamedTuple):
     alpha: jax.Array  # [] float32 ab at t
     alpha_from: jax.Array  # [] float32 ab of the sample the update starts from
     alpha_to: jax.Array  # [] float32 ab the update lands on (the final alpha after the last step)
-    key: jax.Array  # PRNG key for this iteration
+    key: jax.Array  # PRNG key for this iteration (a dummy uint32 when the sampler draws none)
     aux: Any  # pytree of this iteration's rows of `Plan.aux`
 
 
@@ -42,6 +42,7 @@ class SamplerOptions(NamedTuple):
 
     eta: jax.Array  # [] float32, traced
     clip_sample: float | None  # static
+    eta_is_zero: bool = False  # static: eta was a Python 0, so DDIM need not draw noise
 
 
 class Plan(NamedTuple):
@@ -80,6 +81,7 @@ class SamplerSpec:
         timesteps: (T, num_steps, spacing, steps_offset) -> grid [N] (descending).
         final_alpha_one: True to end at ab = 1, None to follow `sample(set_alpha_to_one=...)`.
         needs_rng: True if every sample is random (then `sample` requires `rng`).
+        eta_noise: True if the step draws noise when eta != 0 (DDIM).
         zero_alpha_floor: if set, entries of alphas_cumprod equal to 0 (zero terminal SNR) are
             replaced by this value, as diffusers' DPM-Solver (2**-24) does to keep log-SNR finite.
     """
@@ -90,4 +92,5 @@ class SamplerSpec:
     timesteps: Callable[[int, int, str, int], np.ndarray] = make_timesteps
     final_alpha_one: bool | None = None
     needs_rng: bool = False
+    eta_noise: bool = False
     zero_alpha_floor: float | None = None

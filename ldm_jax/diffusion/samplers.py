@@ -81,11 +81,11 @@ def _validate(spec, sampler, rng, eta, prediction_type, x_T, x_init, mask, x_kno
         raise ValueError(f"x_known {x_known.shape} must have the shape of x_T {x_T.shape}.")
     if mask is not None:
         try:
-            np.broadcast_shapes(mask.shape, x_T.shape)
+            ok = np.broadcast_shapes(mask.shape, x_T.shape) == x_T.shape
         except ValueError:
-            raise ValueError(
-                f"mask {mask.shape} does not broadcast against x_T {x_T.shape}."
-            ) from None
+            ok = False
+        if not ok:
+            raise ValueError(f"mask {mask.shape} does not broadcast to x_T {x_T.shape}.")
 
 
 def sample(
@@ -176,16 +176,25 @@ def sample(
     def alpha_of(ts: np.ndarray) -> jax.Array:  # int [K] with -1 = final -> float32 [K]
         return jnp.where(jnp.asarray(ts >= 0), ac[np.maximum(ts, 0)], final_alpha)
 
+    opts = SamplerOptions(
+        eta=jnp.asarray(eta, jnp.float32),
+        clip_sample=clip_sample,
+        eta_is_zero=isinstance(eta, (int, float)) and eta == 0,
+    )
+    # Keys only for samplers that draw noise (threefry adds compile time to every program).
+    if spec.needs_rng or (spec.eta_noise and not opts.eta_is_zero):
+        keys = jax.random.split(rng, num_iters)
+    else:
+        keys = jnp.zeros((num_iters,), jnp.uint32)
     inputs = StepInput(
         index=jnp.arange(num_iters, dtype=jnp.int32),
         t=jnp.asarray(plan.t_model, jnp.int32),
         alpha=alpha_of(plan.t_model),
         alpha_from=alpha_of(plan.t_from),
         alpha_to=alpha_of(plan.t_to),
-        key=jax.random.split(rng, num_iters),
+        key=keys,
         aux=jax.tree.map(jnp.asarray, plan.aux),
     )
-    opts = SamplerOptions(eta=jnp.asarray(eta, jnp.float32), clip_sample=clip_sample)
     noise = x_T.astype(jnp.float32)
     batch = x_T.shape[0]
 
