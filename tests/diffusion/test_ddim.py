@@ -81,8 +81,12 @@ def test_ddpm_posterior_matches_diffusers(kind, num_steps, prediction_type):
         prev = int(sch.previous_timestep(t))
         x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
         out = rng.standard_normal(x.shape).astype(np.float32)
-        want = sch.step(torch.from_numpy(out), t, torch.from_numpy(x),
-                        generator=torch.Generator().manual_seed(t)).prev_sample.numpy()  # fmt: skip
+        want = sch.step(
+            torch.from_numpy(out),
+            t,
+            torch.from_numpy(x),
+            generator=torch.Generator().manual_seed(t),
+        ).prev_sample.numpy()
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(t)).numpy()
         want_var = float(sch._get_variance(t)) if t > 0 else 0.0  # diffusers adds no noise at 0
         want_mean = want - want_var**0.5 * noise
@@ -101,14 +105,26 @@ def test_ddpm_posterior_matches_diffusers(kind, num_steps, prediction_type):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_ddim_stochastic_step_matches_diffusers(prediction_type):
     eta = 0.7
-    sch, ac = _diffusers(DDIMScheduler, "scaled_linear", prediction_type, 20, clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1)  # fmt: skip
+    sch, ac = _diffusers(
+        DDIMScheduler,
+        "scaled_linear",
+        prediction_type,
+        20,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     rng = np.random.default_rng(1)
     for t in sch.timesteps[[0, 10, 19]].tolist():
         prev = t - 1000 // 20
         x, out, noise = (rng.standard_normal((2, 8)).astype(np.float32) for _ in range(3))
-        want = sch.step(torch.from_numpy(out), t, torch.from_numpy(x), eta=eta,
-                        variance_noise=torch.from_numpy(noise)).prev_sample.numpy()  # fmt: skip
+        want = sch.step(
+            torch.from_numpy(out),
+            t,
+            torch.from_numpy(x),
+            eta=eta,
+            variance_noise=torch.from_numpy(noise),
+        ).prev_sample.numpy()
         a_t, a_prev = ac[t], (ac[prev] if prev >= 0 else ac[0])
         x0, eps = split_model_output(jnp.asarray(out), jnp.asarray(x), a_t, prediction_type)
         got = jax.jit(ddim_update)(x0, eps, a_t, a_prev, eta, jnp.asarray(noise))

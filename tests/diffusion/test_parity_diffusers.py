@@ -59,8 +59,19 @@ def ours(sampler, num_steps, spacing, offset, prediction_type, alpha_one, streng
     return jax.jit(run)
 
 
-def reference(sampler, kind, num_steps, spacing, offset, prediction_type, alpha_one, strength,
-              zero_snr, x_T, x_init):  # fmt: skip
+def reference(
+    sampler,
+    kind,
+    num_steps,
+    spacing,
+    offset,
+    prediction_type,
+    alpha_one,
+    strength,
+    zero_snr,
+    x_T,
+    x_init,
+):
     """The diffusers loop (as its pipelines run it, img2img truncation included)."""
     b0, b1 = analytic.BETAS[kind]
     kw = dict(FIXED[sampler], timestep_spacing=spacing, steps_offset=offset)
@@ -92,15 +103,36 @@ def reference(sampler, kind, num_steps, spacing, offset, prediction_type, alpha_
     return x.numpy()
 
 
-def max_error(sampler, kind, num_steps, spacing="leading", offset=0, prediction_type="epsilon",
-              alpha_one=False, strength=1.0, zero_snr=False, img2img=False):  # fmt: skip
+def max_error(
+    sampler,
+    kind,
+    num_steps,
+    spacing="leading",
+    offset=0,
+    prediction_type="epsilon",
+    alpha_one=False,
+    strength=1.0,
+    zero_snr=False,
+    img2img=False,
+):
     x_T = analytic.x_T()
     x_init = analytic.x_T(seed=1) * 0.5 + 0.3 if img2img else None
     sched, table = schedule(kind, zero_snr)
     fn = ours(sampler, num_steps, spacing, offset, prediction_type, alpha_one, strength)
     got = np.asarray(fn(sched, jnp.asarray(table), jnp.asarray(x_T), x_init))
-    want = reference(sampler, kind, num_steps, spacing, offset, prediction_type, alpha_one,
-                     strength, zero_snr, x_T, x_init)  # fmt: skip
+    want = reference(
+        sampler,
+        kind,
+        num_steps,
+        spacing,
+        offset,
+        prediction_type,
+        alpha_one,
+        strength,
+        zero_snr,
+        x_T,
+        x_init,
+    )
     assert got.shape == want.shape and np.all(np.isfinite(got))
     return float(np.max(np.abs(got - want)))
 

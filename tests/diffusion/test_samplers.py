@@ -39,7 +39,8 @@ def gaussian_model(mu, s, prediction_type="epsilon", schedule=SCHED):
         denom = ab * s**2 + 1 - ab
         eps = jnp.sqrt(1 - ab) * (x - jnp.sqrt(ab) * mu) / denom
         x0 = mu + jnp.sqrt(ab) * s**2 * (x - jnp.sqrt(ab) * mu) / denom
-        return {"epsilon": eps, "sample": x0, "v_prediction": jnp.sqrt(ab) * eps - jnp.sqrt(1 - ab) * x0}[prediction_type]  # fmt: skip
+        v = jnp.sqrt(ab) * eps - jnp.sqrt(1 - ab) * x0
+        return {"epsilon": eps, "sample": x0, "v_prediction": v}[prediction_type]
 
     return fn
 
@@ -149,16 +150,27 @@ def test_sweeping_guidance_and_eta_does_not_recompile(sampler):
     pair_fn = guidance_pair_fn(model_fn, labels, jnp.zeros((1,)))
 
     def sweep_target(x, scale, rescale, eta, key):
-        return sample(pair_fn, x, SCHED, sampler, 8, eta, rng=key, guidance_scale=scale,
-                      guidance_rescale=rescale)  # fmt: skip
+        return sample(
+            pair_fn,
+            x,
+            SCHED,
+            sampler,
+            8,
+            eta,
+            rng=key,
+            guidance_scale=scale,
+            guidance_rescale=rescale,
+        )
 
     f = jax.jit(sweep_target)
     x_T = jax.random.normal(jax.random.key(0), (2, 5))
     key = jax.random.key(1)
     f(x_T, 1.0, 0.0, 0.0, key)  # compile once
     with count_compiles("sweep_target") as compiles:
-        outs = [f(x_T, s, r, e, key) for s, r, e in [(1.0, 0.0, 0.5), (4.0, 0.0, 0.0),
-                                                     (7.5, 0.7, 1.0), (0.0, 1.0, 0.2)]]  # fmt: skip
+        outs = [
+            f(x_T, s, r, e, key)
+            for s, r, e in [(1.0, 0.0, 0.5), (4.0, 0.0, 0.0), (7.5, 0.7, 1.0), (0.0, 1.0, 0.2)]
+        ]
         f(x_T, 1.0, 0.0, 0.0, key).block_until_ready()
     assert compiles == [] and f._cache_size() == 1
     assert traces == [(4, 5)]  # the model is traced once, on the doubled batch
@@ -208,8 +220,9 @@ def _coupled_eps(x, t):
 def test_masked_ddim_matches_a_reference_loop():
     """The paper's inpainting-by-mask around diffusers' DDIM step."""
     x_T, known, mask = _masked_inputs()
-    got = jit_sample(_coupled_eps, x_T, SCHED, "ddim", 10, 0.0, "leading", 1, mask=mask,
-                     x_known=known)  # fmt: skip
+    got = jit_sample(
+        _coupled_eps, x_T, SCHED, "ddim", 10, 0.0, "leading", 1, mask=mask, x_known=known
+    )
     sch = DDIMScheduler(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     sch.alphas_cumprod = torch.from_numpy(np.array(SCHED.alphas_cumprod))
     sch.final_alpha_cumprod = sch.alphas_cumprod[0]
@@ -230,8 +243,9 @@ def test_masked_ddim_matches_a_reference_loop():
 @pytest.mark.parametrize("sampler", ALL_SAMPLERS)
 def test_full_and_empty_masks(sampler):
     x_T, known, _ = _masked_inputs()
-    run = lambda **kw: jit_sample(_coupled_eps, x_T, SCHED, sampler, 6, rng=jax.random.key(0),
-                                  set_alpha_to_one=True, **kw)  # fmt: skip
+    run = lambda **kw: jit_sample(
+        _coupled_eps, x_T, SCHED, sampler, 6, rng=jax.random.key(0), set_alpha_to_one=True, **kw
+    )
     ones, zeros = jnp.ones(x_T.shape[:-1] + (1,)), jnp.zeros(x_T.shape[:-1] + (1,))
     np.testing.assert_allclose(run(mask=ones, x_known=known), known, atol=1e-6)
     np.testing.assert_allclose(run(mask=zeros, x_known=known), run(), atol=1e-6)
@@ -258,7 +272,7 @@ def test_img2img_keeps_more_of_the_input_at_low_strength(sampler):
                     - init
                 )
             )
-        )  # fmt: skip
+        )
         for s in (0.2, 0.6, 1.0)
     ]
     assert dist[0] < dist[1] < dist[2], dist

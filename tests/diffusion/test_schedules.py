@@ -104,8 +104,9 @@ def test_invalid_arguments_raise(kwargs, match):
 def test_alphas_cumprod_match_diffusers(kind, ref_kind, b0, b1, zero_snr):
     from diffusers import DDIMScheduler
 
-    ref = DDIMScheduler(beta_start=b0, beta_end=b1, beta_schedule=ref_kind,
-                        rescale_betas_zero_snr=zero_snr)  # fmt: skip
+    ref = DDIMScheduler(
+        beta_start=b0, beta_end=b1, beta_schedule=ref_kind, rescale_betas_zero_snr=zero_snr
+    )
     s = NoiseSchedule.create(kind, 1000, b0, b1, rescale_zero_snr=zero_snr)
     # diffusers accumulates in float32; we do it in float64 and round once.
     np.testing.assert_allclose(s.alphas_cumprod, ref.alphas_cumprod.numpy(), rtol=2e-6, atol=1e-9)

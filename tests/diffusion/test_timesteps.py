@@ -52,8 +52,11 @@ def test_make_timesteps_rejects_bad_arguments(args, match):
         make_timesteps(*args)
 
 
-GRIDS = [(n, spacing, offset) for n in (1, 3, 7, 10, 25, 50, 999) for spacing, offset in
-         (("leading", 0), ("leading", 1), ("trailing", 0), ("linspace", 0))]  # fmt: skip
+GRIDS = [
+    (n, spacing, offset)
+    for n in (1, 3, 7, 10, 25, 50, 999)
+    for spacing, offset in (("leading", 0), ("leading", 1), ("trailing", 0), ("linspace", 0))
+]
 
 
 @pytest.mark.parametrize("n,spacing,offset", GRIDS)
@@ -97,8 +100,9 @@ def test_img2img_start_index_as_diffusers(n, strength, start):
     assert grid.tolist() == make_timesteps(1000, n, "leading", 1)[start:].tolist()
 
 
-@pytest.mark.parametrize("strength,match", [(0.0, r"\(0, 1\]"), (1.5, r"\(0, 1\]"),
-                                            (0.01, "no denoising step")])  # fmt: skip
+@pytest.mark.parametrize(
+    "strength,match", [(0.0, r"\(0, 1\]"), (1.5, r"\(0, 1\]"), (0.01, "no denoising step")]
+)
 def test_img2img_start_index_rejects_bad_strength(strength, match):
     with pytest.raises(ValueError, match=match):
         img2img_start_index(50, strength)
