@@ -9,10 +9,15 @@ from ldm_jax.diffusion import (
     NoiseSchedule,
     eps_from_model_output,
     eps_mse_loss,
+    predict_eps_from_v,
     predict_eps_from_x0,
     predict_x0_from_eps,
+    predict_x0_from_v,
     q_sample,
+    split_model_output,
     training_target,
+    velocity,
+    x0_from_model_output,
 )
 
 SCHED = NoiseSchedule.create("linear", 1000)
@@ -87,3 +92,30 @@ def test_eps_mse_loss_is_per_example_float32():
     np.testing.assert_allclose(loss, [2.5, 0.0])
     with pytest.raises(ValueError, match="shapes differ"):
         eps_mse_loss(pred, target[:, 0])
+
+
+def test_v_conversions_and_split_agree():
+    k1, k2 = jax.random.split(jax.random.key(3))
+    x0 = jax.random.normal(k1, (3, 4, 4, 2))
+    eps = jax.random.normal(k2, x0.shape)
+    t = jnp.array([0, 400, 999], jnp.int32)
+    xt = q_sample(SCHED, x0, t, eps)
+    v = velocity(SCHED, x0, t, eps)
+    np.testing.assert_allclose(predict_x0_from_v(SCHED, xt, t, v), x0, atol=1e-5)
+    np.testing.assert_allclose(predict_eps_from_v(SCHED, xt, t, v), eps, atol=1e-5)
+    ab = SCHED.alphas_cumprod[t][:, None, None, None]  # what samplers hold: [B, 1, 1, 1]
+    for ptype, out in (("epsilon", eps), ("sample", x0), ("v_prediction", v)):
+        got_x0, got_eps = jax.jit(split_model_output, static_argnums=3)(out, xt, ab, ptype)
+        np.testing.assert_allclose(got_x0, x0, atol=2e-3, err_msg=ptype)
+        np.testing.assert_allclose(got_eps, eps, atol=2e-3, err_msg=ptype)
+        np.testing.assert_allclose(
+            x0_from_model_output(SCHED, xt, t, out, ptype), got_x0, rtol=1e-5, atol=5e-5
+        )
+
+
+def test_v_prediction_is_finite_at_zero_terminal_snr():
+    s = NoiseSchedule.create("scaled_linear", 1000, 0.00085, 0.012, rescale_zero_snr=True)
+    x_t, v = jnp.ones((2, 3)), jnp.full((2, 3), 0.5)
+    x0, eps = split_model_output(v, x_t, s.alphas_cumprod[-1], "v_prediction")
+    np.testing.assert_allclose(x0, -0.5)  # ab = 0: x0 = -v, eps = x_t
+    np.testing.assert_allclose(eps, 1.0)
