@@ -1,4 +1,15 @@
-"""ldm_jax.diffusion: noise schedules, training objectives and samplers (pure JAX, no network)."""
+"""ldm_jax.diffusion: noise schedules, training objectives and samplers (pure JAX, no network).
+
+sched = NoiseSchedule.create("scaled_linear", 1000, 0.00085, 0.012, rescale_zero_snr=False)
+z_t = q_sample(sched, z0, t, noise)                       # training: forward process
+loss = weighted_mse_loss(pred, training_target(sched, z0, t, noise, "epsilon"), sched, t,
+                         "min_snr")                       # [B]; or "simple" + original_elbo_weight
+z0 = sample(eps_fn, z_T, sched, sampler="dpmpp_2m", num_steps=25)   # ddim | ddpm | plms | dpmpp_2m
+z0 = sample(guidance_pair_fn(model_fn, cond, uncond), z_T, sched, guidance_scale=7.5,
+            guidance_rescale=0.7, prediction_type="v_prediction")  # guided, traced scale
+z0 = sample(eps_fn, noise, sched, x_init=z_src, strength=0.6)           # img2img
+z0 = sample(eps_fn, z_T, sched, mask=keep, x_known=z_src)               # inpainting by mask
+"""
 
 from ldm_jax.diffusion.ddim import (
     ddim_step,

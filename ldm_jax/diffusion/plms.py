@@ -7,6 +7,8 @@ On a grid g_0 > ... > g_{N-1} (N >= 2) it evaluates the model N + 1 times:
   k >= 2: e_k at (x, g_{k-1}); step g_{k-1} -> g_k (or the end) with the Adams-Bashforth
           combination of e_k and the stored history (orders 2, 3, then 4).
 The history holds e_0, e_2, e_3, ... (e_1 only enters the k = 1 average), as the reference does.
+A v- or x0-predicting model's output is turned into eps at its own timestep before the combination
+(as the paper code's PLMS); diffusers' PNDM instead combines raw v outputs and converts once.
 """
 
 from __future__ import annotations

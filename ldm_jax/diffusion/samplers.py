@@ -128,7 +128,10 @@ def sample(
             DPM-Solver grid, ending at ab = 1).
         num_steps: number of denoising steps (static), 1 <= num_steps <= T.
         eta: DDIM stochasticity (0 deterministic, 1 DDPM-like); traced; used by "ddim" only.
-        timestep_spacing: "leading", "trailing" or "linspace" (see `timesteps.py`).
+        timestep_spacing: "leading", "trailing" or "linspace" (see `timesteps.py`). Every
+            sampler steps from one grid point to the next, as the paper code does; diffusers'
+            DDIM/PNDM step to t - T // num_steps instead, the same point for "leading" (and for
+            "trailing" when num_steps divides T) but not for "linspace".
         steps_offset: added to the "leading" grid (Stable Diffusion and the paper code use 1).
         rng: PRNG key; required by "ddpm"; otherwise a fixed key stands in (only DDIM with
             eta > 0 draws noise).
@@ -200,9 +203,16 @@ def sample(
 
     def predict(x: jax.Array, inp: StepInput) -> Prediction:
         out = eps_fn(x, jnp.full((batch,), inp.t, dtype=jnp.int32))
+        is_pair = isinstance(out, (tuple, list))
+        if guidance_scale is None and is_pair:
+            raise ValueError("eps_fn returned a pair: pass guidance_scale to guide with it.")
         if guidance_scale is not None:
-            cond, uncond = out
-            out = guide(cond, uncond, guidance_scale, guidance_rescale)
+            if not (is_pair and len(out) == 2):
+                raise ValueError(
+                    "With guidance_scale, eps_fn must return (cond_output, uncond_output); "
+                    "see guidance_pair_fn."
+                )
+            out = guide(out[0], out[1], guidance_scale, guidance_rescale)
         x0, eps = split_model_output(out, x, inp.alpha, prediction_type)
         if clip_sample is not None:
             x0 = jnp.clip(x0, -clip_sample, clip_sample)

@@ -110,3 +110,13 @@ def test_sample_with_a_pair_equals_the_guided_wrapper():
     cond_only = sample(lambda x, t: model(x, t, cond), x, sched, "dpmpp_2m", 6)
     np.testing.assert_allclose(run(1.0, 0.0)[0], cond_only, rtol=1e-5, atol=1e-6)
     assert not np.allclose(run(5.0, 0.0)[0], cond_only, atol=1e-3)
+
+
+def test_pair_and_guidance_scale_go_together():
+    x, _, cond, uncond = _inputs()
+    sched = NoiseSchedule.create("linear", 10)
+    pair_fn = guidance_pair_fn(_model([]), cond, uncond)
+    with pytest.raises(ValueError, match="pass guidance_scale"):
+        sample(pair_fn, x, sched, "ddim", 2)
+    with pytest.raises(ValueError, match="must return .cond_output, uncond_output"):
+        sample(lambda x, t: x, x, sched, "ddim", 2, guidance_scale=2.0)
