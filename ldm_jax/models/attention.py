@@ -157,3 +157,65 @@ class SpatialTransformer(nn.Module):
         else:
             out = nn.Conv(c, (1, 1), dtype=self.dtype, kernel_init=zero, name="proj_out")(y)
         return x + out
+
+
+class AttentionBlock(nn.Module):
+    """The U-Net's self-attention block without a transformer (`use_spatial_transformer=False`).
+
+    GroupNorm, a kernel-1 1-D convolution `qkv` over the H*W positions producing 3*C channels,
+    multi-head attention, and a zero-initialised kernel-1 `proj_out`, added to the input.
+
+    The `qkv` channels are read in one of two orders, as the reference code:
+      * legacy (`QKVAttentionLegacy`, the default): split heads first, i.e. the 3*C channels are
+        laid out [head][q|k|v][d];
+      * new order (`QKVAttention`, `use_new_attention_order=True`): split q/k/v first, i.e.
+        [q|k|v][head][d].
+
+    Attributes:
+      num_heads: attention heads; C must be divisible by it.
+      use_new_attention_order: the `QKVAttention` channel order instead of the legacy one.
+    """
+
+    num_heads: int = 1
+    use_new_attention_order: bool = False
+    num_groups: int = 32
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        if c % self.num_heads:
+            raise ValueError(f"AttentionBlock: {c} channels not divisible by {self.num_heads}.")
+        d = c // self.num_heads
+        y = GroupNorm32(self.num_groups, 1e-5, name="norm")(x).reshape(b, h * w, c)  # [B, T, C]
+        qkv = nn.Conv(3 * c, (1,), dtype=self.dtype, name="qkv")(y)  # [B, T, 3C]
+        if self.use_new_attention_order:
+            qkv = qkv.reshape(b, h * w, 3, self.num_heads, d)
+            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        else:
+            qkv = qkv.reshape(b, h * w, self.num_heads, 3, d)
+            q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+        out = dot_product_attention(q, k, v).reshape(b, h * w, c)  # [B, T, C]
+        zero = nn.initializers.zeros
+        out = nn.Conv(c, (1,), dtype=self.dtype, kernel_init=zero, name="proj_out")(out)
+        return x + out.reshape(b, h, w, c)
+
+
+class LinAttnBlock(nn.Module):
+    """The autoencoder's `attn_type="linear"` block: one-head linear attention, not residual.
+
+    GroupNorm is not applied (as the reference `LinAttnBlock`); `to_qkv` is a bias-free 1x1
+    conv to 3*C channels, the keys are softmax-normalised over positions, and `to_out` maps back.
+    """
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        qkv = nn.Conv(3 * c, (1, 1), use_bias=False, dtype=self.dtype, name="to_qkv")(x)
+        q, k, v = jnp.split(qkv.reshape(b, h * w, 3 * c), 3, axis=-1)  # each [B, T, C]
+        k = jax.nn.softmax(k.astype(jnp.float32), axis=1).astype(v.dtype)  # over positions
+        context = jnp.einsum("btd,bte->bde", k, v)  # [B, C, C]
+        out = jnp.einsum("bde,btd->bte", context, q).reshape(b, h, w, c)
+        return conv1x1(c, "to_out", self.dtype)(out)

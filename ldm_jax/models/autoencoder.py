@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.models.attention import AttnBlock
+from ldm_jax.models.attention import AttnBlock, LinAttnBlock
 from ldm_jax.models.layers import Downsample, Dtype, GroupNorm32, ResnetBlock, Upsample, conv3x3
 
 
@@ -51,8 +51,29 @@ class DiagonalGaussian:
         return 0.5 * jnp.sum(self.mean**2 + var - 1.0 - self.logvar, axis=(1, 2, 3))
 
 
+ATTN_TYPES = ("vanilla", "linear", "none")
+
+
+def make_attn(attn_type: str, num_groups: int, dtype: Dtype, name: str) -> nn.Module | None:
+    """The reference `make_attn`: `AttnBlock`, `LinAttnBlock`, or None (an identity)."""
+    if attn_type == "vanilla":
+        return AttnBlock(num_groups, dtype, name=name)
+    if attn_type == "linear":
+        return LinAttnBlock(dtype, name=name)
+    if attn_type == "none":
+        return None
+    raise ValueError(f"attn_type must be one of {ATTN_TYPES}, got {attn_type!r}.")
+
+
+def _apply(module: nn.Module | None, h: jax.Array) -> jax.Array:
+    return h if module is None else module(h)
+
+
 class Encoder(nn.Module):
-    """x [B, H, W, in_channels] -> moments [B, H/f, W/f, 2*z_channels or z_channels]."""
+    """x [B, H, W, in_channels] -> moments [B, H/f, W/f, 2*z_channels or z_channels].
+
+    `attn_type` is "vanilla" (residual single-head attention), "linear" or "none" (identity).
+    """
 
     ch: int
     ch_mult: Sequence[int]
@@ -64,7 +85,11 @@ class Encoder(nn.Module):
     dropout: float = 0.0
     resamp_with_conv: bool = True
     num_groups: int = 32
+    attn_type: str = "vanilla"
     dtype: Dtype = jnp.float32
+
+    def _attn(self, name: str) -> nn.Module | None:
+        return make_attn(self.attn_type, self.num_groups, self.dtype, name)
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -80,7 +105,8 @@ class Encoder(nn.Module):
                     name=f"down_{i}_block_{j}",
                 )(h, None, deterministic)
                 if res in self.attn_resolutions:
-                    h = AttnBlock(self.num_groups, self.dtype, name=f"down_{i}_attn_{j}")(h)
+                    attn = self._attn(f"down_{i}_attn_{j}")
+                    h = _apply(attn, h)
             if i != len(self.ch_mult) - 1:
                 h = Downsample(
                     self.resamp_with_conv, True, dtype=self.dtype, name=f"down_{i}_downsample"
@@ -96,12 +122,15 @@ class Encoder(nn.Module):
             None, self.dropout, num_groups=self.num_groups, dtype=self.dtype, name=n
         )
         h = block("mid_block_1")(h, None, deterministic)
-        h = AttnBlock(self.num_groups, self.dtype, name="mid_attn_1")(h)
+        h = _apply(self._attn("mid_attn_1"), h)
         return block("mid_block_2")(h, None, deterministic)
 
 
 class Decoder(nn.Module):
-    """z [B, h, w, z_channels] -> x [B, h*f, w*f, out_ch]."""
+    """z [B, h, w, z_channels] -> x [B, h*f, w*f, out_ch].
+
+    `give_pre_end` returns the features before `norm_out`/`conv_out` (the reference option).
+    """
 
     ch: int
     ch_mult: Sequence[int]
@@ -113,7 +142,12 @@ class Decoder(nn.Module):
     resamp_with_conv: bool = True
     num_groups: int = 32
     tanh_out: bool = False
+    give_pre_end: bool = False
+    attn_type: str = "vanilla"
     dtype: Dtype = jnp.float32
+
+    def _attn(self, name: str) -> nn.Module | None:
+        return make_attn(self.attn_type, self.num_groups, self.dtype, name)
 
     @nn.compact
     def __call__(self, z: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -124,16 +158,19 @@ class Decoder(nn.Module):
             c, self.dropout, num_groups=self.num_groups, dtype=self.dtype, name=n
         )
         h = block(None, "mid_block_1")(h, None, deterministic)
-        h = AttnBlock(self.num_groups, self.dtype, name="mid_attn_1")(h)
+        h = _apply(self._attn("mid_attn_1"), h)
         h = block(None, "mid_block_2")(h, None, deterministic)
         for i in reversed(range(levels)):
             for j in range(self.num_res_blocks + 1):
                 h = block(self.ch * self.ch_mult[i], f"up_{i}_block_{j}")(h, None, deterministic)
                 if res in self.attn_resolutions:
-                    h = AttnBlock(self.num_groups, self.dtype, name=f"up_{i}_attn_{j}")(h)
+                    attn = self._attn(f"up_{i}_attn_{j}")
+                    h = _apply(attn, h)
             if i != 0:
                 h = Upsample(self.resamp_with_conv, dtype=self.dtype, name=f"up_{i}_upsample")(h)
                 res *= 2
+        if self.give_pre_end:
+            return h
         h = nn.swish(GroupNorm32(self.num_groups, 1e-6, name="norm_out")(h))
         h = conv3x3(self.out_ch, "conv_out", self.dtype)(h)
         return jnp.tanh(h) if self.tanh_out else h
@@ -161,6 +198,8 @@ class AutoencoderKL(nn.Module):
     resolution: int = 256
     dropout: float = 0.0
     num_groups: int = 32
+    attn_type: str = "vanilla"
+    resamp_with_conv: bool = True
     dtype: Dtype = jnp.float32
 
     @property
@@ -176,6 +215,8 @@ class AutoencoderKL(nn.Module):
             resolution=self.resolution,
             dropout=self.dropout,
             num_groups=self.num_groups,
+            attn_type=self.attn_type,
+            resamp_with_conv=self.resamp_with_conv,
             dtype=self.dtype,
         )
         self.encoder = Encoder(z_channels=self.z_channels, double_z=True, **common)

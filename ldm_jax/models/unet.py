@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.models.attention import SpatialTransformer
+from ldm_jax.models.attention import AttentionBlock, SpatialTransformer
 from ldm_jax.models.layers import (
     Downsample,
     Dtype,
@@ -20,6 +20,7 @@ from ldm_jax.models.layers import (
     Upsample,
     conv3x3,
     timestep_embedding,
+    upsample_nearest,
 )
 
 
@@ -30,6 +31,9 @@ class ResBlock(nn.Module):
       out_channels: output channels (defaults to input channels).
       use_scale_shift_norm: FiLM-style (1 + scale) * norm(h) + shift instead of h + emb.
       use_conv_skip: 3x3 instead of 1x1 skip convolution when channels change.
+      up / down: resample inside the block (`resblock_updown`): after the first norm and
+        activation both h and the skip input x are resampled (nearest x2 or 2x2 average pooling,
+        no parameters), then the first conv runs at the new resolution.
     """
 
     out_channels: int | None = None
@@ -38,12 +42,18 @@ class ResBlock(nn.Module):
     use_conv_skip: bool = False
     num_groups: int = 32
     dtype: Dtype = jnp.float32
+    up: bool = False
+    down: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array, deterministic: bool = True) -> jax.Array:
         in_ch = x.shape[-1]
         out_ch = self.out_channels or in_ch
         h = nn.silu(GroupNorm32(self.num_groups, 1e-5, name="in_layers_0")(x))
+        if self.up:
+            h, x = upsample_nearest(h), upsample_nearest(x)
+        elif self.down:
+            h, x = (nn.avg_pool(a, (2, 2), strides=(2, 2)) for a in (h, x))
         h = conv3x3(out_ch, "in_layers_2", self.dtype)(h)
         emb_width = 2 * out_ch if self.use_scale_shift_norm else out_ch
         emb_out = nn.Dense(emb_width, dtype=self.dtype, name="emb_layers_1")(nn.silu(emb))
@@ -70,20 +80,31 @@ class ResBlock(nn.Module):
 
 
 class UNetModel(nn.Module):
-    """eps_theta(z_t, t, y): the denoising U-Net of the paper.
+    """eps_theta(z_t, t, y): the denoising U-Net of the paper (the reference `UNetModel`).
+
+    The input channels are those of `x` (`in_channels` > `out_channels` for concat conditioning).
 
     Attributes:
       model_channels: base width; level l has model_channels * channel_mult[l] channels.
       out_channels: output channels (latent channels for eps-prediction).
       num_res_blocks: ResBlocks per level on the way down (one more on the way up).
-      attention_resolutions: downsampling rates ds (1, 2, 4, ...) that get a transformer.
+      attention_resolutions: downsampling rates ds (1, 2, 4, ...) that get attention.
       channel_mult: width multiplier per level.
-      num_heads / num_head_channels: heads per transformer (set exactly one; -1 disables).
+      num_heads / num_head_channels: heads, or channels per head (set exactly one; -1 unset).
+      num_heads_upsample: heads of the decoder's `AttentionBlock`s when `num_heads` is used
+        (-1: same as `num_heads`; deprecated in the reference, kept for fidelity).
+      use_spatial_transformer: SpatialTransformer blocks (self-, cross-attention, GEGLU
+        feed-forward) instead of the plain `AttentionBlock`.
       transformer_depth: BasicTransformerBlocks per SpatialTransformer.
-      context_dim: width of tau_theta(y) tokens for cross-attention (None: self-attention only).
-      num_classes: adds a class embedding to the time embedding ("adm" conditioning).
+      context_dim: width of tau_theta(y) tokens for cross-attention (None: the transformer's
+        second attention is self-attention; required by the reference when transformers are on).
+      num_classes: adds a learned class embedding to the time embedding ("adm" conditioning).
+      conv_resample: learned 3x3 convs for resampling (else avg-pool / nearest only).
+      use_scale_shift_norm: FiLM-like (1 + scale) * norm(h) + shift in the ResBlocks.
+      resblock_updown: resample with ResBlocks (up/down) instead of Upsample/Downsample.
+      use_new_attention_order: `QKVAttention` instead of `QKVAttentionLegacy` channel order.
       use_linear_in_transformer: Dense instead of 1x1-conv projections in transformers.
-      legacy: the reference code's head-width convention for `num_head_channels`.
+      legacy: the reference code's head-width convention (see `_heads`).
     """
 
     model_channels: int
@@ -93,36 +114,59 @@ class UNetModel(nn.Module):
     channel_mult: Sequence[int] = (1, 2, 4, 8)
     num_heads: int = -1
     num_head_channels: int = -1
+    num_heads_upsample: int = -1
+    use_spatial_transformer: bool = True
     transformer_depth: int = 1
     context_dim: int | None = None
     num_classes: int | None = None
     dropout: float = 0.0
     conv_resample: bool = True
     use_scale_shift_norm: bool = False
+    resblock_updown: bool = False
+    use_new_attention_order: bool = False
     use_linear_in_transformer: bool = False
     legacy: bool = True
     num_groups: int = 32
     dtype: Dtype = jnp.float32
 
-    def _transformer(self, ch: int, name: str) -> SpatialTransformer:
-        if self.num_head_channels == -1:
+    def _attention(self, ch: int, name: str, decoder: bool = False) -> nn.Module:
+        """The attention layer at width `ch`, with the reference's head arithmetic.
+
+        SpatialTransformer: heads = num_heads, or ch // num_head_channels; each head is
+        ch // heads wide when `legacy`, else num_head_channels (or ch // num_heads).
+        AttentionBlock: heads = ch // num_head_channels when that is set; otherwise num_heads
+        (num_heads_upsample in the decoder) when `legacy`, else ch // (ch // num_heads).
+        """
+        nhc = self.num_head_channels
+        if nhc == -1:
             heads, dim_head = self.num_heads, ch // self.num_heads
         else:
-            heads, dim_head = ch // self.num_head_channels, self.num_head_channels
-        if self.legacy and self.num_head_channels != -1:
-            dim_head = ch // heads
-        return SpatialTransformer(
-            heads,
-            dim_head,
-            self.transformer_depth,
-            self.dropout,
-            self.use_linear_in_transformer,
-            self.num_groups,
-            self.dtype,
-            name=name,
+            heads, dim_head = ch // nhc, nhc
+        if self.use_spatial_transformer:
+            if self.legacy:
+                dim_head = ch // heads
+            return SpatialTransformer(
+                heads,
+                dim_head,
+                self.transformer_depth,
+                self.dropout,
+                self.use_linear_in_transformer,
+                self.num_groups,
+                self.dtype,
+                name=name,
+            )
+        if self.legacy:
+            dim_head = nhc
+        if dim_head == -1:
+            up = self.num_heads_upsample if self.num_heads_upsample != -1 else self.num_heads
+            heads = up if decoder else self.num_heads
+        else:
+            heads = ch // dim_head
+        return AttentionBlock(
+            heads, self.use_new_attention_order, self.num_groups, self.dtype, name=name
         )
 
-    def _resblock(self, out_ch: int | None, name: str) -> ResBlock:
+    def _resblock(self, out_ch: int | None, name: str, up: bool = False, down: bool = False):
         return ResBlock(
             out_ch,
             self.dropout,
@@ -130,8 +174,18 @@ class UNetModel(nn.Module):
             False,
             self.num_groups,
             self.dtype,
+            up=up,
+            down=down,
             name=name,
         )
+
+    def _validate(self, context: jax.Array | None, y: jax.Array | None) -> None:
+        if (self.num_heads == -1) == (self.num_head_channels == -1):
+            raise ValueError("UNetModel: set exactly one of num_heads and num_head_channels.")
+        if (y is not None) != (self.num_classes is not None):
+            raise ValueError("UNetModel: pass class labels y if and only if num_classes is set.")
+        if context is not None and not self.use_spatial_transformer:
+            raise ValueError("UNetModel: cross-attention context needs use_spatial_transformer.")
 
     @nn.compact
     def __call__(
@@ -154,10 +208,7 @@ class UNetModel(nn.Module):
         Returns:
           [B, h, w, out_channels] float32.
         """
-        if (self.num_heads == -1) == (self.num_head_channels == -1):
-            raise ValueError("UNetModel: set exactly one of num_heads and num_head_channels.")
-        if (y is not None) != (self.num_classes is not None):
-            raise ValueError("UNetModel: pass class labels y if and only if num_classes is set.")
+        self._validate(context, y)
         ted = 4 * self.model_channels
         emb = timestep_embedding(t, self.model_channels)
         emb = nn.Dense(ted, dtype=self.dtype, name="time_embed_0")(emb.astype(self.dtype))
@@ -167,6 +218,12 @@ class UNetModel(nn.Module):
         if context is not None:
             context = context.astype(self.dtype)
 
+        def attend(h: jax.Array, name: str, decoder: bool = False) -> jax.Array:
+            layer = self._attention(h.shape[-1], name, decoder)
+            if self.use_spatial_transformer:
+                return layer(h, context, deterministic)
+            return layer(h)
+
         h = conv3x3(self.model_channels, "input_blocks_0_0", self.dtype)(x.astype(self.dtype))
         skips, ds, block = [h], 1, 1
         for level, mult in enumerate(self.channel_mult):
@@ -175,20 +232,20 @@ class UNetModel(nn.Module):
                     h, emb, deterministic
                 )
                 if ds in self.attention_resolutions:
-                    h = self._transformer(h.shape[-1], f"input_blocks_{block}_1")(
-                        h, context, deterministic
-                    )
+                    h = attend(h, f"input_blocks_{block}_1")
                 skips.append(h)
                 block += 1
             if level != len(self.channel_mult) - 1:
-                h = Downsample(
-                    self.conv_resample, False, dtype=self.dtype, name=f"input_blocks_{block}_0"
-                )(h)
+                name = f"input_blocks_{block}_0"
+                if self.resblock_updown:
+                    h = self._resblock(None, name, down=True)(h, emb, deterministic)
+                else:
+                    h = Downsample(self.conv_resample, False, dtype=self.dtype, name=name)(h)
                 skips.append(h)
                 ds, block = ds * 2, block + 1
 
         h = self._resblock(None, "middle_block_0")(h, emb, deterministic)
-        h = self._transformer(h.shape[-1], "middle_block_1")(h, context, deterministic)
+        h = attend(h, "middle_block_1")
         h = self._resblock(None, "middle_block_2")(h, emb, deterministic)
 
         block = 0
@@ -200,14 +257,14 @@ class UNetModel(nn.Module):
                 )
                 sub = 1
                 if ds in self.attention_resolutions:
-                    h = self._transformer(h.shape[-1], f"output_blocks_{block}_1")(
-                        h, context, deterministic
-                    )
+                    h = attend(h, f"output_blocks_{block}_1", decoder=True)
                     sub = 2
                 if level and i == self.num_res_blocks:
-                    h = Upsample(
-                        self.conv_resample, dtype=self.dtype, name=f"output_blocks_{block}_{sub}"
-                    )(h)
+                    name = f"output_blocks_{block}_{sub}"
+                    if self.resblock_updown:
+                        h = self._resblock(None, name, up=True)(h, emb, deterministic)
+                    else:
+                        h = Upsample(self.conv_resample, dtype=self.dtype, name=name)(h)
                     ds //= 2
                 block += 1
 

@@ -1,0 +1,104 @@
+"""The VQ-regularised first stage (the paper's `VQModel` / `VQModelInterface`).
+
+E(x) -> `quant_conv` (z_channels -> embed_dim) -> nearest code of `n_embed` -> `post_quant_conv`
+(embed_dim -> z_channels) -> D. The LDM runs on the pre-quantisation latents h = quant_conv(E(x))
+and the codebook is absorbed into the decoder: `decode_latent(h)` quantises before decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ldm_jax.models.autoencoder import Decoder, Encoder
+from ldm_jax.models.layers import Dtype
+from ldm_jax.models.quantizer import Quantized, VectorQuantizer
+
+
+class VQModel(nn.Module):
+    """Vector-quantised autoencoder.
+
+    Attributes:
+      ch, ch_mult, num_res_blocks, attn_resolutions, resolution, dropout, attn_type,
+        resamp_with_conv: the reference `ddconfig` (f = 2 ** (len(ch_mult) - 1)).
+      z_channels: encoder output / decoder input channels.
+      embed_dim: code width (channels of the latent after `quant_conv`).
+      n_embed: number of codebook entries.
+      double_z: the reference `ddconfig.double_z` (False in every released VQ model).
+      beta, legacy: the quantiser's commitment weight and loss form.
+    """
+
+    ch: int
+    ch_mult: Sequence[int]
+    num_res_blocks: int
+    z_channels: int
+    embed_dim: int
+    n_embed: int
+    in_channels: int = 3
+    out_ch: int = 3
+    attn_resolutions: Sequence[int] = ()
+    resolution: int = 256
+    dropout: float = 0.0
+    num_groups: int = 32
+    attn_type: str = "vanilla"
+    resamp_with_conv: bool = True
+    double_z: bool = False
+    beta: float = 0.25
+    legacy: bool = True
+    dtype: Dtype = jnp.float32
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    def setup(self):
+        common = dict(
+            ch=self.ch,
+            ch_mult=tuple(self.ch_mult),
+            num_res_blocks=self.num_res_blocks,
+            attn_resolutions=tuple(self.attn_resolutions),
+            resolution=self.resolution,
+            dropout=self.dropout,
+            num_groups=self.num_groups,
+            attn_type=self.attn_type,
+            resamp_with_conv=self.resamp_with_conv,
+            dtype=self.dtype,
+        )
+        self.encoder = Encoder(z_channels=self.z_channels, double_z=self.double_z, **common)
+        self.decoder = Decoder(out_ch=self.out_ch, **common)
+        self.quant_conv = nn.Conv(self.embed_dim, (1, 1), dtype=self.dtype)
+        self.quantize = VectorQuantizer(self.n_embed, self.embed_dim, self.beta, self.legacy)
+        self.post_quant_conv = nn.Conv(self.z_channels, (1, 1), dtype=self.dtype)
+
+    def encode_to_prequant(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        """x [B, H, W, in_channels] -> h [B, H/f, W/f, embed_dim] before quantisation."""
+        return self.quant_conv(self.encoder(x, deterministic))
+
+    def encode(self, x: jax.Array, deterministic: bool = True) -> Quantized:
+        """x -> quantised latents, loss and indices ([B, H/f, W/f])."""
+        return self.quantize(self.encode_to_prequant(x, deterministic))
+
+    def decode(self, quant: jax.Array, deterministic: bool = True) -> jax.Array:
+        """quant [B, h, w, embed_dim] -> x [B, h*f, w*f, out_ch] float32 (no quantisation)."""
+        return self.decoder(self.post_quant_conv(quant), deterministic).astype(jnp.float32)
+
+    def decode_latent(
+        self, h: jax.Array, force_not_quantize: bool = False, deterministic: bool = True
+    ) -> jax.Array:
+        """The `VQModelInterface.decode`: quantise h (unless told not to), then decode."""
+        quant = h if force_not_quantize else self.quantize(h).quant
+        return self.decode(quant, deterministic)
+
+    def decode_code(self, indices: jax.Array, deterministic: bool = True) -> jax.Array:
+        """indices [B, h, w] int -> x [B, h*f, w*f, out_ch]."""
+        return self.decode(self.quantize.get_codebook_entry(indices), deterministic)
+
+    def __call__(
+        self, x: jax.Array, deterministic: bool = True
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x -> (reconstruction [B, H, W, out_ch], VQ loss [], indices [B, h, w])."""
+        q = self.encode(x, deterministic)
+        return self.decode(q.quant, deterministic), q.loss, q.indices
