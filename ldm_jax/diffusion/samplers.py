@@ -66,13 +66,15 @@ def _spec(sampler: str) -> SamplerSpec:
     return SAMPLERS[sampler]
 
 
-def _validate(spec, sampler, rng, eta, prediction_type, x_T, x_init, mask, x_known):
+def _validate(spec, sampler, rng, eta, prediction_type, x_T, x_init, strength, mask, x_known):
     if rng is None and spec.needs_rng:
         raise ValueError(f"Sampler {sampler!r} is stochastic; pass rng=jax.random.key(...).")
     if isinstance(eta, (int, float)) and eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}.")
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"Unknown prediction_type {prediction_type!r}; valid: {PREDICTION_TYPES}.")
+    if x_init is None and strength != 1.0:
+        raise ValueError(f"strength={strength} is for img2img: pass x_init as well.")
     if x_init is not None and x_init.shape != x_T.shape:
         raise ValueError(f"x_init {x_init.shape} must have the shape of x_T {x_T.shape}.")
     if (mask is None) != (x_known is None):
@@ -162,7 +164,7 @@ def sample(
             strength, a missing rng, or mismatched shapes.
     """
     spec = _spec(sampler)
-    _validate(spec, sampler, rng, eta, prediction_type, x_T, x_init, mask, x_known)
+    _validate(spec, sampler, rng, eta, prediction_type, x_T, x_init, strength, mask, x_known)
     rng = jax.random.key(0) if rng is None else rng
 
     grid = sampler_timesteps(
@@ -198,7 +200,7 @@ def sample(
         key=keys,
         aux=jax.tree.map(jnp.asarray, plan.aux),
     )
-    noise = x_T.astype(jnp.float32)
+    noise = x_T.astype(jnp.float32)  # [B, ...]
     batch = x_T.shape[0]
 
     def predict(x: jax.Array, inp: StepInput) -> Prediction:
@@ -213,7 +215,7 @@ def sample(
                     "see guidance_pair_fn."
                 )
             out = guide(out[0], out[1], guidance_scale, guidance_rescale)
-        x0, eps = split_model_output(out, x, inp.alpha, prediction_type)
+        x0, eps = split_model_output(out, x, inp.alpha, prediction_type)  # [B, ...] each
         if clip_sample is not None:
             x0 = jnp.clip(x0, -clip_sample, clip_sample)
         return Prediction(x0=x0, eps=eps)
@@ -222,10 +224,10 @@ def sample(
         if mask is None:
             return x
         known_t = jnp.sqrt(alpha) * x_known.astype(jnp.float32) + jnp.sqrt(1.0 - alpha) * noise
-        m = mask.astype(jnp.float32)
+        m = mask.astype(jnp.float32)  # broadcasts to [B, ...]
         return m * known_t + (1.0 - m) * x
 
-    x = noise
+    x = noise  # [B, ...]
     if x_init is not None:
         a0 = alpha_of(grid[:1])[0]
         x = jnp.sqrt(a0) * x_init.astype(jnp.float32) + jnp.sqrt(1.0 - a0) * noise

@@ -289,6 +289,7 @@ def test_img2img_keeps_more_of_the_input_at_low_strength(sampler):
         (dict(prediction_type="score"), "valid.*epsilon"),
         (dict(x_init=jnp.zeros((1, 3))), "x_init .* shape of x_T"),
         (dict(x_init=jnp.zeros((1, 2)), strength=0.001), "no denoising step"),
+        (dict(strength=0.5), "pass x_init"),
         (dict(mask=jnp.ones((1, 2))), "pass both or neither"),
         (dict(mask=jnp.ones((3, 2)), x_known=jnp.zeros((1, 2))), "does not broadcast"),
     ],
