@@ -1,0 +1,19 @@
+"""Weight import/export: diffusers folders, the paper's `.ckpt` files, and PyTorch pickles."""
+
+from ldm_jax.interop.diffusers import (
+    export_diffusers,
+    load_diffusers_autoencoder,
+    load_diffusers_unet,
+)
+from ldm_jax.interop.tensors import WeightMismatchError
+from ldm_jax.interop.torch_pickle import UnsafeCheckpointError, load_state_dict, load_torch_file
+
+__all__ = [
+    "UnsafeCheckpointError",
+    "WeightMismatchError",
+    "export_diffusers",
+    "load_diffusers_autoencoder",
+    "load_diffusers_unet",
+    "load_state_dict",
+    "load_torch_file",
+]
