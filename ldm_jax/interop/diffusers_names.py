@@ -8,11 +8,12 @@ Both directions go through the paper's names, which ours mirror (`tensors.flax_p
          output_blocks.{i(n+1)+j}.0 / .1   <-> up_blocks.i.resnets.j / attentions.j
          output_blocks.{..}.{1|2}.conv     <-> up_blocks.i.upsamplers.0.conv
          time_embed.0 / .2, label_emb, out.0 / .2
-                                           <-> time_embedding.linear_1 / _2, class_embedding,
-                                               conv_norm_out / conv_out
-         ResBlock in_layers.0, in_layers.2, emb_layers.1, out_layers.0, out_layers.3, skip_connection
-                                           <-> norm1, conv1, time_emb_proj, norm2, conv2, conv_shortcut
-  VAE    {en,de}coder.mid.block_1 / attn_1 / block_2 <-> mid_block.resnets.0 / attentions.0 / resnets.1
+             <-> time_embedding.linear_1 / _2, class_embedding, conv_norm_out / conv_out
+         ResBlock in_layers.0, in_layers.2, emb_layers.1, out_layers.0, out_layers.3,
+                  skip_connection
+             <-> norm1, conv1, time_emb_proj, norm2, conv2, conv_shortcut
+  VAE    {en,de}coder.mid.block_1 / attn_1 / block_2
+             <-> mid_block.resnets.0 / attentions.0 / resnets.1
          encoder.down.i.block.j / attn.j / downsample <-> encoder.down_blocks.i.resnets.j / ...
          decoder.up.i.*                    <-> decoder.up_blocks.{L-1-i}.* (diffusers counts upward)
          attention norm, q, k, v, proj_out  <-> group_norm, to_q, to_k, to_v, to_out.0 (Linear)

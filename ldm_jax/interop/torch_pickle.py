@@ -102,7 +102,7 @@ def _rebuild_tensor(
     numel = int(np.prod(size)) if size else 1
     if numel == 0:
         return np.zeros(size, storage.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if offset < 0 or last >= storage.size or min(stride, default=0) < 0:
         raise pickle.UnpicklingError(
             f"tensor of size {size}, stride {stride}, offset {offset} exceeds its storage "
