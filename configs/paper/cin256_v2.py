@@ -1,0 +1,92 @@
+"""Class-conditional LDM-VQ-4 on ImageNet 256 with a null class for guidance (`cin256-v2`).
+
+Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
+  configs/latent-diffusion/cin256-v2.yaml
+Parameters: (no figure in the paper; released with classifier-free guidance).
+
+  python -m ldm_jax.summary --config configs/paper/cin256_v2.py [--json]
+
+prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Returns the model config; takes no argument."""
+    if arg:
+        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
+    c = ml_collections.ConfigDict()
+    c.name = "cin256_v2"
+    c.reference = "configs/latent-diffusion/cin256-v2.yaml"
+    c.model = ml_collections.ConfigDict()
+    c.model.conditioning_key = "crossattn"
+    c.model.first_stage = ml_collections.ConfigDict(
+        dict(
+            kind="vq",
+            embed_dim=3,
+            n_embed=8192,
+            double_z=False,
+            z_channels=3,
+            resolution=256,
+            in_channels=3,
+            out_ch=3,
+            ch=128,
+            ch_mult=(1, 2, 4),
+            num_res_blocks=2,
+            attn_resolutions=(),
+            dropout=0.0,
+        )
+    )
+    c.model.unet = ml_collections.ConfigDict(
+        dict(
+            image_size=64,
+            in_channels=3,
+            out_channels=3,
+            model_channels=192,
+            attention_resolutions=(8, 4, 2),
+            num_res_blocks=2,
+            channel_mult=(1, 2, 3, 5),
+            num_heads=1,
+            use_spatial_transformer=True,
+            transformer_depth=1,
+            context_dim=512,
+        )
+    )
+    c.model.cond_stage = ml_collections.ConfigDict(
+        dict(
+            kind="class",
+            n_classes=1001,
+            embed_dim=512,
+            add_null_class=True,
+        )
+    )
+    c.diffusion = ml_collections.ConfigDict(
+        dict(
+            schedule="scaled_linear",
+            num_timesteps=1000,
+            beta_start=0.0015,
+            beta_end=0.0195,
+            parameterization="eps",
+            loss_type="l2",
+            scale_factor=1.0,
+            scale_by_std=False,
+        )
+    )
+    c.latent = ml_collections.ConfigDict(
+        dict(
+            image_size=64,
+            channels=3,
+        )
+    )
+    c.data = ml_collections.ConfigDict(
+        dict(
+            name="imagenet2012",
+            image_size=256,
+            channels=3,
+            num_classes=1000,
+        )
+    )
+    return c
