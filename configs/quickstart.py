@@ -89,6 +89,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             beta_end=0.0195,
             scale_by_std=True,
             scale_factor=1.0,
+            rescale_zero_snr=False,
+            prediction_type="epsilon",  # epsilon | sample | v_prediction
+            loss_weighting="simple",  # simple | min_snr
+            min_snr_gamma=5.0,
+            original_elbo_weight=0.0,  # the paper's l_simple + w * l_vlb mix
         )
     )
     c.train = ml_collections.ConfigDict(

@@ -63,5 +63,9 @@ def build_schedule(config: ml_collections.ConfigDict) -> diffusion.NoiseSchedule
     """The training noise schedule from `config.diffusion`."""
     d = config.diffusion
     return diffusion.NoiseSchedule.create(
-        d.schedule, num_timesteps=d.num_timesteps, beta_start=d.beta_start, beta_end=d.beta_end
+        d.schedule,
+        num_timesteps=d.num_timesteps,
+        beta_start=d.beta_start,
+        beta_end=d.beta_end,
+        rescale_zero_snr=d.rescale_zero_snr,
     )

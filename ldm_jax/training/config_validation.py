@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax import diffusion
+
 STAGES = ("autoencoder", "ldm", "both")
 SCHEDULES = ("linear", "scaled_linear", "cosine")
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = tuple(diffusion.SAMPLERS)
 CONDITIONING = ("class", "none")
 
 
@@ -112,6 +114,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         0 < diff.beta_start < diff.beta_end < 1,
         "diffusion.beta_start",
         "need 0 < beta_start < beta_end < 1.",
+    )
+    _require(
+        diff.prediction_type in diffusion.PREDICTION_TYPES,
+        "diffusion.prediction_type",
+        f"{diff.prediction_type!r} is not one of {diffusion.PREDICTION_TYPES}.",
+    )
+    _require(
+        diff.loss_weighting in diffusion.WEIGHTINGS,
+        "diffusion.loss_weighting",
+        f"{diff.loss_weighting!r} is not one of {diffusion.WEIGHTINGS}.",
     )
     _require(0.0 < config.train.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1).")
     sample = config.sample

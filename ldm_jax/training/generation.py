@@ -64,6 +64,7 @@ def make_generate_fn(
             timestep_spacing=timestep_spacing,
             steps_offset=steps_offset,
             rng=sample_rng,
+            prediction_type=config.diffusion.prediction_type,
         )
         images = ae.apply({"params": ae_params}, z0 / scale_factor, method=ae.decode)
         return jnp.clip(images, -1.0, 1.0)

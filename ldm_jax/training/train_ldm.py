@@ -32,6 +32,7 @@ def make_train_step(config: ml_collections.ConfigDict, tx):
     drop_prob = config.conditioning.drop_prob
     null_class = config.data.num_classes
     ema_decay = config.train.ema_decay
+    d = config.diffusion
 
     def loss_fn(params, z0, labels, rng):
         t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
@@ -42,10 +43,21 @@ def make_train_step(config: ml_collections.ConfigDict, tx):
             labels = drop_labels(drop_rng, labels, drop_prob, null_class)
         else:
             labels = None
-        eps = denoiser.apply(
+        out = denoiser.apply(
             {"params": params}, z_t, t, labels, deterministic=False, rngs={"dropout": dropout_rng}
         )
-        return jnp.mean(diffusion.eps_mse_loss(eps, noise))
+        target = diffusion.training_target(schedule, z0, t, noise, d.prediction_type)
+        loss = diffusion.weighted_mse_loss(
+            out,
+            target,
+            schedule,
+            t,
+            d.loss_weighting,
+            d.prediction_type,
+            min_snr_gamma=d.min_snr_gamma,
+            original_elbo_weight=d.original_elbo_weight,
+        )  # [B]
+        return jnp.mean(loss)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state: TrainState, batch, scale_factor):

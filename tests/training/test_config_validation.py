@@ -36,6 +36,8 @@ def test_shipped_configs_are_valid(arg):
         ("train.steps", 0, r"config\.train\.steps: must be a positive integer"),
         ("train.learning_rate", -1.0, r"config\.train\.learning_rate"),
         ("sample.sampler", "euler", r"config\.sample\.sampler: 'euler'"),
+        ("diffusion.prediction_type", "score", r"config\.diffusion\.prediction_type: 'score'"),
+        ("diffusion.loss_weighting", "p2", r"config\.diffusion\.loss_weighting: 'p2'"),
         ("sample.steps", 5000, r"config\.sample\.steps"),
         ("conditioning.drop_prob", 1.5, r"config\.conditioning\.drop_prob"),
         ("autoencoder.ch", 48, r"config\.autoencoder\.ch: .*num_groups"),
