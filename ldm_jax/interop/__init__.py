@@ -1,5 +1,6 @@
 """Weight import/export: diffusers folders, the paper's `.ckpt` files, and PyTorch pickles."""
 
+from ldm_jax.interop.compvis import CompVisLDM, load_compvis
 from ldm_jax.interop.diffusers import (
     export_diffusers,
     load_diffusers_autoencoder,
@@ -9,6 +10,8 @@ from ldm_jax.interop.tensors import WeightMismatchError
 from ldm_jax.interop.torch_pickle import UnsafeCheckpointError, load_state_dict, load_torch_file
 
 __all__ = [
+    "CompVisLDM",
+    "load_compvis",
     "UnsafeCheckpointError",
     "WeightMismatchError",
     "export_diffusers",
