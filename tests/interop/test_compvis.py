@@ -35,7 +35,6 @@ class LightningCallbackStandIn:
 
 def _yaml(path, first_stage: str, vae_cfg: dict) -> None:
     u = UNET
-    levels = len(vae_cfg["block_out_channels"])
     ch = vae_cfg["block_out_channels"][0]
     ddconfig = dict(
         double_z=first_stage == "kl",
@@ -190,3 +189,25 @@ def test_load_compvis_names_a_missing_tensor(tmp_path):
     with pytest.raises(interop.WeightMismatchError) as e:
         interop.load_compvis(cfg, str(tmp_path / "broken.ckpt"))
     assert "decoder.conv_out.weight" in str(e.value) and "decoder.extra.weight" in str(e.value)
+
+
+def test_convert_cli_writes_a_sampleable_workdir(tmp_path):
+    from ldm_jax import convert
+    from ldm_jax.training import builders
+    from ldm_jax.training.workdir import load_trained_ldm
+
+    cfg, ckpt, *_ = _checkpoint(tmp_path, "kl")
+    out = str(tmp_path / "workdir")
+    assert convert.main(["compvis", "--config", cfg, "--ckpt", ckpt, "--out", out]) == 0
+    trained = load_trained_ldm(out)
+    assert trained.scale_factor == 0.25
+    ldm = interop.load_compvis(cfg, ckpt)
+    denoiser = builders.build_denoiser(trained.config)
+    z = np.random.default_rng(0).standard_normal((2, 8, 8, 4)).astype(np.float32)
+    t, labels = np.array([5, 600], np.int32), np.array([1, 2], np.int32)
+    got = denoiser.apply({"params": trained.ldm_params}, z, t, labels)
+    assert max_err(got, ldm.eps(z, t, labels)) < TOL
+    ae = builders.build_autoencoder(trained.config)
+    x = np.zeros((1, 16, 16, 3), np.float32)
+    post = ae.apply({"params": trained.ae_params}, x, method=ae.encode)
+    assert max_err(0.25 * post.mean, ldm.encode(x)) < TOL
