@@ -79,6 +79,44 @@ class ResBlock(nn.Module):
         return x + h
 
 
+def attention_heads(
+    ch: int,
+    num_heads: int,
+    num_head_channels: int,
+    num_heads_upsample: int = -1,
+    use_spatial_transformer: bool = True,
+    legacy: bool = True,
+    decoder: bool = False,
+) -> tuple[int, int]:
+    """(heads, width per head) of an attention layer at width `ch`, as the reference U-Net.
+
+    SpatialTransformer: heads = num_heads, or ch // num_head_channels; each head is
+    ch // heads wide when `legacy`, else num_head_channels (or ch // num_heads).
+    AttentionBlock: heads = ch // num_head_channels when that is set; otherwise num_heads
+    (num_heads_upsample in the decoder) when `legacy`, else ch // (ch // num_heads).
+    The width returned for an AttentionBlock is ch // heads.
+    """
+    nhc = num_head_channels
+    if nhc == -1:
+        heads, dim_head = num_heads, ch // num_heads
+    else:
+        heads, dim_head = ch // nhc, nhc
+    if use_spatial_transformer:
+        return heads, (ch // heads if legacy else dim_head)
+    if legacy:
+        dim_head = nhc
+    if dim_head == -1:
+        up = num_heads_upsample if num_heads_upsample != -1 else num_heads
+        heads = up if decoder else num_heads
+    else:
+        if ch % dim_head:
+            raise ValueError(
+                f"AttentionBlock: {ch} channels not divisible by head width {dim_head}."
+            )
+        heads = ch // dim_head
+    return heads, ch // heads
+
+
 class UNetModel(nn.Module):
     """eps_theta(z_t, t, y): the denoising U-Net of the paper (the reference `UNetModel`).
 
@@ -104,7 +142,7 @@ class UNetModel(nn.Module):
       resblock_updown: resample with ResBlocks (up/down) instead of Upsample/Downsample.
       use_new_attention_order: `QKVAttention` instead of `QKVAttentionLegacy` channel order.
       use_linear_in_transformer: Dense instead of 1x1-conv projections in transformers.
-      legacy: the reference code's head-width convention (see `_heads`).
+      legacy: the reference code's head-width convention (see `attention_heads`).
     """
 
     model_channels: int
@@ -130,21 +168,16 @@ class UNetModel(nn.Module):
     dtype: Dtype = jnp.float32
 
     def _attention(self, ch: int, name: str, decoder: bool = False) -> nn.Module:
-        """The attention layer at width `ch`, with the reference's head arithmetic.
-
-        SpatialTransformer: heads = num_heads, or ch // num_head_channels; each head is
-        ch // heads wide when `legacy`, else num_head_channels (or ch // num_heads).
-        AttentionBlock: heads = ch // num_head_channels when that is set; otherwise num_heads
-        (num_heads_upsample in the decoder) when `legacy`, else ch // (ch // num_heads).
-        """
-        nhc = self.num_head_channels
-        if nhc == -1:
-            heads, dim_head = self.num_heads, ch // self.num_heads
-        else:
-            heads, dim_head = ch // nhc, nhc
+        heads, dim_head = attention_heads(
+            ch,
+            self.num_heads,
+            self.num_head_channels,
+            self.num_heads_upsample,
+            self.use_spatial_transformer,
+            self.legacy,
+            decoder,
+        )
         if self.use_spatial_transformer:
-            if self.legacy:
-                dim_head = ch // heads
             return SpatialTransformer(
                 heads,
                 dim_head,
@@ -155,13 +188,6 @@ class UNetModel(nn.Module):
                 self.dtype,
                 name=name,
             )
-        if self.legacy:
-            dim_head = nhc
-        if dim_head == -1:
-            up = self.num_heads_upsample if self.num_heads_upsample != -1 else self.num_heads
-            heads = up if decoder else self.num_heads
-        else:
-            heads = ch // dim_head
         return AttentionBlock(
             heads, self.use_new_attention_order, self.num_groups, self.dtype, name=name
         )
