@@ -79,8 +79,9 @@ def test_attention_block_unet_with_updown_classes_and_concat_input():
     )
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 7))  # 3 latent + 4 concat channels
     t, y = jnp.array([1, 500]), jnp.array([0, 4])
-    params = unet.init(jax.random.PRNGKey(1), x, t, None, y)["params"]
-    out = jax.jit(lambda p: unet.apply({"params": p}, x, t, None, y))(_randomise(params))
+    params = _randomise(jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(1), x, t, None, y)))
+    params = params["params"]
+    out = jax.jit(lambda p: unet.apply({"params": p}, x, t, None, y))(params)
     assert out.shape == (2, 8, 8, 3)
     assert params["input_blocks_0_0"]["kernel"].shape == (3, 3, 7, 32)
     assert params["label_emb"]["embedding"].shape == (5, 128)
@@ -89,7 +90,7 @@ def test_attention_block_unet_with_updown_classes_and_concat_input():
     assert set(params["input_blocks_3_1"]) == {"norm", "qkv", "proj_out"}  # AttentionBlock
     assert params["input_blocks_1_0"]["emb_layers_1"]["kernel"].shape == (128, 64)  # scale+shift
     with pytest.raises(ValueError, match="use_spatial_transformer"):
-        unet.apply({"params": params}, x, t, jnp.zeros((2, 1, 8)), y)
+        jax.eval_shape(lambda p: unet.apply({"params": p}, x, t, jnp.zeros((2, 1, 8)), y), params)
 
 
 def test_conv_resample_false_has_no_resampling_parameters():
