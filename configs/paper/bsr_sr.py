@@ -1,7 +1,7 @@
 """4x super-resolution LDM-VQ-4 (`bsr_sr`, BSR degradation; paper Sec. 4.4): 169M total.
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  models/ldm/bsr_sr/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion models/ldm/bsr_sr/config.yaml
 Parameters: 169M = 113.6M U-Net + 55.3M VQ-f4 first stage.
 
   python -m ldm_jax.summary --config configs/paper/bsr_sr.py [--json]

@@ -1,8 +1,8 @@
 """Unconditional LDM-VQ-4 on CelebA-HQ 256 (paper Tab. 1; 274M-parameter U-Net).
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  configs/latent-diffusion/celebahq-ldm-vq-4.yaml
-  models/ldm/celeba256/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion configs/latent-diffusion/celebahq-ldm-vq-4.yaml
+  CompVis/latent-diffusion models/ldm/celeba256/config.yaml
 Parameters: U-Net 274M (reference log: 'DiffusionWrapper has 274.06 M params.').
 
   python -m ldm_jax.summary --config configs/paper/celebahq_ldm_vq4.py [--json]

@@ -1,7 +1,7 @@
 """Class-conditional LDM-VQ-4 on ImageNet 256 with a null class for guidance (`cin256-v2`).
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  configs/latent-diffusion/cin256-v2.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion configs/latent-diffusion/cin256-v2.yaml
 Parameters: (no figure in the paper; released with classifier-free guidance).
 
   python -m ldm_jax.summary --config configs/paper/cin256_v2.py [--json]

@@ -1,8 +1,8 @@
 """Class-conditional LDM-VQ-8 on ImageNet 256 (`cin256`; paper Tab. 3, 395M parameters).
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  configs/latent-diffusion/cin-ldm-vq-f8.yaml
-  models/ldm/cin256/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion configs/latent-diffusion/cin-ldm-vq-f8.yaml
+  CompVis/latent-diffusion models/ldm/cin256/config.yaml
 Parameters: 395M (U-Net + class embedder).
 
   python -m ldm_jax.summary --config configs/paper/cin_ldm_vq8.py [--json]

@@ -1,8 +1,8 @@
 """Unconditional LDM-VQ-4 on FFHQ 256 (paper Tab. 1; 274M-parameter U-Net).
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  configs/latent-diffusion/ffhq-ldm-vq-4.yaml
-  models/ldm/ffhq256/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion configs/latent-diffusion/ffhq-ldm-vq-4.yaml
+  CompVis/latent-diffusion models/ldm/ffhq256/config.yaml
 Parameters: U-Net 274M.
 
   python -m ldm_jax.summary --config configs/paper/ffhq_ldm_vq4.py [--json]

@@ -1,7 +1,7 @@
 """Inpainting LDM-VQ-4 'big' (paper Sec. 4.5, Tab. 7: 387M), VQ-f4 without attention.
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  models/ldm/inpainting_big/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion models/ldm/inpainting_big/config.yaml
 Parameters: 387M (U-Net).
 
   python -m ldm_jax.summary --config configs/paper/inpainting_big.py [--json]

@@ -1,7 +1,7 @@
 """First stage (model zoo, paper Tab. 8): KL-regularised autoencoder, f=16, z 16x16x16.
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  models/first_stage_models/kl-f16/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion models/first_stage_models/kl-f16/config.yaml
 Parameters: see tests/configs/test_paper_counts.py (diffusers-checked).
 
   python -m ldm_jax.summary --config configs/paper/kl_f16.py [--json]

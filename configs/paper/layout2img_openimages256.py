@@ -1,7 +1,7 @@
 """Layout-to-image LDM-VQ-4 on OpenImages (paper Sec. 4.3.1): box tokens -> 16-layer transformer.
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  models/ldm/layout2img-openimages256/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion models/ldm/layout2img-openimages256/config.yaml
 Parameters: (released model).
 
   python -m ldm_jax.summary --config configs/paper/layout2img_openimages256.py [--json]

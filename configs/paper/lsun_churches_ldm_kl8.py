@@ -1,8 +1,8 @@
 """Unconditional LDM-KL-8 on LSUN-Churches 256 (paper Tab. 1; 295M-parameter U-Net).
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  configs/latent-diffusion/lsun_churches-ldm-kl-8.yaml
-  models/ldm/lsun_churches256/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion configs/latent-diffusion/lsun_churches-ldm-kl-8.yaml
+  CompVis/latent-diffusion models/ldm/lsun_churches256/config.yaml
 Parameters: U-Net 295M.
 
   python -m ldm_jax.summary --config configs/paper/lsun_churches_ldm_kl8.py [--json]

@@ -1,7 +1,7 @@
 """Semantic synthesis LDM-VQ-4 (landscapes, 182 COCO-Stuff classes; paper Sec. 4.3.2, 215M).
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  models/ldm/semantic_synthesis256/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion models/ldm/semantic_synthesis256/config.yaml
 Parameters: 215M (U-Net + spatial rescaler).
 
   python -m ldm_jax.summary --config configs/paper/semantic_synthesis256.py [--json]

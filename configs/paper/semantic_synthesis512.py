@@ -1,7 +1,7 @@
 """Semantic synthesis LDM-VQ-4 at 512 (`models/ldm/semantic_synthesis512`), same networks.
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  models/ldm/semantic_synthesis512/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion models/ldm/semantic_synthesis512/config.yaml
 Parameters: 215M (U-Net + spatial rescaler).
 
   python -m ldm_jax.summary --config configs/paper/semantic_synthesis512.py [--json]

@@ -1,7 +1,7 @@
 """Text-to-image LDM-VQ-4 (`models/ldm/text2img256`): BERT-like 32-layer, 640-wide tau_theta.
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  models/ldm/text2img256/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion models/ldm/text2img256/config.yaml
 Parameters: (released model; no figure in the paper).
 
   python -m ldm_jax.summary --config configs/paper/text2img256.py [--json]

@@ -1,7 +1,7 @@
 """Text-to-image LDM-KL-8 on LAION-400M (`txt2img-1p4B-eval`; paper Sec. 4.3, 1.45B parameters).
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  configs/latent-diffusion/txt2img-1p4B-eval.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion configs/latent-diffusion/txt2img-1p4B-eval.yaml
 Parameters: 1.45B in total: U-Net + the 32-layer, 1280-wide BERT-like transformer (+ KL-f8).
 
   python -m ldm_jax.summary --config configs/paper/txt2img_1p4b.py [--json]

@@ -1,7 +1,7 @@
 """First stage (model zoo, paper Tab. 8): VQ autoencoder, f=4, no attention (attn_type none).
 
-Reference (CompVis/latent-diffusion YAMLs, values copied field by field):
-  models/first_stage_models/vq-f4-noattn/config.yaml
+Reference YAMLs (values copied field by field):
+  CompVis/latent-diffusion models/first_stage_models/vq-f4-noattn/config.yaml
 Parameters: see tests/configs/test_paper_counts.py (diffusers-checked).
 
   python -m ldm_jax.summary --config configs/paper/vq_f4_noattn.py [--json]
