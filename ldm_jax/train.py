@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ldm_jax.training import train_autoencoder, train_ldm
+from ldm_jax.training.config_defaults import with_defaults
 from ldm_jax.training.config_validation import validate_config
 from ldm_jax.training.logging import MetricWriter
 
@@ -31,6 +32,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def run(config, workdir: str) -> dict[str, float]:
     """Validates the config and runs the stage(s) it asks for; returns wall seconds per stage."""
+    config = with_defaults(config)
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -11,6 +11,7 @@ import ml_collections
 
 from ldm_jax.training import train_autoencoder, train_ldm
 from ldm_jax.training.checkpoint import MissingCheckpointError
+from ldm_jax.training.config_defaults import with_defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
             f"python -m ldm_jax.train --config configs/quickstart.py --workdir {workdir}"
         )
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return with_defaults(ml_collections.ConfigDict(json.load(f)))
 
 
 def load_trained_ldm(workdir: str) -> TrainedLDM:

@@ -67,3 +67,16 @@ def test_unknown_dataset_fails_fast_naming_it(tmp_path):
     config.data.data_dir = str(tmp_path)
     with pytest.raises(ValueError, match="no_such_dataset_xyz"):
         train.run(config, str(tmp_path / "run"))
+
+
+def test_configs_missing_optional_fields_get_defaults():
+    from ldm_jax.training.config_defaults import with_defaults
+
+    config = quickstart_config()
+    config.unlock()
+    del config.diffusion["prediction_type"]
+    del config.data["train_split"]
+    filled = with_defaults(config)
+    assert filled.diffusion.prediction_type == "epsilon"
+    assert filled.data.train_split == "train"
+    validate_config(filled)
