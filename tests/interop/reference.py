@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import diffusers  # noqa: E402  (test-only dependency, pinned in setup.cfg [test])
 import numpy as np
-import pytest
-
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+import torch  # noqa: E402
 
 TOL = 1e-4
 
