@@ -176,6 +176,22 @@ class Decoder(nn.Module):
         return jnp.tanh(h) if self.tanh_out else h
 
 
+def coder_kwargs(model: nn.Module) -> dict:
+    """The Encoder/Decoder settings an autoencoder (KL or VQ) shares with both halves."""
+    return dict(
+        ch=model.ch,
+        ch_mult=tuple(model.ch_mult),
+        num_res_blocks=model.num_res_blocks,
+        attn_resolutions=tuple(model.attn_resolutions),
+        resolution=model.resolution,
+        dropout=model.dropout,
+        num_groups=model.num_groups,
+        attn_type=model.attn_type,
+        resamp_with_conv=model.resamp_with_conv,
+        dtype=model.dtype,
+    )
+
+
 class AutoencoderKL(nn.Module):
     """KL-regularised autoencoder: E(x) gives a diagonal Gaussian over z, D(z) gives x back.
 
@@ -207,18 +223,7 @@ class AutoencoderKL(nn.Module):
         return 2 ** (len(self.ch_mult) - 1)
 
     def setup(self):
-        common = dict(
-            ch=self.ch,
-            ch_mult=tuple(self.ch_mult),
-            num_res_blocks=self.num_res_blocks,
-            attn_resolutions=tuple(self.attn_resolutions),
-            resolution=self.resolution,
-            dropout=self.dropout,
-            num_groups=self.num_groups,
-            attn_type=self.attn_type,
-            resamp_with_conv=self.resamp_with_conv,
-            dtype=self.dtype,
-        )
+        common = coder_kwargs(self)
         self.encoder = Encoder(z_channels=self.z_channels, double_z=True, **common)
         self.decoder = Decoder(out_ch=self.out_ch, **common)
         self.quant_conv = nn.Conv(2 * self.embed_dim, (1, 1), dtype=self.dtype)

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.models.autoencoder import Decoder, Encoder
+from ldm_jax.models.autoencoder import Decoder, Encoder, coder_kwargs
 from ldm_jax.models.layers import Dtype
 from ldm_jax.models.quantizer import Quantized, VectorQuantizer
 
@@ -55,18 +55,7 @@ class VQModel(nn.Module):
         return 2 ** (len(self.ch_mult) - 1)
 
     def setup(self):
-        common = dict(
-            ch=self.ch,
-            ch_mult=tuple(self.ch_mult),
-            num_res_blocks=self.num_res_blocks,
-            attn_resolutions=tuple(self.attn_resolutions),
-            resolution=self.resolution,
-            dropout=self.dropout,
-            num_groups=self.num_groups,
-            attn_type=self.attn_type,
-            resamp_with_conv=self.resamp_with_conv,
-            dtype=self.dtype,
-        )
+        common = coder_kwargs(self)
         self.encoder = Encoder(z_channels=self.z_channels, double_z=self.double_z, **common)
         self.decoder = Decoder(out_ch=self.out_ch, **common)
         self.quant_conv = nn.Conv(self.embed_dim, (1, 1), dtype=self.dtype)
