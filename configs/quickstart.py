@@ -3,10 +3,11 @@
 Command:
   python -m ldm_jax.train --config configs/quickstart.py --workdir runs/quickstart
 
-Runtime: about 12-15 minutes on 2 CPU cores (stage 1 autoencoder, then stage 2 LDM on its
-8x8x4 latents with `scale_by_std`). Result: `samples/step_N.png` grids with one row per class;
-`python -m ldm_jax.evaluate --workdir runs/quickstart` scores them with the project's
-Fashion-MNIST classifier (class accuracy, diversity and a Frechet distance).
+Runtime: about 12.6 minutes of training on 2 CPU cores (autoencoder 199 s, then the LDM 556 s
+on the 8x8x4 latents with `scale_by_std`). Result: `samples/step_N.png` grids with one row per
+class; with the default DDIM (50 steps, eta=1, guidance 2.0) 93% of samples are classified as
+their class, Frechet distance 1.17x the real-vs-real baseline (experiments/quickstart/).
+`python -m ldm_jax.evaluate --workdir runs/quickstart` computes these figures.
 
 `get_config("tiny")` is a seconds-long variant for tests.
 """
