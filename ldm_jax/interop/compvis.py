@@ -2,12 +2,17 @@
 
     ldm = load_compvis("cin256-v2.yaml", "model.ckpt")
     eps = ldm.eps(z, t, labels)                 # NHWC throughout
+    ldm = load_compvis("txt2img-1p4B-eval.yaml", "model.ckpt", vocab="vocab.txt")
+    eps = ldm.eps(z, t, ldm.tokenize(["a painting of a fox"]))  # or token ids, or context
     z = ldm.encode(x); x = ldm.decode(z)        # z already multiplied by ldm.scale_factor
 
 The state dict holds `model.diffusion_model.*` (the U-Net), `first_stage_model.*`,
 `cond_stage_model.*` and, when trained with EMA, `model_ema.*` whose names are the U-Net's with the
-dots removed (the reference `LitEma`); EMA weights are used when present. The `.ckpt` is read with
-the restricted unpickler of `torch_pickle` (no PyTorch, no code from the file is run).
+dots removed (the reference `LitEma`); EMA weights are used when present. A text model's
+`cond_stage_model.transformer.*` (the reference x-transformers `TransformerWrapper`) loads into
+our `BERTEmbedder`; the WordPiece tokenizer holds no weights and needs the `vocab.txt` of
+bert-base-uncased. The `.ckpt` is read with the restricted unpickler of `torch_pickle` (no
+PyTorch, no code from the file is run).
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from ldm_jax.interop.tensors import (
     abstract_params,
     assemble,
     flax_path_to_compvis,
+    flax_path_to_xtransformers,
 )
 from ldm_jax.interop.torch_pickle import load_state_dict
 from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.conditioning import ClassEmbedder
+from ldm_jax.models.text_encoder import BERTEmbedder
+from ldm_jax.models.tokenizer import WordPieceTokenizer
 from ldm_jax.models.unet import UNetModel
 from ldm_jax.models.vq_autoencoder import VQModel
 
@@ -49,30 +57,56 @@ class CompVisLDM:
     Attributes:
       unet / unet_params: eps_theta (EMA weights when the checkpoint has them).
       first_stage / first_stage_params: the autoencoder (KL or VQ).
-      cond_stage / cond_stage_params: tau_theta (`ClassEmbedder`) or None.
+      cond_stage / cond_stage_params: tau_theta (`ClassEmbedder` or `BERTEmbedder`) or None.
       conditioning_key: None, "crossattn", "concat", "hybrid" or "adm".
       scale_factor: z fed to the diffusion is scale_factor * E(x).
       schedule: the training noise schedule (from the checkpoint's `betas` when stored).
       parameterization: "eps", "x0" or "v" (eps() converts to eps).
       config: the YAML's `model.params`.
+      tokenizer: the WordPiece tokenizer of a text model (when a vocabulary was given).
     """
 
     unet: UNetModel
     unet_params: Any
     first_stage: AutoencoderKL | VQModel
     first_stage_params: Any
-    cond_stage: ClassEmbedder | None
+    cond_stage: ClassEmbedder | BERTEmbedder | None
     cond_stage_params: Any
     conditioning_key: str | None
     scale_factor: float
     schedule: diffusion.NoiseSchedule
     parameterization: str
     config: dict
+    tokenizer: WordPieceTokenizer | None = None
+
+    def tokenize(self, texts: str | list[str]) -> np.ndarray:
+        """Captions -> token ids [B, max_seq_len] (the reference `BERTTokenizer`)."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "No tokenizer: pass vocab='vocab.txt' (bert-base-uncased) to load_compvis, or "
+                "feed token ids."
+            )
+        return self.tokenizer(texts)
 
     def condition(self, cond: Any) -> Any:
-        """tau_theta(y): labels -> context tokens when there is a class embedder, else as given."""
+        """tau_theta(y) -> context tokens [B, L, D].
+
+        A class embedder takes labels [B]. A text embedder takes captions (str or a list of str;
+        needs the tokenizer), token ids [B, L] (int), or passes through precomputed context
+        [B, L, D] (float). Without a tau_theta, `cond` is returned as given.
+        """
         if self.cond_stage is None or cond is None:
             return cond
+        if isinstance(self.cond_stage, BERTEmbedder):
+            if isinstance(cond, str) or (
+                isinstance(cond, (list, tuple)) and cond and isinstance(cond[0], str)
+            ):
+                cond = self.tokenize(list(cond) if not isinstance(cond, str) else cond)
+            cond = jnp.asarray(cond)
+            if jnp.issubdtype(cond.dtype, jnp.floating):
+                if cond.ndim != 3:
+                    raise ValueError(f"Context must be [B, L, D]; got shape {cond.shape}.")
+                return cond
         return self.cond_stage.apply({"params": self.cond_stage_params}, jnp.asarray(cond))
 
     def eps(self, z: jax.Array, t: jax.Array, cond: Any = None) -> jax.Array:
@@ -172,6 +206,7 @@ def load_compvis(
     use_ema: bool = True,
     ignore_cond_stage: bool = False,
     allow_placeholders: bool = False,
+    vocab: str | None = None,
 ) -> CompVisLDM:
     """Loads a released LatentDiffusion checkpoint (`.ckpt`, or `.safetensors`) and its config.
 
@@ -182,6 +217,8 @@ def load_compvis(
       ignore_cond_stage: skip an unsupported tau_theta (eps() then takes context tokens).
       allow_placeholders: see `torch_pickle.load_torch_file` (for Lightning checkpoints that
         pickle callbacks); nothing from the file is executed either way.
+      vocab: a WordPiece `vocab.txt` (bert-base-uncased) for a text model's tokenizer; without it
+        the text model takes token ids.
 
     Raises:
       UnsupportedConfigError: an architecture ldm_jax cannot express.
@@ -224,8 +261,23 @@ def load_compvis(
         ignore=lambda k: k.startswith("loss."),
         source=f"first stage (first_stage_model.*) of {ckpt_path}",
     )
-    cond_params = None
-    if cond is not None:
+    cond_params, tokenizer = None, None
+    if isinstance(cond, BERTEmbedder):
+        cond_params = assemble(
+            abstract_params(cond, jnp.zeros((1, 1), jnp.int32)),
+            _part(tensors, "cond_stage_model."),
+            flax_path_to_xtransformers,
+            source=f"text cond stage (cond_stage_model.transformer.*) of {ckpt_path}",
+        )
+        if vocab is not None:
+            tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond.max_seq_len)
+            top = max(tokenizer.vocab.values())
+            if top >= cond.vocab_size:
+                raise WeightMismatchError(
+                    f"{vocab} has token ids up to {top}; the text embedder has "
+                    f"{cond.vocab_size} embeddings."
+                )
+    elif cond is not None:
         cond_abs = abstract_params(cond, jnp.zeros((1,), jnp.int32))
         cond_params = assemble(
             cond_abs,
@@ -258,6 +310,7 @@ def load_compvis(
         schedule=schedule,
         parameterization=params.get("parameterization", "eps"),
         config=params,
+        tokenizer=tokenizer,
     )
 
 

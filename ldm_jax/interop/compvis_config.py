@@ -11,6 +11,7 @@ from typing import Any
 from ldm_jax.interop.diffusers_config import UnsupportedConfigError
 from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.conditioning import ClassEmbedder
+from ldm_jax.models.text_encoder import BERTEmbedder
 from ldm_jax.models.unet import UNetModel
 from ldm_jax.models.vq_autoencoder import VQModel
 
@@ -18,6 +19,7 @@ _UNET_TARGETS = ("openaimodel.UNetModel",)
 _KL_TARGETS = ("autoencoder.AutoencoderKL",)
 _VQ_TARGETS = ("autoencoder.VQModelInterface", "autoencoder.VQModel")
 _CLASS_TARGETS = ("modules.ClassEmbedder",)
+_BERT_TARGETS = ("modules.BERTEmbedder",)
 _UNCONDITIONAL = ("__is_unconditional__",)
 
 
@@ -102,8 +104,8 @@ def first_stage_from_yaml(cfg: dict[str, Any]) -> AutoencoderKL | VQModel:
     raise UnsupportedConfigError(f"first_stage_config target {target!r} is not supported.")
 
 
-def cond_stage_from_yaml(cfg: Any, unet: UNetModel) -> ClassEmbedder | None:
-    """`cond_stage_config` -> `ClassEmbedder`, or None (unconditional or the identity)."""
+def cond_stage_from_yaml(cfg: Any, unet: UNetModel) -> ClassEmbedder | BERTEmbedder | None:
+    """`cond_stage_config` -> `ClassEmbedder`, `BERTEmbedder`, or None (unconditional/identity)."""
     target = _target(cfg)
     if target in _UNCONDITIONAL or target == "__is_first_stage__" or target.endswith("Identity"):
         return None
@@ -111,6 +113,21 @@ def cond_stage_from_yaml(cfg: Any, unet: UNetModel) -> ClassEmbedder | None:
         p = dict(cfg.get("params", {}))
         n_classes = p.get("n_classes", 1000)
         return ClassEmbedder(num_classes=n_classes - 1, embed_dim=p.get("embed_dim", 512))
+    if target.endswith(_BERT_TARGETS):
+        p = dict(cfg.get("params", {}))
+        bert = BERTEmbedder(
+            n_embed=p["n_embed"],
+            n_layer=p["n_layer"],
+            vocab_size=p.get("vocab_size", 30522),
+            max_seq_len=p.get("max_seq_len", 77),
+            embedding_dropout=float(p.get("embedding_dropout", 0.0)),
+        )
+        if unet.context_dim is not None and unet.context_dim != bert.n_embed:
+            raise UnsupportedConfigError(
+                f"cond_stage_config n_embed={bert.n_embed} differs from the U-Net's "
+                f"context_dim={unet.context_dim}."
+            )
+        return bert
     raise UnsupportedConfigError(
         f"cond_stage_config target {target!r} is not supported by ldm_jax's importer yet; pass "
         "ignore_cond_stage=True to load the rest and feed precomputed context tokens to eps()."

@@ -44,6 +44,17 @@ def flax_path_to_compvis(path: FlaxPath) -> str:
     return f"{name}.{_LEAF_TO_TORCH.get(leaf, leaf)}"
 
 
+def flax_path_to_xtransformers(path: FlaxPath) -> str:
+    """A `BERTEmbedder` parameter path -> the reference x-transformers state-dict name.
+
+    `("transformer", "attn_layers", "layers_1_1", "net_0_0", "kernel")` ->
+    `transformer.attn_layers.layers.1.1.net.0.0.weight`; `("transformer", "norm", "scale")` ->
+    `transformer.norm.weight` (a LayerNorm, so unlike `flax_path_to_compvis` nothing is dropped).
+    """
+    *mods, leaf = path
+    return ".".join([*(_dot_digits(m) for m in mods), _LEAF_TO_TORCH.get(leaf, leaf)])
+
+
 def _dot_digits(name: str) -> str:
     """`net_0_proj` -> `net.0.proj`, `input_blocks_1_0` -> `input_blocks.1.0`."""
     return re.sub(r"_(\d+)(_|$)", lambda m: f".{m.group(1)}" + ("." if m.group(2) else ""), name)

@@ -101,6 +101,10 @@ def write_compvis_workdir(ldm: CompVisLDM, workdir: str) -> ml_collections.Confi
         raise UnsupportedConfigError(
             f"The workdir format has no {ldm.conditioning_key!r} conditioning."
         )
+    if ldm.cond_stage is not None and not hasattr(ldm.cond_stage, "num_classes"):
+        raise UnsupportedConfigError(
+            f"The workdir format has no {type(ldm.cond_stage).__name__} (text) conditioning."
+        )
     class_conditional = ldm.cond_stage is not None
     if ldm.conditioning_key == "crossattn" and not class_conditional:
         raise UnsupportedConfigError(
