@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from ldm_jax.cli_errors import user_errors_as_exit
 from ldm_jax.data import datasets, pipeline
 from ldm_jax.evaluation import classifier as clf
 from ldm_jax.evaluation import metrics
@@ -111,23 +112,24 @@ def evaluate(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    trained = load_trained_ldm(_WORKDIR.value)
-    cfg = trained.config.sample
-    guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
-    result = evaluate(
-        trained,
-        _PER_CLASS.value,
-        guidance,
-        _SAMPLER.value or cfg.sampler,
-        _STEPS.value or cfg.steps,
-        _SEED.value,
-        _CLASSIFIER_DIR.value,
-        cfg.eta if _ETA.value is None else _ETA.value,
-    )
-    with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps(result))
+    with user_errors_as_exit("python -m ldm_jax.evaluate"):
+        logging.set_verbosity(logging.WARNING)
+        trained = load_trained_ldm(_WORKDIR.value)
+        cfg = trained.config.sample
+        guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
+        result = evaluate(
+            trained,
+            _PER_CLASS.value,
+            guidance,
+            _SAMPLER.value or cfg.sampler,
+            _STEPS.value or cfg.steps,
+            _SEED.value,
+            _CLASSIFIER_DIR.value,
+            cfg.eta if _ETA.value is None else _ETA.value,
+        )
+        with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from ldm_jax.cli_errors import user_errors_as_exit
 from ldm_jax.training import image_grid
 from ldm_jax.training.config_validation import SAMPLERS
 from ldm_jax.training.generation import make_generate_fn
@@ -40,50 +41,51 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    trained = load_trained_ldm(_WORKDIR.value)
-    config = trained.config
-    num_classes = config.data.num_classes
-    cls = flags.FLAGS["class"].value
-    if _NUM.value <= 0:
-        raise app.UsageError(f"--num must be positive, got {_NUM.value}.")
-    if cls is not None and not 0 <= cls < num_classes:
-        raise app.UsageError(f"--class must be in [0, {num_classes}), got {cls}.")
-    if cls is None:
-        labels = np.repeat(np.arange(num_classes, dtype=np.int32), _NUM.value)
-        columns = _NUM.value
-    else:
-        labels = np.full((_NUM.value,), cls, np.int32)
-        columns = math.ceil(math.sqrt(_NUM.value))
-    guidance = config.sample.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
-    steps = _STEPS.value or config.sample.steps
-    eta = config.sample.eta if _ETA.value is None else _ETA.value
-    sampler = _SAMPLER.value or config.sample.sampler
-    generate = make_generate_fn(config, sampler, steps)
-    images = generate(
-        trained.ae_params,
-        trained.ldm_params,
-        labels,
-        jax.random.PRNGKey(_SEED.value),
-        jnp.float32(guidance),
-        jnp.float32(eta),
-        jnp.float32(trained.scale_factor),
-    )
-    path = image_grid.save_png(_OUT.value, image_grid.make_grid(np.asarray(images), columns))
-    print(
-        json.dumps(
-            {
-                "out": path,
-                "num_images": int(len(labels)),
-                "class": cls,
-                "guidance": guidance,
-                "sampler": sampler,
-                "eta": eta,
-                "steps": steps,
-                "ldm_step": trained.step,
-            }
+    with user_errors_as_exit("python -m ldm_jax.sample"):
+        logging.set_verbosity(logging.WARNING)
+        trained = load_trained_ldm(_WORKDIR.value)
+        config = trained.config
+        num_classes = config.data.num_classes
+        cls = flags.FLAGS["class"].value
+        if _NUM.value <= 0:
+            raise app.UsageError(f"--num must be positive, got {_NUM.value}.")
+        if cls is not None and not 0 <= cls < num_classes:
+            raise app.UsageError(f"--class must be in [0, {num_classes}), got {cls}.")
+        if cls is None:
+            labels = np.repeat(np.arange(num_classes, dtype=np.int32), _NUM.value)
+            columns = _NUM.value
+        else:
+            labels = np.full((_NUM.value,), cls, np.int32)
+            columns = math.ceil(math.sqrt(_NUM.value))
+        guidance = config.sample.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
+        steps = _STEPS.value or config.sample.steps
+        eta = config.sample.eta if _ETA.value is None else _ETA.value
+        sampler = _SAMPLER.value or config.sample.sampler
+        generate = make_generate_fn(config, sampler, steps)
+        images = generate(
+            trained.ae_params,
+            trained.ldm_params,
+            labels,
+            jax.random.PRNGKey(_SEED.value),
+            jnp.float32(guidance),
+            jnp.float32(eta),
+            jnp.float32(trained.scale_factor),
         )
-    )
+        path = image_grid.save_png(_OUT.value, image_grid.make_grid(np.asarray(images), columns))
+        print(
+            json.dumps(
+                {
+                    "out": path,
+                    "num_images": int(len(labels)),
+                    "class": cls,
+                    "guidance": guidance,
+                    "sampler": sampler,
+                    "eta": eta,
+                    "steps": steps,
+                    "ldm_step": trained.step,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

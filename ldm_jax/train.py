@@ -16,6 +16,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ldm_jax.cli_errors import user_errors_as_exit
 from ldm_jax.training import train_autoencoder, train_ldm
 from ldm_jax.training.config_defaults import with_defaults
 from ldm_jax.training.config_validation import validate_config
@@ -58,9 +59,12 @@ def run(config, workdir: str) -> dict[str, float]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
-    timings = run(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps({"workdir": _WORKDIR.value, **{k: round(v, 1) for k, v in timings.items()}}))
+    with user_errors_as_exit("python -m ldm_jax.train"):
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
+        timings = run(_CONFIG.value, _WORKDIR.value)
+        print(
+            json.dumps({"workdir": _WORKDIR.value, **{k: round(v, 1) for k, v in timings.items()}})
+        )
 
 
 if __name__ == "__main__":

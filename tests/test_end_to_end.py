@@ -116,3 +116,20 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, tfds_dir)
         strict=True,
     ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_bad_config_value_fails_fast_with_one_line_naming_the_field(tmp_path, tfds_dir):
+    proc = _run(
+        [
+            "ldm_jax.train",
+            f"--config={CONFIG}",
+            f"--workdir={tmp_path / 'run'}",
+            "--config.data.image_size=30",
+        ],
+        tfds_dir,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "error: config.data.image_size: 30 is not divisible" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")  # nothing was started
