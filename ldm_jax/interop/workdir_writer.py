@@ -147,7 +147,7 @@ def write_compvis_workdir(ldm: CompVisLDM, workdir: str) -> ml_collections.Confi
     params = {"diffusion_model": ldm.unet_params}
     if class_conditional:
         params["cond_stage_model"] = ldm.cond_stage_params
-    tx = train_ldm._optimizer(config)
+    tx = train_ldm.optimizer(config)
     state = create_state(params, tx, jax.random.PRNGKey(0), use_ema=True)
     ckpt = Checkpointer(train_ldm.checkpoint_dir(workdir), config.train.keep_checkpoints)
     ckpt.save(0, state, {"data": {}, "scale_factor": ldm.scale_factor, "imported": True})

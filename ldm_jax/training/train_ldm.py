@@ -87,14 +87,15 @@ def init_state(config: ml_collections.ConfigDict, tx) -> TrainState:
     return init(jax.random.PRNGKey(config.seed + 1))
 
 
-def _optimizer(config: ml_collections.ConfigDict):
+def optimizer(config: ml_collections.ConfigDict):
+    """The stage-2 optimizer from `config.train`."""
     t = config.train
     return make_optimizer(t.learning_rate, t.warmup_steps, t.weight_decay, t.grad_clip)
 
 
 def restore(workdir: str, config: ml_collections.ConfigDict) -> tuple[TrainState, dict]:
     """Latest stage-2 state and metadata (with `scale_factor`) of a workdir."""
-    abstract = jax.eval_shape(lambda: init_state(config, _optimizer(config)))
+    abstract = jax.eval_shape(lambda: init_state(config, optimizer(config)))
     ckpt = Checkpointer(checkpoint_dir(workdir), config.train.keep_checkpoints)
     state, meta = ckpt.restore(abstract)
     ckpt.close()
@@ -152,7 +153,7 @@ def sample_grid(
 def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer: MetricWriter):
     """Trains (or resumes, or extends) stage 2 up to `config.train.steps`; returns the state."""
     tcfg = config.train
-    tx = _optimizer(config)
+    tx = optimizer(config)
     ckpt = Checkpointer(checkpoint_dir(workdir), tcfg.keep_checkpoints)
     state = init_state(config, tx)
     meta = {}
