@@ -8,10 +8,16 @@ from collections.abc import Iterator
 
 from ldm_jax.training.checkpoint import MissingCheckpointError
 from ldm_jax.training.config_validation import ConfigError
-from ldm_jax.training.loop import TrainingDivergedError
+from ldm_jax.training.loop import PreemptedError, TrainingDivergedError
 
 # Errors whose message already names the problem and the fix.
-USER_ERRORS = (ConfigError, MissingCheckpointError, TrainingDivergedError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    MissingCheckpointError,
+    TrainingDivergedError,
+    PreemptedError,
+    FileNotFoundError,
+)
 
 
 @contextlib.contextmanager

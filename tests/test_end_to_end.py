@@ -133,3 +133,39 @@ def test_bad_config_value_fails_fast_with_one_line_naming_the_field(tmp_path, tf
     assert "error: config.data.image_size: 30 is not divisible" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")  # nothing was started
+
+
+def test_sigterm_during_training_checkpoints_and_exits(tmp_path, tfds_dir):
+    import signal
+    import time
+
+    workdir = tmp_path / "run"
+    log = open(tmp_path / "stderr.txt", "w+")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ldm_jax.train",
+            f"--config={CONFIG}:tiny",
+            f"--workdir={workdir}",
+            "--config.train.steps=100000",
+            "--config.train.checkpoint_every=100000",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "TFDS_DATA_DIR": tfds_dir},
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while "ldm:" not in open(tmp_path / "stderr.txt").read() and time.time() < deadline:
+        assert proc.poll() is None, open(tmp_path / "stderr.txt").read()[-3000:]
+        time.sleep(0.5)
+    time.sleep(2)  # a few LDM steps
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    stderr = open(tmp_path / "stderr.txt").read()
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "SIGTERM received; saved a checkpoint at step" in stderr
+    steps = [int(d) for d in os.listdir(workdir / "checkpoints" / "ldm") if d.isdigit()]
+    assert steps and max(steps) > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +20,31 @@ StepFn = Callable[[TrainState, dict[str, np.ndarray]], tuple[TrainState, dict[st
 
 class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or infinite; the last finite checkpoint is left untouched."""
+
+
+class PreemptedError(RuntimeError):
+    """SIGTERM arrived; a checkpoint of the current step was saved before stopping."""
+
+
+class _SigtermFlag:
+    """Records SIGTERM (preemption) instead of dying, while installed (main thread only)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def run_loop(
@@ -53,6 +80,7 @@ def run_loop(
 
     Raises:
       TrainingDivergedError: when a loss becomes non-finite; no checkpoint is written after it.
+      PreemptedError: after SIGTERM, once the current step is checkpointed (rerun to resume).
     """
     step = int(state.step)
     bar = ProgressBar(name, step, total_steps)
@@ -70,28 +98,35 @@ def run_loop(
                 f"Lower config.{learning_rate_field} or set a positive grad_clip and run again."
             )
 
-    try:
-        while step < total_steps:
-            state, metrics = step_fn(state, next(batches))
-            step += 1
-            finite = finite & jnp.isfinite(metrics["loss"])
-            pending.append(metrics)
-            if step % log_every == 0 or step == total_steps:
-                check_finite()
-                means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
-                pending.clear()
-                rate = bar.update(step, {"loss": means["loss"]})
-                writer.scalars(
-                    step,
-                    {f"{name}/{k}": v for k, v in means.items()} | {f"{name}/steps_per_sec": rate},
-                )
-            if step % checkpoint_every == 0 or step == total_steps:
-                check_finite()
-                checkpointer.save(step, state, meta_fn())
-                last_saved = step
-            if on_step is not None:
-                on_step(step, state)
-    finally:
-        bar.close()
-        writer.flush()
+    with _SigtermFlag() as preemption:
+        try:
+            while step < total_steps:
+                state, metrics = step_fn(state, next(batches))
+                step += 1
+                finite = finite & jnp.isfinite(metrics["loss"])
+                pending.append(metrics)
+                if step % log_every == 0 or step == total_steps:
+                    check_finite()
+                    means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+                    pending.clear()
+                    rate = bar.update(step, {"loss": means["loss"]})
+                    writer.scalars(
+                        step,
+                        {f"{name}/{k}": v for k, v in means.items()}
+                        | {f"{name}/steps_per_sec": rate},
+                    )
+                if step % checkpoint_every == 0 or step == total_steps or preemption.requested:
+                    check_finite()
+                    checkpointer.save(step, state, meta_fn())
+                    last_saved = step
+                if preemption.requested:
+                    raise PreemptedError(
+                        f"{name}: SIGTERM received; saved a checkpoint at step {step} in "
+                        f"{checkpointer.directory}. Run the same command again to resume."
+                    )
+                if on_step is not None:
+                    on_step(step, state)
+        finally:
+            bar.close()
+            writer.flush()
     return state

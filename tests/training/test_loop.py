@@ -61,3 +61,38 @@ def test_restore_without_checkpoint_names_the_folder(tmp_path):
     ckpt = Checkpointer(str(tmp_path / "empty"))
     with pytest.raises(MissingCheckpointError, match="No checkpoint in .*empty.*ldm_jax.train"):
         ckpt.restore(jax.eval_shape(lambda: _state()[0]))
+
+
+def test_sigterm_saves_the_current_step_then_stops(tmp_path):
+    import os
+    import signal
+
+    from ldm_jax.training.loop import PreemptedError
+
+    state, tx = _state()
+
+    def step_fn(state, batch):
+        if int(state.step) == 2:  # Preempted while computing step 3.
+            os.kill(os.getpid(), signal.SIGTERM)
+        grads = {"w": 2 * state.params["w"]}
+        return apply_gradients(state, grads, tx, state.rng, 0.9), {"loss": jnp.float32(1.0)}
+
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=3)
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(PreemptedError, match="SIGTERM received; saved a checkpoint at step 3"):
+        run_loop(
+            name="toy",
+            state=state,
+            step_fn=step_fn,
+            batches=iter(lambda: {}, None),
+            total_steps=100,
+            log_every=10,
+            checkpoint_every=50,
+            checkpointer=ckpt,
+            writer=MetricWriter(str(tmp_path)),
+            meta_fn=lambda: {"pos": 3},
+        )
+    assert ckpt.latest_step() == 3
+    restored, meta = ckpt.restore(jax.eval_shape(lambda: _state()[0]))
+    assert int(restored.step) == 3 and meta == {"pos": 3}
+    assert signal.getsignal(signal.SIGTERM) is previous  # handler restored afterwards
