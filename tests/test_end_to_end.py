@@ -98,7 +98,7 @@ def _tiny(tfds_dir, **train):
 
 
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, tfds_dir):
-    from ldm_jax import train
+    from ldm_jax.training import run_training as train
     from ldm_jax.training import train_ldm
 
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")

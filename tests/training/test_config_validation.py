@@ -60,7 +60,7 @@ def test_both_head_settings_is_rejected():
 
 
 def test_unknown_dataset_fails_fast_naming_it(tmp_path):
-    from ldm_jax import train
+    from ldm_jax.training import run_training as train
 
     config = quickstart_config("tiny")
     config.data.name = "no_such_dataset_xyz"

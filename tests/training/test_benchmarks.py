@@ -1,11 +1,11 @@
-"""The benchmark entry point runs every benchmark and reports well-formed figures (no timing
+"""The benchmarks run every benchmark and reports well-formed figures (no timing
 assertions: speed is reported by `python -m ldm_jax.bench`, not tested)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ldm_jax import bench
+from ldm_jax.training import benchmarks as bench
 from tests.training.test_config_validation import quickstart_config
 
 pytestmark = pytest.mark.slow
