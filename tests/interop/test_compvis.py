@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from ldm_jax import interop
 from ldm_jax.interop.torch_pickle import UnsafeCheckpointError
@@ -211,3 +214,23 @@ def test_convert_cli_writes_a_sampleable_workdir(tmp_path):
     x = np.zeros((1, 16, 16, 3), np.float32)
     mean = jax.jit(lambda p, x: ae.apply({"params": p}, x, method=ae.encode).mean)
     assert max_err(0.25 * mean(trained.ae_params, x), jax.jit(ldm.encode)(x)) < TOL
+    # The sample CLI runs on the converted workdir as on a trained one.
+    png = tmp_path / "converted.png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ldm_jax.sample",
+            f"--workdir={out}",
+            "--class=1",
+            "--num=4",
+            "--steps=2",
+            f"--out={png}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grid = np.asarray(Image.open(png))
+    assert grid.shape[:2] == (2 * 18 + 2, 2 * 18 + 2)  # 2x2 tiles of 16x16, 2 px padding
