@@ -12,75 +12,21 @@ prints the per-module parameter table (shapes only, nothing is allocated; a few 
 
 from __future__ import annotations
 
+import pathlib
+
 import ml_collections
+
+from ldm_jax.config_files import load_config_file
+
+BASE = pathlib.Path(__file__).with_name("celebahq_ldm_vq4.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
+    """The model config: `BASE` with the differences below; takes no argument."""
     if arg:
         raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
-    c = ml_collections.ConfigDict()
+    c = load_config_file(BASE)
     c.name = "lsun_bedrooms_ldm_vq4"
     c.reference = "configs/latent-diffusion/lsun_bedrooms-ldm-vq-4.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = None
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="vq",
-            embed_dim=3,
-            n_embed=8192,
-            double_z=False,
-            z_channels=3,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
-    )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            in_channels=3,
-            out_channels=3,
-            model_channels=224,
-            attention_resolutions=(8, 4, 2),
-            num_res_blocks=2,
-            channel_mult=(1, 2, 3, 4),
-            num_head_channels=32,
-        )
-    )
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="none",
-        )
-    )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0195,
-            parameterization="eps",
-            loss_type="l2",
-            scale_factor=1.0,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            channels=3,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="lsun/bedroom",
-            image_size=256,
-            channels=3,
-        )
-    )
+    c.data.name = "lsun/bedroom"
     return c

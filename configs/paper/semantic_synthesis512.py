@@ -11,81 +11,23 @@ prints the per-module parameter table (shapes only, nothing is allocated; a few 
 
 from __future__ import annotations
 
+import pathlib
+
 import ml_collections
+
+from ldm_jax.config_files import load_config_file
+
+BASE = pathlib.Path(__file__).with_name("semantic_synthesis256.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
+    """The model config: `BASE` with the differences below; takes no argument."""
     if arg:
         raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
-    c = ml_collections.ConfigDict()
+    c = load_config_file(BASE)
     c.name = "semantic_synthesis512"
     c.reference = "models/ldm/semantic_synthesis512/config.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = "concat"
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="vq",
-            embed_dim=3,
-            n_embed=8192,
-            double_z=False,
-            z_channels=3,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
-    )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
-            image_size=128,
-            in_channels=6,
-            out_channels=3,
-            model_channels=128,
-            attention_resolutions=(32, 16, 8),
-            num_res_blocks=2,
-            channel_mult=(1, 4, 8),
-            num_heads=8,
-        )
-    )
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="spatial_rescaler",
-            n_stages=2,
-            in_channels=182,
-            out_channels=3,
-            method="bilinear",
-            multiplier=0.5,
-            bias=False,
-        )
-    )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0205,
-            parameterization="eps",
-            loss_type="l1",
-            scale_factor=1.0,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=128,
-            channels=3,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="flickr_landscapes",
-            image_size=512,
-            channels=3,
-        )
-    )
+    c.model.unet.image_size = 128
+    c.latent.image_size = 128
+    c.data.image_size = 512
     return c

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from ldm_jax.config_files import load_config_file
 from ldm_jax.interop.compvis import CompVisLDM
 from ldm_jax.interop.diffusers_config import UnsupportedConfigError
 from ldm_jax.models.autoencoder import AutoencoderKL
@@ -30,13 +31,8 @@ _IGNORED_FIELDS = ("parent", "name", "dtype", "legacy")
 
 def _template() -> ml_collections.ConfigDict:
     """The quickstart config (the workdir schema), loaded from the repository's configs/."""
-    import importlib.util
-
     path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "quickstart.py")
-    spec = importlib.util.spec_from_file_location("_ldm_jax_quickstart_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(path)
 
 
 def _same_module(want: Any, got: Any, what: str) -> None:

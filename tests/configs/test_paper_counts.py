@@ -6,7 +6,6 @@ forms read off the reference code for tau_theta); the paper's published figures 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -14,6 +13,7 @@ import sys
 
 import pytest
 
+from ldm_jax.config_files import load_config_file
 from ldm_jax.models import factory
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -21,10 +21,7 @@ CONFIGS = sorted(ROOT.glob("configs/paper/*.py")) + sorted(ROOT.glob("configs/sd
 
 
 def load_config(path: pathlib.Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
+    return load_config_file(path)
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 
+from ldm_jax.config_files import load_config_file
 from ldm_jax.training.config_validation import ConfigError, validate_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def quickstart_config(arg=None):
-    spec = importlib.util.spec_from_file_location(
-        "quickstart", os.path.join(ROOT, "configs", "quickstart.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(os.path.join(ROOT, "configs", "quickstart.py"), arg)
 
 
 @pytest.mark.parametrize("arg", [None, "tiny"])
@@ -80,3 +75,8 @@ def test_configs_missing_optional_fields_get_defaults():
     assert filled.diffusion.prediction_type == "epsilon"
     assert filled.data.train_split == "train"
     validate_config(filled)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.py not found"):
+        load_config_file(tmp_path / "nope.py")
