@@ -1,0 +1,60 @@
+"""Encodes a workdir's training split once with its trained first stage into a latent cache.
+
+  python -m ldm_jax.cache_latents --workdir runs/quickstart [--out runs/quickstart/latents] \
+      [--overwrite] [--config configs/quickstart.py --config.data.data_dir=...]
+
+Writes posterior mean/log-variance and labels as a tfds array_record dataset (default
+`<workdir>/latents`). An up-to-date cache is kept; a cache written from other first-stage weights
+or data is an error unless `--overwrite`. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ldm_jax.cli_errors import user_errors_as_exit
+from ldm_jax.training.config_defaults import with_defaults
+from ldm_jax.training.config_validation import validate_config
+from ldm_jax.training.latent_cache_writer import cache_workdir_latents
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with a stage-1 checkpoint.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config to use instead of the workdir's config.json.", lock_config=True
+)
+_OUT = flags.DEFINE_string("out", None, "Cache folder (default: <workdir>/latents).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rewrite an existing (even stale) cache.")
+flags.mark_flags_as_required(["workdir"])
+
+PROGRAM = "python -m ldm_jax.cache_latents"
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    with user_errors_as_exit(PROGRAM):
+        logging.set_verbosity(logging.WARNING)
+        config = _CONFIG.value
+        if config is not None:
+            config = with_defaults(config)
+            validate_config(config)
+        start = time.perf_counter()
+        store, written = cache_workdir_latents(
+            _WORKDIR.value, config, directory=_OUT.value, overwrite=_OVERWRITE.value
+        )
+        report = {
+            "cache": store.directory,
+            "status": "written" if written else "up to date",
+            "num_examples": store.num_examples,
+            "latent_shape": list(store.latent_shape),
+            "first_stage_step": store.metadata.get("first_stage_step"),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    app.run(main)
