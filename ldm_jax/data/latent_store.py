@@ -55,7 +55,9 @@ class _LatentCacheBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     """Writes one "train" split from an iterator of (key, example); features given at init."""
 
     VERSION = tfds.core.Version(STORE_VERSION)
-    RELEASE_NOTES = {STORE_VERSION: "Posterior mean/logvar and conditions of a first-stage encoder."}
+    RELEASE_NOTES = {
+        STORE_VERSION: "Posterior mean/logvar and conditions of a first-stage encoder."
+    }
     code_path = epath.Path(__file__)  # Skips tfds' importlib_resources lookup (see datasets.py).
 
     def __init__(
