@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -35,9 +36,12 @@ def cache_dir(workdir: str) -> str:
 
 
 def params_fingerprint(params: Any) -> str:
-    """SHA-256 over every leaf's path, dtype, shape and bytes (hex, 64 characters)."""
+    """SHA-256 over every leaf's path, dtype, shape and bytes (hex, 64 characters).
+
+    Logical-partitioning boxes are removed first, so boxed and unboxed trees agree.
+    """
     digest = hashlib.sha256()
-    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    leaves, _ = jax.tree_util.tree_flatten_with_path(nn.unbox(params))
     for path, leaf in leaves:
         value = np.ascontiguousarray(np.asarray(leaf))
         digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype}|{value.shape}|".encode())
