@@ -24,6 +24,7 @@ import numpy as np
 
 from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.conditioning import ClassEmbedder, IdentityEncoder, SpatialRescaler
+from ldm_jax.models.latent_denoiser import LatentDenoiser
 from ldm_jax.models.text_encoder import BERTEmbedder
 from ldm_jax.models.unet import UNetModel
 from ldm_jax.models.vq_autoencoder import VQModel
@@ -53,6 +54,7 @@ def build_first_stage(cfg: Mapping[str, Any]) -> AutoencoderKL | VQModel:
         dropout=_get(cfg, "dropout", 0.0),
         attn_type=_get(cfg, "attn_type", "vanilla"),
         resamp_with_conv=_get(cfg, "resamp_with_conv", True),
+        num_groups=_get(cfg, "num_groups", 32),
     )
     kind = cfg["kind"]
     if kind == "kl":
@@ -84,15 +86,18 @@ _UNET_FIELDS = (
     "use_new_attention_order",
     "use_linear_in_transformer",
     "legacy",
+    "num_groups",
 )
 
 
 def build_unet(cfg: Mapping[str, Any]) -> UNetModel:
-    """The U-Net from the reference `unet_config.params` (defaults as the reference)."""
+    """The U-Net from the reference `unet_config.params` (defaults as the reference).
+
+    One extension: `use_spatial_transformer` without `context_dim` (which the reference refuses)
+    gives transformers whose second attention is self-attention, as the unconditional quickstart.
+    """
     kwargs = {k: cfg[k] for k in _UNET_FIELDS if k in cfg and cfg[k] is not None}
     kwargs.setdefault("use_spatial_transformer", False)  # the reference default
-    if kwargs["use_spatial_transformer"] and "context_dim" not in kwargs:
-        raise ValueError("unet: use_spatial_transformer needs context_dim (as the reference).")
     if "context_dim" in kwargs and not kwargs["use_spatial_transformer"]:
         raise ValueError("unet: context_dim needs use_spatial_transformer (as the reference).")
     return UNetModel(
@@ -137,6 +142,15 @@ def build_cond_stage(cfg: Mapping[str, Any] | None) -> nn.Module | None:
     raise ValueError(f"Unknown cond_stage.kind {kind!r}.")
 
 
+def build_latent_denoiser(model_cfg: Mapping[str, Any]) -> LatentDenoiser:
+    """U-Net + tau_theta + `conditioning_key` of a model config as one `LatentDenoiser`."""
+    return LatentDenoiser(
+        diffusion_model=build_unet(model_cfg["unet"]),
+        cond_stage_model=build_cond_stage(_get(model_cfg, "cond_stage")),
+        conditioning_key=_get(model_cfg, "conditioning_key"),
+    )
+
+
 def example_inputs(part: str, cfg: Mapping[str, Any]) -> tuple[jax.ShapeDtypeStruct, ...]:
     """Abstract inputs (batch 1) that `init` needs to create every parameter of a part."""
     f32, i32 = jnp.float32, jnp.int32
@@ -164,7 +178,9 @@ def example_inputs(part: str, cfg: Mapping[str, Any]) -> tuple[jax.ShapeDtypeStr
 
 def abstract_params(module: nn.Module, inputs: tuple[Any, ...]) -> Any:
     """The parameter tree of `module` as `jax.ShapeDtypeStruct`s (nothing is allocated)."""
-    variables = jax.eval_shape(lambda *a: module.init(jax.random.PRNGKey(0), *a), *inputs)
+    variables = jax.eval_shape(
+        lambda *a: nn.unbox(module.init(jax.random.PRNGKey(0), *a)), *inputs
+    )
     return variables.get("params", {})
 
 

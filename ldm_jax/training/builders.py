@@ -1,62 +1,87 @@
-"""Turns a validated config into models and a noise schedule (the config/model boundary)."""
+"""Turns a validated config into models and a noise schedule (the config/model boundary).
+
+Both config styles (the quickstart's sections and the paper schema `config.model`) go through
+`model_config.model_config` and are built by `models.factory`, so a trained workdir, a paper config
+and an imported checkpoint describe their networks in one schema.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from ldm_jax import diffusion
+from ldm_jax.models import factory
 from ldm_jax.models.autoencoder import AutoencoderKL
-from ldm_jax.models.conditioning import ClassEmbedder
 from ldm_jax.models.latent_denoiser import LatentDenoiser
-from ldm_jax.models.unet import UNetModel
+from ldm_jax.models.vq_autoencoder import VQModel
+from ldm_jax.training.model_config import model_config
 
 
-def build_autoencoder(config: ml_collections.ConfigDict) -> AutoencoderKL:
-    """The first-stage KL autoencoder for `config.autoencoder` and `config.data`."""
-    ae = config.autoencoder
-    return AutoencoderKL(
-        ch=ae.ch,
-        ch_mult=tuple(ae.ch_mult),
-        num_res_blocks=ae.num_res_blocks,
-        z_channels=ae.z_channels,
-        embed_dim=ae.embed_dim,
-        in_channels=config.data.channels,
-        out_ch=config.data.channels,
-        attn_resolutions=tuple(ae.attn_resolutions),
-        resolution=config.data.image_size,
-        dropout=ae.dropout,
-        num_groups=ae.num_groups,
-    )
+def build_autoencoder(config: ml_collections.ConfigDict) -> AutoencoderKL | VQModel:
+    """The first stage (KL for the quickstart; KL or VQ for `config.model.first_stage`)."""
+    return factory.build_first_stage(model_config(config)["first_stage"])
 
 
 def latent_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-    """(h, w, c) of the latent z for one image."""
-    f = 2 ** (len(config.autoencoder.ch_mult) - 1)
-    side = config.data.image_size // f
-    return side, side, config.autoencoder.embed_dim
+    """(h, w, c) of the latent z for one image (the U-Net's `image_size`, the `embed_dim`)."""
+    model = model_config(config)
+    side = model["unet"]["image_size"]
+    return side, side, model["first_stage"]["embed_dim"]
 
 
 def build_denoiser(config: ml_collections.ConfigDict) -> LatentDenoiser:
-    """U-Net plus condition encoder for `config.unet` / `config.conditioning`."""
-    u = config.unet
-    class_conditional = config.conditioning.kind == "class"
-    unet = UNetModel(
-        model_channels=u.model_channels,
-        out_channels=config.autoencoder.embed_dim,
-        num_res_blocks=u.num_res_blocks,
-        attention_resolutions=tuple(u.attention_resolutions),
-        channel_mult=tuple(u.channel_mult),
-        num_heads=u.num_heads,
-        num_head_channels=u.num_head_channels,
-        transformer_depth=u.transformer_depth,
-        context_dim=u.context_dim if class_conditional else None,
-        dropout=u.dropout,
-        use_scale_shift_norm=u.use_scale_shift_norm,
-        use_linear_in_transformer=u.use_linear_in_transformer,
-        num_groups=u.num_groups,
-    )
-    cond = ClassEmbedder(config.data.num_classes, u.context_dim) if class_conditional else None
-    return LatentDenoiser(diffusion_model=unet, cond_stage_model=cond)
+    """U-Net plus condition encoder (tau_theta) and its conditioning key."""
+    return factory.build_latent_denoiser(model_config(config))
+
+
+def denoiser_example_inputs(config: ml_collections.ConfigDict) -> tuple[Any, ...]:
+    """(z, t, y) with batch 1 that create every parameter of `build_denoiser(config)`.
+
+    y is what the cond stage takes (labels [1], token ids [1, L], a map [1, H, W, C]) or, without
+    one, what the U-Net receives (concat channels [1, h, w, c'] or context [1, 1, D]); None for
+    unconditional models.
+    """
+    model = model_config(config)
+    unet, cond = model["unet"], model.get("cond_stage") or {"kind": "none"}
+    key = model.get("conditioning_key")
+    h, w, c = latent_shape(config)
+    z, t = jnp.zeros((1, h, w, c), jnp.float32), jnp.zeros((1,), jnp.int32)
+    kind = cond["kind"]
+    if key is None:
+        return z, t, None
+    if kind in ("class", "bert"):
+        (y,) = factory.example_inputs("cond_stage", cond)
+        return z, t, jnp.zeros(y.shape, y.dtype)
+    extra = unet["in_channels"] - c
+    if kind == "spatial_rescaler":
+        scale = cond.get("multiplier", 0.5) ** cond.get("n_stages", 1)
+        side = round(h / scale)
+        return z, t, jnp.zeros((1, side, side, cond["in_channels"]), jnp.float32)
+    if key in ("concat", "hybrid") and extra > 0:
+        return z, t, jnp.zeros((1, h, w, extra), jnp.float32)
+    if key == "adm":
+        return z, t, jnp.zeros((1,), jnp.int32)
+    return z, t, jnp.zeros((1, 1, unet["context_dim"]), jnp.float32)
+
+
+def abstract_denoiser_params(config: ml_collections.ConfigDict) -> Any:
+    """The denoiser's parameter tree as `jax.ShapeDtypeStruct`s (nothing is allocated)."""
+    denoiser = build_denoiser(config)
+    inputs = denoiser_example_inputs(config)
+    init = lambda: denoiser.init(jax.random.PRNGKey(0), *inputs)
+    return jax.eval_shape(lambda: nn.unbox(init()))["params"]
+
+
+def abstract_autoencoder_params(config: ml_collections.ConfigDict) -> Any:
+    """The first stage's parameter tree as `jax.ShapeDtypeStruct`s."""
+    ae = build_autoencoder(config)
+    fs = model_config(config)["first_stage"]
+    return factory.abstract_params(ae, factory.example_inputs("first_stage", fs))
 
 
 def build_schedule(config: ml_collections.ConfigDict) -> diffusion.NoiseSchedule:

@@ -1,0 +1,89 @@
+"""One model schema: an experiment config's networks as the paper schema `config.model`.
+
+Two config styles describe networks:
+  * the paper schema (`configs/paper/*.py`, `configs/sd/*.py`, imported workdirs):
+    `config.model.{first_stage, unet, cond_stage, conditioning_key}`, built by `models.factory`;
+  * the quickstart schema (`configs/quickstart.py` and the workdirs it trains):
+    `config.autoencoder`, `config.unet`, `config.conditioning` and `config.data`.
+`model_config` returns the first for either, so every builder goes through `models.factory`. The
+translation yields exactly the modules (fields, parameter trees, initialisation) the quickstart
+has always built: a KL autoencoder, a SpatialTransformer U-Net and, for `conditioning.kind ==
+"class"`, a class embedder with a null class that the U-Net cross-attends to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+
+def has_model_section(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config` describes its networks in the paper schema (`config.model`)."""
+    return "model" in config and config.model is not None
+
+
+def _quickstart_model(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    ae, u, data = config.autoencoder, config.unet, config.data
+    f = 2 ** (len(ae.ch_mult) - 1)
+    class_conditional = config.conditioning.kind == "class"
+    first_stage = dict(
+        kind="kl",
+        ch=ae.ch,
+        ch_mult=tuple(ae.ch_mult),
+        num_res_blocks=ae.num_res_blocks,
+        z_channels=ae.z_channels,
+        embed_dim=ae.embed_dim,
+        in_channels=data.channels,
+        out_ch=data.channels,
+        attn_resolutions=tuple(ae.attn_resolutions),
+        resolution=data.image_size,
+        dropout=ae.dropout,
+        num_groups=ae.num_groups,
+        double_z=True,
+    )
+    unet = dict(
+        image_size=data.image_size // f,
+        in_channels=ae.embed_dim,
+        out_channels=ae.embed_dim,
+        model_channels=u.model_channels,
+        channel_mult=tuple(u.channel_mult),
+        num_res_blocks=u.num_res_blocks,
+        attention_resolutions=tuple(u.attention_resolutions),
+        num_heads=u.num_heads,
+        num_head_channels=u.num_head_channels,
+        use_spatial_transformer=True,
+        transformer_depth=u.transformer_depth,
+        context_dim=u.context_dim if class_conditional else None,
+        dropout=u.dropout,
+        use_scale_shift_norm=u.use_scale_shift_norm,
+        use_linear_in_transformer=u.use_linear_in_transformer,
+        num_groups=u.num_groups,
+    )
+    if class_conditional:
+        cond_stage = dict(
+            kind="class",
+            n_classes=data.num_classes + 1,  # + the null class of classifier-free guidance
+            embed_dim=u.context_dim,
+            add_null_class=True,
+        )
+    else:
+        cond_stage = dict(kind="none")
+    return dict(
+        first_stage=first_stage,
+        unet=unet,
+        cond_stage=cond_stage,
+        conditioning_key="crossattn" if class_conditional else None,
+    )
+
+
+def model_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`config.model` as a plain dict (translated from the quickstart schema when absent).
+
+    Returns:
+      {"first_stage": {...}, "unet": {...}, "cond_stage": {...}, "conditioning_key": str|None}.
+    """
+    if has_model_section(config):
+        model = config.model
+        return model.to_dict() if isinstance(model, ml_collections.ConfigDict) else dict(model)
+    return _quickstart_model(config)
