@@ -21,7 +21,7 @@ import numpy as np
 
 from ldm_jax.interop import diffusers_config as dcfg
 from ldm_jax.interop import diffusers_names as names
-from ldm_jax.interop import vq_config
+from ldm_jax.interop import unet2d_config, vq_config
 from ldm_jax.interop.tensors import (
     abstract_params,
     assemble,
@@ -78,7 +78,7 @@ def _unet_example_inputs(unet: UNetModel, in_channels: int) -> tuple:
 
 
 def load_diffusers_unet(directory: str, variant: str | None = None) -> tuple[UNetModel, dict]:
-    """Loads a diffusers UNet2DConditionModel folder as (`UNetModel`, params).
+    """Loads a diffusers UNet2DConditionModel or UNet2DModel folder as (`UNetModel`, params).
 
     Args:
       directory: folder holding `config.json` and `diffusion_pytorch_model.safetensors`.
@@ -86,26 +86,32 @@ def load_diffusers_unet(directory: str, variant: str | None = None) -> tuple[UNe
 
     Returns:
       The module and float32 params: `unet.apply({"params": params}, x, t, context[, y=labels])`
-      with x [B, H, W, C] NHWC.
+      with x [B, H, W, C] NHWC (context None for a UNet2DModel, which has no cross-attention).
 
     Raises:
       UnsupportedConfigError: a config field ldm_jax cannot express.
       WeightMismatchError: missing, unexpected or mis-shaped tensors, by name.
     """
     cfg = read_config(directory)
-    if cfg.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
-        raise dcfg.UnsupportedConfigError(
-            f"{directory}: _class_name={cfg['_class_name']!r}; expected UNet2DConditionModel."
+    kind = cfg.get("_class_name", "UNet2DConditionModel")
+    nrb = None
+    if kind == "UNet2DConditionModel":
+        unet = dcfg.unet_from_config(cfg)
+        tensors = read_weights(directory, variant)
+        name_of = lambda p: names.unet_to_diffusers(flax_path_to_compvis(p), nrb)
+    elif kind == "UNet2DModel":
+        unet = unet2d_config.unet2d_from_config(cfg)
+        tensors = unet2d_config.fuse_attention(
+            names.modernise_vae_names(read_weights(directory, variant))
         )
-    unet = dcfg.unet_from_config(cfg)
-    abstract = abstract_params(unet, *_unet_example_inputs(unet, cfg.get("in_channels", 4)))
+        name_of = lambda p: unet2d_config.unet2d_name(flax_path_to_compvis(p), nrb)
+    else:
+        raise dcfg.UnsupportedConfigError(
+            f"{directory}: _class_name={kind!r}; expected UNet2DConditionModel or UNet2DModel."
+        )
     nrb = unet.num_res_blocks
-    params = assemble(
-        abstract,
-        read_weights(directory, variant),
-        lambda p: names.unet_to_diffusers(flax_path_to_compvis(p), nrb),
-        source=f"diffusers UNet in {directory}",
-    )
+    abstract = abstract_params(unet, *_unet_example_inputs(unet, cfg.get("in_channels", 4)))
+    params = assemble(abstract, tensors, name_of, source=f"diffusers {kind} in {directory}")
     return unet, params
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -117,8 +118,8 @@ def flax_to_torch(arr: np.ndarray, path: FlaxPath, as_linear: bool = False) -> n
 
 def abstract_params(module: Any, *args: Any, method: Callable | None = None, **kwargs: Any) -> dict:
     """The parameter tree of `module.init(..., *args)` as shapes only (nothing is computed)."""
-    init = lambda: module.init(jax.random.PRNGKey(0), *args, method=method, **kwargs)["params"]
-    return flax.core.unfreeze(jax.eval_shape(init))
+    init = lambda: nn.unbox(module.init(jax.random.PRNGKey(0), *args, method=method, **kwargs))
+    return flax.core.unfreeze(jax.eval_shape(init).get("params", {}))
 
 
 def assemble(
