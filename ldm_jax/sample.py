@@ -1,29 +1,39 @@
-"""Samples class-conditional images from a trained workdir and writes a PNG grid.
+"""Samples from a trained or imported workdir and writes a PNG grid (a JSON line on stdout).
 
   python -m ldm_jax.sample --workdir runs/quickstart --class 7 --num 16 --out sneakers.png \
       [--guidance 2.0 --sampler ddim --steps 50 --eta 1.0 --seed 0]
+  python -m ldm_jax.sample --workdir runs/txt2img --task text2img --prompt "a red fox"
+  python -m ldm_jax.sample --workdir runs/sr --task superres --image low_res.png
+  python -m ldm_jax.sample --workdir runs/inpaint --task inpaint --image x.png --mask m.png
+  python -m ldm_jax.sample --workdir runs/semantic --task semantic --image labels.png
+
+The task must be the one the workdir's model performs (see `training/sample_tasks.py`).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import app, flags, logging
 
 from ldm_jax.cli_errors import user_errors_as_exit
 from ldm_jax.training import image_grid
 from ldm_jax.training.config_validation import SAMPLERS
-from ldm_jax.training.generation import make_generate_fn
-from ldm_jax.training.workdir import load_trained_ldm
+from ldm_jax.training.image_inputs import ImageInputError
+from ldm_jax.training.sample_tasks import TASKS, SampleInputError, SampleRequest, run
+from ldm_jax.training.workdir import WorkdirError, load_trained_ldm
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to sample from.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training or imported workdir to sample from.")
+_TASK = flags.DEFINE_enum("task", "generate", list(TASKS), "What to sample (see the docstring).")
 flags.DEFINE_integer(
     "class", None, "Class label to generate (Fashion-MNIST: 0..9); default: one row per class."
 )
+_PROMPT = flags.DEFINE_string("prompt", None, "Caption for --task text2img.")
+_IMAGE = flags.DEFINE_string(
+    "image", None, "Input PNG: the low-res image (superres), the image (inpaint), a label map."
+)
+_MASK = flags.DEFINE_string("mask", None, "Inpainting mask PNG (white: pixels to fill in).")
 _NUM = flags.DEFINE_integer("num", 16, "Number of images (per class when --class is not set).")
 _OUT = flags.DEFINE_string("out", "samples.png", "Output PNG path.")
 _GUIDANCE = flags.DEFINE_float(
@@ -37,55 +47,34 @@ _ETA = flags.DEFINE_float("eta", None, "DDIM eta (0: deterministic; default: the
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.mark_flags_as_required(["workdir"])
 
+PROGRAM = "python -m ldm_jax.sample"
+
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    with user_errors_as_exit("python -m ldm_jax.sample"):
+    with user_errors_as_exit(PROGRAM):
         logging.set_verbosity(logging.WARNING)
-        trained = load_trained_ldm(_WORKDIR.value)
-        config = trained.config
-        num_classes = config.data.num_classes
-        cls = flags.FLAGS["class"].value
-        if _NUM.value <= 0:
-            raise app.UsageError(f"--num must be positive, got {_NUM.value}.")
-        if cls is not None and not 0 <= cls < num_classes:
-            raise app.UsageError(f"--class must be in [0, {num_classes}), got {cls}.")
-        if cls is None:
-            labels = np.repeat(np.arange(num_classes, dtype=np.int32), _NUM.value)
-            columns = _NUM.value
-        else:
-            labels = np.full((_NUM.value,), cls, np.int32)
-            columns = math.ceil(math.sqrt(_NUM.value))
-        guidance = config.sample.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
-        steps = _STEPS.value or config.sample.steps
-        eta = config.sample.eta if _ETA.value is None else _ETA.value
-        sampler = _SAMPLER.value or config.sample.sampler
-        generate = make_generate_fn(config, sampler, steps)
-        images = generate(
-            trained.ae_params,
-            trained.ldm_params,
-            labels,
-            jax.random.PRNGKey(_SEED.value),
-            jnp.float32(guidance),
-            jnp.float32(eta),
-            jnp.float32(trained.scale_factor),
+        request = SampleRequest(
+            task=_TASK.value,
+            num=_NUM.value,
+            class_label=flags.FLAGS["class"].value,
+            prompt=_PROMPT.value,
+            image=_IMAGE.value,
+            mask=_MASK.value,
+            guidance=_GUIDANCE.value,
+            sampler=_SAMPLER.value,
+            steps=_STEPS.value,
+            eta=_ETA.value,
+            seed=_SEED.value,
         )
-        path = image_grid.save_png(_OUT.value, image_grid.make_grid(np.asarray(images), columns))
-        print(
-            json.dumps(
-                {
-                    "out": path,
-                    "num_images": int(len(labels)),
-                    "class": cls,
-                    "guidance": guidance,
-                    "sampler": sampler,
-                    "eta": eta,
-                    "steps": steps,
-                    "ldm_step": trained.step,
-                }
-            )
-        )
+        try:
+            result = run(load_trained_ldm(_WORKDIR.value), request)
+        except (SampleInputError, ImageInputError, WorkdirError) as e:
+            sys.exit(f"{PROGRAM}: error: {e}")
+        grid = image_grid.make_grid(result.images, result.columns)
+        path = image_grid.save_png(_OUT.value, grid)
+        print(json.dumps({"out": path, **result.info}))
 
 
 if __name__ == "__main__":

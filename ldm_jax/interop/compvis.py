@@ -36,7 +36,7 @@ from ldm_jax.interop.tensors import (
 )
 from ldm_jax.interop.torch_pickle import load_state_dict
 from ldm_jax.models.autoencoder import AutoencoderKL
-from ldm_jax.models.conditioning import ClassEmbedder
+from ldm_jax.models.conditioning import ClassEmbedder, SpatialRescaler
 from ldm_jax.models.text_encoder import BERTEmbedder
 from ldm_jax.models.tokenizer import WordPieceTokenizer
 from ldm_jax.models.unet import UNetModel
@@ -57,7 +57,8 @@ class CompVisLDM:
     Attributes:
       unet / unet_params: eps_theta (EMA weights when the checkpoint has them).
       first_stage / first_stage_params: the autoencoder (KL or VQ).
-      cond_stage / cond_stage_params: tau_theta (`ClassEmbedder` or `BERTEmbedder`) or None.
+      cond_stage / cond_stage_params: tau_theta (`ClassEmbedder`, `BERTEmbedder`,
+        `SpatialRescaler`) or None.
       conditioning_key: None, "crossattn", "concat", "hybrid" or "adm".
       scale_factor: z fed to the diffusion is scale_factor * E(x).
       schedule: the training noise schedule (from the checkpoint's `betas` when stored).
@@ -70,7 +71,7 @@ class CompVisLDM:
     unet_params: Any
     first_stage: AutoencoderKL | VQModel
     first_stage_params: Any
-    cond_stage: ClassEmbedder | BERTEmbedder | None
+    cond_stage: ClassEmbedder | BERTEmbedder | SpatialRescaler | None
     cond_stage_params: Any
     conditioning_key: str | None
     scale_factor: float
@@ -125,8 +126,8 @@ class CompVisLDM:
         key, x, context, y = self.conditioning_key, z, None, None
         if key == "crossattn":
             context = self.condition(cond)
-        elif key == "concat":
-            x = jnp.concatenate([z, jnp.asarray(cond, z.dtype)], axis=-1)
+        elif key == "concat":  # through tau_theta when there is one (spatial rescaler)
+            x = jnp.concatenate([z, jnp.asarray(self.condition(cond), z.dtype)], axis=-1)
         elif key == "hybrid":
             x = jnp.concatenate([z, jnp.asarray(cond["c_concat"], z.dtype)], axis=-1)
             context = self.condition(cond["c_crossattn"])
@@ -278,7 +279,11 @@ def load_compvis(
                     f"{cond.vocab_size} embeddings."
                 )
     elif cond is not None:
-        cond_abs = abstract_params(cond, jnp.zeros((1,), jnp.int32))
+        example = jnp.zeros((1,), jnp.int32)
+        if isinstance(cond, SpatialRescaler):
+            in_ch = dict(cond_cfg.get("params", {})).get("in_channels", 3)
+            example = jnp.zeros((1, 8, 8, in_ch), jnp.float32)
+        cond_abs = abstract_params(cond, example)
         cond_params = assemble(
             cond_abs,
             _part(tensors, "cond_stage_model."),

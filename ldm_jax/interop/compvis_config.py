@@ -10,7 +10,7 @@ from typing import Any
 
 from ldm_jax.interop.diffusers_config import UnsupportedConfigError
 from ldm_jax.models.autoencoder import AutoencoderKL
-from ldm_jax.models.conditioning import ClassEmbedder
+from ldm_jax.models.conditioning import ClassEmbedder, SpatialRescaler
 from ldm_jax.models.text_encoder import BERTEmbedder
 from ldm_jax.models.unet import UNetModel
 from ldm_jax.models.vq_autoencoder import VQModel
@@ -20,6 +20,7 @@ _KL_TARGETS = ("autoencoder.AutoencoderKL",)
 _VQ_TARGETS = ("autoencoder.VQModelInterface", "autoencoder.VQModel")
 _CLASS_TARGETS = ("modules.ClassEmbedder",)
 _BERT_TARGETS = ("modules.BERTEmbedder",)
+_RESCALER_TARGETS = ("modules.SpatialRescaler",)
 _UNCONDITIONAL = ("__is_unconditional__",)
 
 
@@ -104,8 +105,11 @@ def first_stage_from_yaml(cfg: dict[str, Any]) -> AutoencoderKL | VQModel:
     raise UnsupportedConfigError(f"first_stage_config target {target!r} is not supported.")
 
 
-def cond_stage_from_yaml(cfg: Any, unet: UNetModel) -> ClassEmbedder | BERTEmbedder | None:
-    """`cond_stage_config` -> `ClassEmbedder`, `BERTEmbedder`, or None (unconditional/identity)."""
+def cond_stage_from_yaml(
+    cfg: Any, unet: UNetModel
+) -> ClassEmbedder | BERTEmbedder | SpatialRescaler | None:
+    """`cond_stage_config` -> `ClassEmbedder`, `BERTEmbedder`, `SpatialRescaler`, or None
+    (unconditional, identity, or the first stage)."""
     target = _target(cfg)
     if target in _UNCONDITIONAL or target == "__is_first_stage__" or target.endswith("Identity"):
         return None
@@ -128,6 +132,15 @@ def cond_stage_from_yaml(cfg: Any, unet: UNetModel) -> ClassEmbedder | BERTEmbed
                 f"context_dim={unet.context_dim}."
             )
         return bert
+    if target.endswith(_RESCALER_TARGETS):
+        p = dict(cfg.get("params", {}))
+        return SpatialRescaler(
+            n_stages=p.get("n_stages", 1),
+            method=p.get("method", "bilinear"),
+            multiplier=float(p.get("multiplier", 0.5)),
+            out_channels=p.get("out_channels"),
+            bias=bool(p.get("bias", False)),
+        )
     raise UnsupportedConfigError(
         f"cond_stage_config target {target!r} is not supported by ldm_jax's importer yet; pass "
         "ignore_cond_stage=True to load the rest and feed precomputed context tokens to eps()."

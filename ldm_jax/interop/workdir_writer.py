@@ -1,61 +1,328 @@
-"""Writes imported weights as a training workdir that `ldm_jax.sample`/`ldm_jax.train` read.
+"""Writes imported weights as a workdir that `python -m ldm_jax.sample` reads.
 
-A workdir is `config.json` (the quickstart config schema) plus orbax `checkpoints/autoencoder`
-(a stage-1 TrainState) and `checkpoints/ldm` (a stage-2 TrainState whose EMA params are the
-imported U-Net + tau_theta, meta `scale_factor`). The workdir format covers a KL first stage and a
-U-Net that is unconditional or cross-attends to a class token (`ClassEmbedder`); other imports
-raise `UnsupportedConfigError` saying what the format lacks.
+A full workdir (any model the paper schema describes: unconditional, class, text, concat-
+conditioned; KL or VQ first stage) is
+  config.json                 `model` (the paper schema built by `models.factory`), `diffusion`
+                              (schedule, prediction type, scale factor), `sample` defaults, `data`
+                              (image size and channels) and `imported` (where it came from);
+  checkpoints/autoencoder/0   orbax `state` {step, params} of the first stage;
+  checkpoints/ldm/0           orbax `state` {step, ema_params} of the denoiser (U-Net +
+                              tau_theta, `LatentDenoiser` tree), `meta` {scale_factor};
+  vocab.txt                   a text model's WordPiece vocabulary (`model.cond_stage.vocab`).
+A stage-1-only workdir (`write_diffusers_autoencoder_workdir`) keeps the quickstart schema and a
+trainer `TrainState`, so `python -m ldm_jax.train --config.stage=ldm` trains stage 2 on it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ldm_jax import diffusion
 from ldm_jax.config_files import load_config_file
-from ldm_jax.interop.compvis import CompVisLDM
+from ldm_jax.interop import compvis_config as ccfg
+from ldm_jax.interop import model_spec
+from ldm_jax.interop.compvis import CompVisLDM, unet_in_channels
 from ldm_jax.interop.diffusers_config import UnsupportedConfigError
 from ldm_jax.models.autoencoder import AutoencoderKL
+from ldm_jax.models.conditioning import SpatialRescaler
+from ldm_jax.models.text_encoder import BERTEmbedder
+from ldm_jax.models.unet import UNetModel
+from ldm_jax.models.vq_autoencoder import VQModel
 from ldm_jax.training import builders, train_autoencoder, train_ldm
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.state import create_state, make_optimizer
 
-_IGNORED_FIELDS = ("parent", "name", "dtype", "legacy")
+VOCAB_FILE = "vocab.txt"
+_PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 
 def _template() -> ml_collections.ConfigDict:
-    """The quickstart config (the workdir schema), loaded from the repository's configs/."""
+    """The quickstart config (the stage-1 workdir schema), from the repository's configs/."""
     path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "quickstart.py")
     return load_config_file(path)
 
 
-def _same_module(want: Any, got: Any, what: str) -> None:
-    diffs = [
-        f"{f.name}: workdir format gives {getattr(want, f.name)!r}, checkpoint has "
-        f"{getattr(got, f.name)!r}"
-        for f in dataclasses.fields(want)
-        if f.name not in _IGNORED_FIELDS and getattr(want, f.name) != getattr(got, f.name)
-    ]
-    if diffs:
+def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+
+
+def _sample_defaults(model: dict[str, Any]) -> dict[str, Any]:
+    """DDIM, 50 steps, eta 0; guidance 5 for text, 3 for classes with a null class, else 1."""
+    cond = model["cond_stage"]
+    guidance = 1.0
+    if cond["kind"] == "bert":
+        guidance = 5.0
+    elif cond["kind"] == "class" and cond.get("add_null_class"):
+        guidance = 3.0
+    return dict(sampler="ddim", steps=50, eta=0.0, guidance_scale=guidance, per_class=4)
+
+
+def write_workdir(
+    workdir: str,
+    model: dict[str, Any],
+    first_stage_params: Any,
+    denoiser_params: Any,
+    scale_factor: float,
+    diffusion_fields: dict[str, Any],
+    source: dict[str, Any],
+    vocab: str | None = None,
+) -> ml_collections.ConfigDict:
+    """Writes a full sampleable workdir for a paper-schema model; returns its config.
+
+    Args:
+      workdir: the folder to create.
+      model: `config.model` (first_stage, unet, cond_stage, conditioning_key).
+      first_stage_params: the autoencoder's parameters.
+      denoiser_params: the `LatentDenoiser` tree {"diffusion_model": ..., ["cond_stage_model"]}.
+      scale_factor: the latent scale.
+      diffusion_fields: schedule, num_timesteps, beta_start, beta_end, prediction_type.
+      source: provenance, stored as `config.imported`.
+      vocab: a text model's WordPiece vocabulary, copied into the workdir.
+
+    Raises:
+      UnsupportedConfigError: the weights do not fit the networks `model` builds.
+    """
+    fs = model["first_stage"]
+    cond = dict(model["cond_stage"])
+    if cond["kind"] == "bert":
+        if vocab is None:
+            raise UnsupportedConfigError(
+                "A text model's workdir needs its WordPiece vocabulary: pass --vocab vocab.txt "
+                "(bert-base-uncased)."
+            )
+        cond["vocab"] = VOCAB_FILE
+    model = {**model, "cond_stage": cond}
+    config = ml_collections.ConfigDict()
+    config.stage = "ldm"
+    config.seed = 0
+    num_classes = cond.get("n_classes", 0) - int(bool(cond.get("add_null_class")))
+    if model.get("conditioning_key") == "adm":
+        num_classes = model["unet"]["num_classes"]
+    config.data = dict(
+        name="imported",
+        data_dir="",
+        train_split="train",
+        image_size=fs["resolution"],
+        channels=fs["out_ch"],
+        num_classes=max(num_classes, 0),
+    )
+    config.model = model
+    config.diffusion = dict(
+        scale_by_std=False,
+        scale_factor=float(scale_factor),
+        rescale_zero_snr=False,
+        loss_weighting="simple",
+        min_snr_gamma=5.0,
+        original_elbo_weight=0.0,
+        **diffusion_fields,
+    )
+    config.sample = _sample_defaults(model)
+    config.imported = source
+    _check_tree(config, "first stage", builders.abstract_autoencoder_params(config), first_stage_params)
+    _check_tree(config, "denoiser", builders.abstract_denoiser_params(config), denoiser_params)
+    _write_config(workdir, config)
+    if vocab is not None:
+        shutil.copyfile(vocab, os.path.join(workdir, VOCAB_FILE))
+    step = jnp.zeros((), jnp.int32)
+    ae_ckpt = Checkpointer(train_autoencoder.checkpoint_dir(workdir), 1)
+    ae_ckpt.save(0, {"step": step, "params": first_stage_params}, {"imported": True})
+    ae_ckpt.close()
+    ckpt = Checkpointer(train_ldm.checkpoint_dir(workdir), 1)
+    meta = {"scale_factor": float(scale_factor), "imported": True}
+    ckpt.save(0, {"step": step, "ema_params": denoiser_params}, meta)
+    ckpt.close()
+    return config
+
+
+def _check_tree(config: Any, what: str, abstract: Any, params: Any) -> None:
+    shapes = lambda tree: jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), tree)
+    if shapes(abstract) != shapes(params):
         raise UnsupportedConfigError(
-            f"The workdir format cannot express this {what}:\n  " + "\n  ".join(diffs)
+            f"The imported {what} weights do not fit the networks of the workdir config."
         )
+
+
+def schedule_fields(
+    kind: str, num_timesteps: int, beta_start: float, beta_end: float, betas: np.ndarray | None
+) -> dict[str, Any]:
+    """`config.diffusion` schedule fields; refuses when stored `betas` differ from them."""
+    fields = dict(
+        schedule=kind, num_timesteps=num_timesteps, beta_start=beta_start, beta_end=beta_end
+    )
+    if betas is not None:
+        rebuilt = diffusion.NoiseSchedule.create(
+            kind, num_timesteps=num_timesteps, beta_start=beta_start, beta_end=beta_end
+        ).betas
+        if len(rebuilt) != len(betas) or not np.allclose(rebuilt, betas, rtol=1e-4, atol=1e-7):
+            raise UnsupportedConfigError(
+                "The checkpoint's betas differ from its config's schedule."
+            )
+    return fields
+
+
+def compvis_model_spec(ldm: CompVisLDM) -> dict[str, Any]:
+    """`config.model` for a loaded paper checkpoint."""
+    p = ldm.config
+    unet_yaml = p["unet_config"].get("params", {})
+    side = int(unet_yaml.get("image_size", p.get("image_size", 32)))
+    in_ch = unet_in_channels(p, ldm.first_stage)
+    cond_cfg = p.get("cond_stage_config", "__is_unconditional__")
+    target = ccfg._target(cond_cfg)
+    extra: dict[str, Any] = {}
+    if isinstance(ldm.cond_stage, SpatialRescaler):
+        extra["in_channels"] = int(cond_cfg.get("params", {}).get("in_channels", 3))
+    if target == "__is_first_stage__":
+        without = "first_stage"
+    elif target.endswith("Identity"):
+        without = "identity"
+    else:
+        without = "none"
+    return dict(
+        first_stage=model_spec.first_stage_spec(ldm.first_stage),
+        unet=model_spec.unet_spec(ldm.unet, side, in_ch),
+        cond_stage=model_spec.cond_stage_spec(ldm.cond_stage, without, **extra),
+        conditioning_key=ldm.conditioning_key,
+    )
+
+
+def write_compvis_workdir(
+    ldm: CompVisLDM, workdir: str, vocab: str | None = None
+) -> ml_collections.ConfigDict:
+    """Writes a loaded paper checkpoint as a workdir; returns its config.
+
+    Args:
+      ldm: from `load_compvis`.
+      workdir: the folder to create.
+      vocab: the WordPiece vocabulary of a text model (copied into the workdir).
+    """
+    model = compvis_model_spec(ldm)
+    if model["cond_stage"]["kind"] == "none" and ldm.conditioning_key not in (None, "adm"):
+        raise UnsupportedConfigError(
+            f"conditioning_key={ldm.conditioning_key!r} without a condition encoder is not a "
+            "workdir model (feed precomputed conditions through ldm_jax.interop.load_compvis)."
+        )
+    p = ldm.config
+    kind = {"linear": "scaled_linear", "cosine": "cosine", "sqrt_linear": "linear"}
+    beta_schedule = p.get("beta_schedule", "linear")
+    if beta_schedule not in kind:
+        raise UnsupportedConfigError(f"beta_schedule={beta_schedule!r} is not supported.")
+    betas = np.asarray(ldm.schedule.betas)
+    fields = schedule_fields(
+        kind[beta_schedule],
+        int(p.get("timesteps", len(betas))),
+        float(p.get("linear_start", 1e-4)),
+        float(p.get("linear_end", 2e-2)),
+        betas,
+    )
+    fields["prediction_type"] = _PREDICTION[ldm.parameterization]
+    params = {"diffusion_model": ldm.unet_params}
+    if ldm.cond_stage_params:
+        params["cond_stage_model"] = ldm.cond_stage_params
+    return write_workdir(
+        workdir,
+        model,
+        ldm.first_stage_params,
+        params,
+        ldm.scale_factor,
+        fields,
+        {"source": "compvis"},
+        vocab=vocab if isinstance(ldm.cond_stage, BERTEmbedder) else None,
+    )
+
+
+def write_diffusers_workdir(
+    unet: UNetModel,
+    unet_params: Any,
+    unet_config: dict[str, Any],
+    ae: AutoencoderKL | VQModel,
+    ae_params: Any,
+    vae_config: dict[str, Any],
+    workdir: str,
+    scheduler_config: dict[str, Any] | None = None,
+) -> ml_collections.ConfigDict:
+    """Writes a diffusers UNet2DModel + AutoencoderKL/VQModel pair as a workdir.
+
+    The U-Net's input channels decide the task: the latent channels (unconditional, or class
+    labels through `num_class_embeds`), or latent + image channels (super-resolution: the
+    low-resolution image is stacked on z_t, as diffusers' `LDMSuperResolutionPipeline`).
+    Without a scheduler config the paper's LDM schedule is used (scaled_linear, 0.0015 to
+    0.0195, 1000 steps, epsilon prediction), as diffusers' CompVis LDM pipelines.
+    """
+    latent = ae.embed_dim
+    in_ch = int(unet_config.get("in_channels", latent))
+    if unet.out_channels != latent:
+        raise UnsupportedConfigError(
+            f"The U-Net predicts {unet.out_channels} channels but the autoencoder's latents "
+            f"have {latent}."
+        )
+    if in_ch == latent:
+        key = "adm" if unet.num_classes is not None else None
+        cond = model_spec.cond_stage_spec(None, "none")
+    elif in_ch == latent + ae.in_channels and unet.num_classes is None:
+        key, cond = "concat", {"kind": "identity"}
+    else:
+        raise UnsupportedConfigError(
+            f"A U-Net with {in_ch} input channels on {latent}-channel latents is neither "
+            f"unconditional ({latent}) nor image-concat super-resolution "
+            f"({latent + ae.in_channels}); the workdir cannot tell what the extra channels are."
+        )
+    side = unet_config.get("sample_size", 32)
+    side = side[0] if isinstance(side, (list, tuple)) else side
+    model = dict(
+        first_stage=model_spec.first_stage_spec(ae),
+        unet=model_spec.unet_spec(unet, int(side), in_ch),
+        cond_stage=cond,
+        conditioning_key=key,
+    )
+    s = dict(scheduler_config or {})
+    beta_schedule = s.get("beta_schedule", "scaled_linear")
+    kinds = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
+    if beta_schedule not in kinds:
+        raise UnsupportedConfigError(f"scheduler beta_schedule={beta_schedule!r} is not supported.")
+    if s.get("trained_betas") is not None:
+        raise UnsupportedConfigError("scheduler trained_betas are not supported.")
+    if s.get("rescale_betas_zero_snr"):
+        raise UnsupportedConfigError("scheduler rescale_betas_zero_snr=True is not supported.")
+    fields = schedule_fields(
+        kinds[beta_schedule],
+        int(s.get("num_train_timesteps", 1000)),
+        float(s.get("beta_start", 0.0015 if scheduler_config is None else 0.0001)),
+        float(s.get("beta_end", 0.0195 if scheduler_config is None else 0.02)),
+        None,
+    )
+    fields["prediction_type"] = s.get("prediction_type", "epsilon")
+    if fields["prediction_type"] not in diffusion.PREDICTION_TYPES:
+        raise UnsupportedConfigError(f"prediction_type={fields['prediction_type']!r}.")
+    scale = float(vae_config.get("scaling_factor", 1.0))
+    return write_workdir(
+        workdir,
+        model,
+        ae_params,
+        {"diffusion_model": unet_params},
+        scale,
+        fields,
+        {"source": "diffusers"},
+    )
 
 
 def autoencoder_config(config: ml_collections.ConfigDict, ae: AutoencoderKL) -> None:
-    """Fills `config.autoencoder`/`config.data` from an imported KL autoencoder."""
+    """Fills the quickstart `config.autoencoder`/`config.data` from an imported KL autoencoder."""
     if not isinstance(ae, AutoencoderKL):
         raise UnsupportedConfigError(
-            f"The workdir format holds a KL autoencoder; got {type(ae).__name__}."
+            f"A stage-1-only workdir holds a KL autoencoder; got {type(ae).__name__}."
         )
     if ae.in_channels != ae.out_ch:
-        raise UnsupportedConfigError("The workdir format needs in_channels == out_ch.")
+        raise UnsupportedConfigError("A stage-1-only workdir needs in_channels == out_ch.")
     config.data.channels = ae.in_channels
     config.data.image_size = ae.resolution
     config.autoencoder.update(
@@ -68,11 +335,11 @@ def autoencoder_config(config: ml_collections.ConfigDict, ae: AutoencoderKL) -> 
         dropout=ae.dropout,
         num_groups=ae.num_groups,
     )
-    _same_module(builders.build_autoencoder(config), ae, "autoencoder")
+    model_spec.same_module(builders.build_autoencoder(config), ae, "autoencoder")
 
 
 def write_autoencoder(workdir: str, config: ml_collections.ConfigDict, params: Any) -> None:
-    """Saves stage-1 params as the workdir's autoencoder checkpoint."""
+    """Saves stage-1 params as the workdir's autoencoder checkpoint (a trainer TrainState)."""
     t = config.autoencoder_train
     tx = make_optimizer(t.learning_rate, t.warmup_steps, t.weight_decay, t.grad_clip)
     state = create_state(params, tx, jax.random.PRNGKey(0), use_ema=False)
@@ -80,88 +347,6 @@ def write_autoencoder(workdir: str, config: ml_collections.ConfigDict, params: A
     ckpt = Checkpointer(train_autoencoder.checkpoint_dir(workdir), t.keep_checkpoints)
     ckpt.save(t.steps, state, {"data": {}, "imported": True})
     ckpt.close()
-
-
-def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
-
-
-def write_compvis_workdir(ldm: CompVisLDM, workdir: str) -> ml_collections.ConfigDict:
-    """Writes a loaded paper checkpoint as a workdir; returns its config."""
-    config = _template()
-    autoencoder_config(config, ldm.first_stage)
-    u = ldm.unet
-    if ldm.conditioning_key not in (None, "crossattn") or u.num_classes is not None:
-        raise UnsupportedConfigError(
-            f"The workdir format has no {ldm.conditioning_key!r} conditioning."
-        )
-    if ldm.cond_stage is not None and not hasattr(ldm.cond_stage, "num_classes"):
-        raise UnsupportedConfigError(
-            f"The workdir format has no {type(ldm.cond_stage).__name__} (text) conditioning."
-        )
-    class_conditional = ldm.cond_stage is not None
-    if ldm.conditioning_key == "crossattn" and not class_conditional:
-        raise UnsupportedConfigError(
-            "Cross-attention without a class embedder is not in the format."
-        )
-    config.conditioning.kind = "class" if class_conditional else "none"
-    if class_conditional:
-        config.data.num_classes = ldm.cond_stage.num_classes
-    config.unet.update(
-        model_channels=u.model_channels,
-        channel_mult=tuple(u.channel_mult),
-        num_res_blocks=u.num_res_blocks,
-        attention_resolutions=tuple(u.attention_resolutions),
-        num_heads=u.num_heads,
-        num_head_channels=u.num_head_channels,
-        transformer_depth=u.transformer_depth,
-        context_dim=u.context_dim or config.unet.context_dim,
-        dropout=u.dropout,
-        use_scale_shift_norm=u.use_scale_shift_norm,
-        use_linear_in_transformer=u.use_linear_in_transformer,
-        num_groups=u.num_groups,
-    )
-    denoiser = builders.build_denoiser(config)
-    _same_module(denoiser.diffusion_model, u, "U-Net")
-    if u.num_head_channels != -1 and any(
-        (u.model_channels * m) % u.num_head_channels for m in u.channel_mult
-    ):
-        raise UnsupportedConfigError("Head widths differ between legacy conventions.")
-    s = ldm.schedule
-    config.diffusion.update(scale_by_std=False, scale_factor=ldm.scale_factor)
-    config.diffusion.prediction_type = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}[
-        ldm.parameterization
-    ]
-    _schedule_fields(config, ldm, np.asarray(s.betas))
-    config.autoencoder_train.steps = 0
-    config.train.steps = 0
-    config.stage = "ldm"
-    _write_config(workdir, config)
-    write_autoencoder(workdir, config, ldm.first_stage_params)
-    params = {"diffusion_model": ldm.unet_params}
-    if class_conditional:
-        params["cond_stage_model"] = ldm.cond_stage_params
-    tx = train_ldm.optimizer(config)
-    state = create_state(params, tx, jax.random.PRNGKey(0), use_ema=True)
-    ckpt = Checkpointer(train_ldm.checkpoint_dir(workdir), config.train.keep_checkpoints)
-    ckpt.save(0, state, {"data": {}, "scale_factor": ldm.scale_factor, "imported": True})
-    ckpt.close()
-    return config
-
-
-def _schedule_fields(config: ml_collections.ConfigDict, ldm: CompVisLDM, betas: np.ndarray) -> None:
-    """The paper's schedules as config fields (its "linear" is linear in sqrt(beta))."""
-    p = ldm.config
-    kind = {"linear": "scaled_linear", "cosine": "cosine", "sqrt_linear": "linear"}
-    config.diffusion.schedule = kind[p.get("beta_schedule", "linear")]
-    config.diffusion.num_timesteps = int(p.get("timesteps", len(betas)))
-    config.diffusion.beta_start = float(p.get("linear_start", 1e-4))
-    config.diffusion.beta_end = float(p.get("linear_end", 2e-2))
-    rebuilt = builders.build_schedule(config).betas
-    if len(rebuilt) != len(betas) or not np.allclose(rebuilt, betas, rtol=1e-4, atol=1e-7):
-        raise UnsupportedConfigError("The checkpoint's betas differ from its config's schedule.")
 
 
 def write_diffusers_autoencoder_workdir(ae: Any, params: Any, workdir: str) -> Any:

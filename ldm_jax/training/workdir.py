@@ -1,4 +1,13 @@
-"""Reads a finished (or running) training workdir back: config, weights, latent scale."""
+"""Reads a workdir back (trained here or written by `python -m ldm_jax.convert`).
+
+A workdir is `config.json` plus orbax checkpoints `checkpoints/autoencoder` and `checkpoints/ldm`.
+The networks are described either by the quickstart sections or by `config.model` (the paper
+schema; see `model_config`). Each checkpoint's `state` item is a mapping holding `params` and,
+for stage 2, `ema_params` (the trainers' `TrainState`, or the lean `{step, params}` /
+`{step, ema_params}` of an imported model); only those are read, and their tree is checked
+against the networks the config builds, so a config and weights that disagree fail by name. A
+text model's WordPiece vocabulary lives next to `config.json` (`config.model.cond_stage.vocab`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +16,17 @@ import json
 import os
 from typing import Any
 
+import flax
 import ml_collections
+import orbax.checkpoint as ocp
 
-from ldm_jax.training import train_autoencoder, train_ldm
+from ldm_jax.training import builders, train_autoencoder, train_ldm
 from ldm_jax.training.checkpoint import MissingCheckpointError
 from ldm_jax.training.config_defaults import with_defaults
+
+
+class WorkdirError(ValueError):
+    """A workdir's config and weights disagree, or it lacks a file the model needs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +39,7 @@ class TrainedLDM:
       ldm_params: EMA parameters of the denoiser (U-Net + condition encoder).
       scale_factor: latent scale (z fed to the diffusion is scale_factor * E(x)).
       step: the LDM training step of the checkpoint.
+      workdir: the folder it was read from (for files such as a text model's vocabulary).
     """
 
     config: ml_collections.ConfigDict
@@ -31,33 +47,92 @@ class TrainedLDM:
     ldm_params: Any
     scale_factor: float
     step: int
+    workdir: str = ""
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a workdir was trained with."""
+    """The config a workdir was trained with (or imported as)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise MissingCheckpointError(
             f"{path} not found: {workdir!r} is not a training workdir. Train one with: "
-            f"python -m ldm_jax.train --config configs/quickstart.py --workdir {workdir}"
+            f"python -m ldm_jax.train --config configs/quickstart.py --workdir {workdir}, or "
+            f"import weights with: python -m ldm_jax.convert ... --out {workdir}"
         )
     with open(path) as f:
         return with_defaults(ml_collections.ConfigDict(json.load(f)))
 
 
+def restore_state(directory: str) -> tuple[dict, dict, int]:
+    """(state as nested dicts, meta, step) of the latest checkpoint in `directory`.
+
+    Restored without a target, so it reads any state layout that holds `params`/`ema_params`.
+
+    Raises:
+      MissingCheckpointError: naming the folder when it holds no checkpoint.
+    """
+    directory = os.path.abspath(directory)
+    step = None
+    if os.path.isdir(directory):
+        manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
+        step = manager.latest_step()
+    if step is None:
+        raise MissingCheckpointError(
+            f"No checkpoint in {directory}. Train first: python -m ldm_jax.train --config "
+            "configs/quickstart.py --workdir <WORKDIR>, or import one with python -m ldm_jax.convert"
+        )
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+    )
+    manager.close()
+    return dict(restored.state), dict(restored.meta or {}), int(step)
+
+
+def _checked(params: Any, abstract: Any, what: str, directory: str) -> Any:
+    """`params` if its paths and shapes are those of `abstract`, else a `WorkdirError`."""
+    got = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+    want = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract), sep="/")
+    problems = [f"missing {k} {tuple(v.shape)}" for k, v in want.items() if k not in got]
+    problems += [f"unexpected {k}" for k in got if k not in want]
+    problems += [
+        f"{k}: checkpoint {tuple(got[k].shape)}, config {tuple(v.shape)}"
+        for k, v in want.items()
+        if k in got and tuple(got[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        raise WorkdirError(
+            f"The {what} weights in {directory} do not match the networks config.json describes: "
+            + "; ".join(problems[:10])
+            + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
+        )
+    return params
+
+
 def load_trained_ldm(workdir: str) -> TrainedLDM:
-    """Restores the latest autoencoder and LDM (EMA) checkpoints of a workdir.
+    """Restores the latest autoencoder and LDM (EMA) weights of a workdir.
 
     Raises:
       MissingCheckpointError: naming the missing folder and the command that creates it.
+      WorkdirError: when the weights do not fit the networks of config.json.
     """
     config = load_config(workdir)
-    ae_params = train_autoencoder.restore_params(workdir, config)
-    state, meta = train_ldm.restore(workdir, config)
+    ae_dir = train_autoencoder.checkpoint_dir(workdir)
+    ae_state, _, _ = restore_state(ae_dir)
+    ae_params = _checked(
+        ae_state["params"], builders.abstract_autoencoder_params(config), "first-stage", ae_dir
+    )
+    ldm_dir = train_ldm.checkpoint_dir(workdir)
+    state, meta, _ = restore_state(ldm_dir)
+    params = state.get("ema_params") or state["params"]
+    ldm_params = _checked(params, builders.abstract_denoiser_params(config), "denoiser", ldm_dir)
+    if "scale_factor" not in meta:
+        raise WorkdirError(f"{ldm_dir}: the checkpoint's metadata has no scale_factor.")
     return TrainedLDM(
         config=config,
         ae_params=ae_params,
-        ldm_params=state.ema_params,
+        ldm_params=ldm_params,
         scale_factor=float(meta["scale_factor"]),
-        step=int(state.step),
+        step=int(state["step"]),
+        workdir=os.path.abspath(workdir),
     )

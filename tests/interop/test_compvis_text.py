@@ -189,12 +189,14 @@ def test_text_cond_stage_names_missing_and_misshaped_tensors(text_checkpoint, tm
         assert name in msg, msg
 
 
-def test_text_cond_stage_refuses_mismatched_width_and_workdir(text_checkpoint, tmp_path):
+def test_text_cond_stage_refuses_mismatched_width_and_a_workdir_without_vocab(
+    text_checkpoint, tmp_path
+):
     from ldm_jax.interop.diffusers_config import UnsupportedConfigError
     from ldm_jax.interop.workdir_writer import write_compvis_workdir
 
     cfg, ckpt, *_ = text_checkpoint
-    with pytest.raises(UnsupportedConfigError, match="text"):
+    with pytest.raises(UnsupportedConfigError, match="--vocab vocab.txt"):
         write_compvis_workdir(interop.load_compvis(cfg, ckpt), str(tmp_path / "wd"))
     with open(cfg) as f:
         config = yaml.safe_load(f)
