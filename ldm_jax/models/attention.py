@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from ldm_jax.models.layers import Dtype, GroupNorm32, conv1x1
+from ldm_jax.models.partitioning import EMBED, HEADS, MLP, conv_kernel, dense_kernel
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
@@ -64,7 +65,10 @@ class CrossAttention(nn.Module):
     ) -> jax.Array:
         context = x if context is None else context  # [B, Lk, Dc]
         inner = self.heads * self.dim_head
-        dense = lambda n: nn.Dense(inner, use_bias=False, dtype=self.dtype, name=n)
+        kernel = dense_kernel((EMBED, HEADS))
+        dense = lambda n: nn.Dense(
+            inner, use_bias=False, dtype=self.dtype, kernel_init=kernel, name=n
+        )
         split = lambda t: t.reshape(t.shape[0], t.shape[1], self.heads, self.dim_head)
         q, k, v = (
             split(dense("to_q")(x)),
@@ -74,7 +78,9 @@ class CrossAttention(nn.Module):
         out = dot_product_attention(q, k, v).reshape(
             x.shape[0], x.shape[1], inner
         )  # [B, Lq, inner]
-        out = nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(out)
+        out = nn.Dense(
+            x.shape[-1], dtype=self.dtype, kernel_init=dense_kernel((HEADS, EMBED)), name="to_out_0"
+        )(out)
         return nn.Dropout(self.dropout)(out, deterministic=deterministic)
 
 
@@ -89,10 +95,16 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         dim = x.shape[-1]
         inner = dim * self.mult
-        h, gate = jnp.split(nn.Dense(2 * inner, dtype=self.dtype, name="net_0_proj")(x), 2, axis=-1)
+        h, gate = jnp.split(
+            nn.Dense(2 * inner, dtype=self.dtype, kernel_init=dense_kernel(), name="net_0_proj")(x),
+            2,
+            axis=-1,
+        )
         h = h * jax.nn.gelu(gate, approximate=False)
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-        return nn.Dense(dim, dtype=self.dtype, name="net_2")(h)
+        return nn.Dense(
+            dim, dtype=self.dtype, kernel_init=dense_kernel((MLP, EMBED)), name="net_2"
+        )(h)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -140,7 +152,11 @@ class SpatialTransformer(nn.Module):
         b, h, w, c = x.shape
         inner = self.heads * self.dim_head
         proj = (
-            (lambda f, n: nn.Dense(f, dtype=self.dtype, name=n))
+            (
+                lambda f, n: nn.Dense(
+                    f, dtype=self.dtype, kernel_init=dense_kernel((EMBED, HEADS)), name=n
+                )
+            )
             if self.use_linear
             else (lambda f, n: conv1x1(f, n, self.dtype))
         )
@@ -153,9 +169,13 @@ class SpatialTransformer(nn.Module):
         y = y.reshape(b, h, w, inner)
         zero = nn.initializers.zeros
         if self.use_linear:
-            out = nn.Dense(c, dtype=self.dtype, kernel_init=zero, name="proj_out")(y)
+            out = nn.Dense(
+                c, dtype=self.dtype, kernel_init=dense_kernel((HEADS, EMBED), zero), name="proj_out"
+            )(y)
         else:
-            out = nn.Conv(c, (1, 1), dtype=self.dtype, kernel_init=zero, name="proj_out")(y)
+            out = nn.Conv(
+                c, (1, 1), dtype=self.dtype, kernel_init=conv_kernel(init=zero), name="proj_out"
+            )(y)
         return x + out
 
 
@@ -188,7 +208,9 @@ class AttentionBlock(nn.Module):
             raise ValueError(f"AttentionBlock: {c} channels not divisible by {self.num_heads}.")
         d = c // self.num_heads
         y = GroupNorm32(self.num_groups, 1e-5, name="norm")(x).reshape(b, h * w, c)  # [B, T, C]
-        qkv = nn.Conv(3 * c, (1,), dtype=self.dtype, name="qkv")(y)  # [B, T, 3C]
+        qkv = nn.Conv(3 * c, (1,), dtype=self.dtype, kernel_init=conv_kernel(1), name="qkv")(
+            y
+        )  # [B, T, 3C]
         if self.use_new_attention_order:
             qkv = qkv.reshape(b, h * w, 3, self.num_heads, d)
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -197,7 +219,9 @@ class AttentionBlock(nn.Module):
             q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
         out = dot_product_attention(q, k, v).reshape(b, h * w, c)  # [B, T, C]
         zero = nn.initializers.zeros
-        out = nn.Conv(c, (1,), dtype=self.dtype, kernel_init=zero, name="proj_out")(out)
+        out = nn.Conv(c, (1,), dtype=self.dtype, kernel_init=conv_kernel(1, zero), name="proj_out")(
+            out
+        )
         return x + out.reshape(b, h, w, c)
 
 
@@ -213,7 +237,14 @@ class LinAttnBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
-        qkv = nn.Conv(3 * c, (1, 1), use_bias=False, dtype=self.dtype, name="to_qkv")(x)
+        qkv = nn.Conv(
+            3 * c,
+            (1, 1),
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=conv_kernel(),
+            name="to_qkv",
+        )(x)
         q, k, v = jnp.split(qkv.reshape(b, h * w, 3 * c), 3, axis=-1)  # each [B, T, C]
         k = jax.nn.softmax(k.astype(jnp.float32), axis=1).astype(v.dtype)  # over positions
         context = jnp.einsum("btd,bte->bde", k, v)  # [B, C, C]

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from ldm_jax.models.attention import AttnBlock, LinAttnBlock
 from ldm_jax.models.layers import Downsample, Dtype, GroupNorm32, ResnetBlock, Upsample, conv3x3
+from ldm_jax.models.partitioning import conv_kernel
 
 
 @flax.struct.dataclass
@@ -226,8 +227,12 @@ class AutoencoderKL(nn.Module):
         common = coder_kwargs(self)
         self.encoder = Encoder(z_channels=self.z_channels, double_z=True, **common)
         self.decoder = Decoder(out_ch=self.out_ch, **common)
-        self.quant_conv = nn.Conv(2 * self.embed_dim, (1, 1), dtype=self.dtype)
-        self.post_quant_conv = nn.Conv(self.z_channels, (1, 1), dtype=self.dtype)
+        self.quant_conv = nn.Conv(
+            2 * self.embed_dim, (1, 1), dtype=self.dtype, kernel_init=conv_kernel()
+        )
+        self.post_quant_conv = nn.Conv(
+            self.z_channels, (1, 1), dtype=self.dtype, kernel_init=conv_kernel()
+        )
 
     def encode(self, x: jax.Array, deterministic: bool = True) -> DiagonalGaussian:
         """x [B, H, W, in_channels] in [-1, 1] -> posterior over z [B, H/f, W/f, embed_dim]."""

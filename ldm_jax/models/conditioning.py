@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ldm_jax.models.partitioning import conv_kernel, embedding_table
+
 
 class ClassEmbedder(nn.Module):
     """Class label -> one context token, with an extra learned "null" class for guidance.
@@ -35,7 +37,7 @@ class ClassEmbedder(nn.Module):
     def __call__(self, labels: jax.Array) -> jax.Array:
         """labels [B] int in [0, num_classes] -> tokens [B, 1, embed_dim] float32."""
         rows = self.num_classes + int(self.add_null_class)
-        table = nn.Embed(rows, self.embed_dim, name="embedding")
+        table = nn.Embed(rows, self.embed_dim, embedding_init=embedding_table(), name="embedding")
         return table(labels.astype(jnp.int32))[:, None, :]
 
 
@@ -85,7 +87,13 @@ class SpatialRescaler(nn.Module):
                 # interpolate(scale_factor=...): half-pixel centres, no anti-aliasing.
                 x = jax.image.resize(x, (b, oh, ow, c), method=method, antialias=False)
         if self.out_channels is not None:
-            x = nn.Conv(self.out_channels, (1, 1), use_bias=self.bias, name="channel_mapper")(x)
+            x = nn.Conv(
+                self.out_channels,
+                (1, 1),
+                use_bias=self.bias,
+                kernel_init=conv_kernel(),
+                name="channel_mapper",
+            )(x)
         return x
 
 

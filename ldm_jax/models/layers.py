@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ldm_jax.models.partitioning import conv_kernel, dense_kernel
+
 Dtype = Any
 
 
@@ -61,6 +63,7 @@ def conv3x3(
         padding=padding,
         dtype=dtype,
         param_dtype=param_dtype,
+        kernel_init=conv_kernel(),
         name=name,
     )
 
@@ -69,7 +72,14 @@ def conv1x1(
     features: int, name: str, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32
 ) -> nn.Conv:
     """Pointwise convolution."""
-    return nn.Conv(features, (1, 1), dtype=dtype, param_dtype=param_dtype, name=name)
+    return nn.Conv(
+        features,
+        (1, 1),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=conv_kernel(),
+        name=name,
+    )
 
 
 def upsample_nearest(x: jax.Array) -> jax.Array:
@@ -125,9 +135,9 @@ class ResnetBlock(nn.Module):
         if temb is not None:
             h = (
                 h
-                + nn.Dense(out_ch, dtype=self.dtype, name="temb_proj")(nn.swish(temb))[
-                    :, None, None
-                ]
+                + nn.Dense(out_ch, dtype=self.dtype, kernel_init=dense_kernel(), name="temb_proj")(
+                    nn.swish(temb)
+                )[:, None, None]
             )
         h = nn.swish(GroupNorm32(self.num_groups, 1e-6, name="norm2")(h))
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)

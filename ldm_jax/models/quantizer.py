@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ldm_jax.models.partitioning import embedding_table
+
 
 @flax.struct.dataclass
 class Quantized:
@@ -52,7 +54,9 @@ class VectorQuantizer(nn.Module):
         init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
             key, shape, dtype, -bound, bound
         )
-        self.embedding = nn.Embed(self.n_embed, self.embed_dim, embedding_init=init)
+        self.embedding = nn.Embed(
+            self.n_embed, self.embed_dim, embedding_init=embedding_table(init)
+        )
 
     def nearest(self, z: jax.Array) -> jax.Array:
         """Index of the nearest code for each vector. z [..., e_dim] -> [...] int32."""

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from ldm_jax.models.attention import dot_product_attention
 from ldm_jax.models.layers import Dtype
+from ldm_jax.models.partitioning import EMBED, HEADS, MLP, VOCAB, dense_kernel, embedding_table
 
 _normal02 = nn.initializers.normal(stddev=0.02)
 
@@ -37,13 +38,18 @@ class XAttention(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         b, n, d = x.shape
         inner = self.heads * self.dim_head
-        proj = lambda name: nn.Dense(inner, use_bias=False, dtype=self.dtype, name=name)(x)
+        kernel = dense_kernel((EMBED, HEADS))
+        proj = lambda name: nn.Dense(
+            inner, use_bias=False, dtype=self.dtype, kernel_init=kernel, name=name
+        )(x)
         q, k, v = (
             proj(nm).reshape(b, n, self.heads, self.dim_head) for nm in ("to_q", "to_k", "to_v")
         )
         out = dot_product_attention(q, k, v).reshape(b, n, inner)  # [B, N, inner]
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
-        return nn.Dense(d, dtype=self.dtype, name="to_out")(out)
+        return nn.Dense(
+            d, dtype=self.dtype, kernel_init=dense_kernel((HEADS, EMBED)), name="to_out"
+        )(out)
 
 
 class XFeedForward(nn.Module):
@@ -56,9 +62,11 @@ class XFeedForward(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         d = x.shape[-1]
-        h = nn.Dense(d * self.mult, dtype=self.dtype, name="net_0_0")(x)
+        h = nn.Dense(d * self.mult, dtype=self.dtype, kernel_init=dense_kernel(), name="net_0_0")(x)
         h = nn.Dropout(self.dropout)(jax.nn.gelu(h, approximate=False), deterministic=deterministic)
-        return nn.Dense(d, dtype=self.dtype, name="net_2")(h)
+        return nn.Dense(d, dtype=self.dtype, kernel_init=dense_kernel((MLP, EMBED)), name="net_2")(
+            h
+        )
 
 
 class AttentionLayers(nn.Module):
@@ -93,7 +101,9 @@ class AbsolutePositionalEmbedding(nn.Module):
     @nn.compact
     def __call__(self, n: int) -> jax.Array:
         """-> [1, n, dim] embeddings of positions 0..n-1."""
-        emb = nn.Embed(self.max_seq_len, self.dim, embedding_init=_normal02, name="emb")
+        emb = nn.Embed(
+            self.max_seq_len, self.dim, embedding_init=embedding_table(_normal02), name="emb"
+        )
         return emb(jnp.arange(n))[None]
 
 
@@ -117,14 +127,21 @@ class TransformerWrapper(nn.Module):
         n = tokens.shape[1]
         if n > self.max_seq_len:
             raise ValueError(f"TransformerWrapper: {n} tokens > max_seq_len {self.max_seq_len}.")
-        x = nn.Embed(self.num_tokens, self.dim, embedding_init=_normal02, name="token_emb")(tokens)
+        x = nn.Embed(
+            self.num_tokens, self.dim, embedding_init=embedding_table(_normal02), name="token_emb"
+        )(tokens)
         x = x + AbsolutePositionalEmbedding(self.max_seq_len, self.dim, name="pos_emb")(n)
         x = nn.Dropout(self.emb_dropout)(x, deterministic=deterministic).astype(self.dtype)
         x = AttentionLayers(self.depth, self.heads, self.dim_head, self.dtype, name="attn_layers")(
             x, deterministic
         )
         x = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name="norm")(x)
-        to_logits = nn.Dense(self.num_tokens, dtype=self.dtype, name="to_logits")
+        to_logits = nn.Dense(
+            self.num_tokens,
+            dtype=self.dtype,
+            kernel_init=dense_kernel((EMBED, VOCAB)),
+            name="to_logits",
+        )
         if not return_embeddings:
             return to_logits(x.astype(self.dtype)).astype(jnp.float32)
         if self.is_initializing():

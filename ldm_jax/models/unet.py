@@ -22,6 +22,7 @@ from ldm_jax.models.layers import (
     timestep_embedding,
     upsample_nearest,
 )
+from ldm_jax.models.partitioning import EMBED, MLP, conv_kernel, dense_kernel, embedding_table
 
 
 class ResBlock(nn.Module):
@@ -56,7 +57,9 @@ class ResBlock(nn.Module):
             h, x = (nn.avg_pool(a, (2, 2), strides=(2, 2)) for a in (h, x))
         h = conv3x3(out_ch, "in_layers_2", self.dtype)(h)
         emb_width = 2 * out_ch if self.use_scale_shift_norm else out_ch
-        emb_out = nn.Dense(emb_width, dtype=self.dtype, name="emb_layers_1")(nn.silu(emb))
+        emb_out = nn.Dense(
+            emb_width, dtype=self.dtype, kernel_init=dense_kernel(), name="emb_layers_1"
+        )(nn.silu(emb))
         emb_out = emb_out[:, None, None, :]  # [B, 1, 1, C']
         out_norm = GroupNorm32(self.num_groups, 1e-5, name="out_layers_0")
         if self.use_scale_shift_norm:
@@ -70,12 +73,19 @@ class ResBlock(nn.Module):
             (3, 3),
             padding=((1, 1), (1, 1)),
             dtype=self.dtype,
-            kernel_init=nn.initializers.zeros,
+            kernel_init=conv_kernel(init=nn.initializers.zeros),
             name="out_layers_3",
         )(h)
         if in_ch != out_ch:
             kernel = (3, 3) if self.use_conv_skip else (1, 1)
-            x = nn.Conv(out_ch, kernel, padding="SAME", dtype=self.dtype, name="skip_connection")(x)
+            x = nn.Conv(
+                out_ch,
+                kernel,
+                padding="SAME",
+                dtype=self.dtype,
+                kernel_init=conv_kernel(),
+                name="skip_connection",
+            )(x)
         return x + h
 
 
@@ -117,6 +127,22 @@ def attention_heads(
     return heads, ch // heads
 
 
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _maybe_remat(block: type[nn.Module], policy: str, static_argnums: tuple[int, ...]):
+    """`block`, or its rematerialised version under the named policy (see `REMAT_POLICIES`)."""
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"Unknown remat policy {policy!r}; use one of {sorted(REMAT_POLICIES)}.")
+    if policy == "none":
+        return block
+    return nn.remat(block, policy=REMAT_POLICIES[policy], static_argnums=static_argnums)
+
+
 class UNetModel(nn.Module):
     """eps_theta(z_t, t, y): the denoising U-Net of the paper (the reference `UNetModel`).
 
@@ -143,6 +169,10 @@ class UNetModel(nn.Module):
       use_new_attention_order: `QKVAttention` instead of `QKVAttentionLegacy` channel order.
       use_linear_in_transformer: Dense instead of 1x1-conv projections in transformers.
       legacy: the reference code's head-width convention (see `attention_heads`).
+      dtype: compute dtype (parameters stay float32; norms and softmax run in float32).
+      remat_policy: rematerialise each ResBlock and attention block in the backward pass
+        (`REMAT_POLICIES`: "none", "full" saves nothing, "dots" saves matmul/conv outputs
+        without batch dimensions). Parameters and outputs are unchanged.
     """
 
     model_channels: int
@@ -166,6 +196,7 @@ class UNetModel(nn.Module):
     legacy: bool = True
     num_groups: int = 32
     dtype: Dtype = jnp.float32
+    remat_policy: str = "none"
 
     def _attention(self, ch: int, name: str, decoder: bool = False) -> nn.Module:
         heads, dim_head = attention_heads(
@@ -178,7 +209,7 @@ class UNetModel(nn.Module):
             decoder,
         )
         if self.use_spatial_transformer:
-            return SpatialTransformer(
+            return _maybe_remat(SpatialTransformer, self.remat_policy, (3,))(
                 heads,
                 dim_head,
                 self.transformer_depth,
@@ -188,12 +219,12 @@ class UNetModel(nn.Module):
                 self.dtype,
                 name=name,
             )
-        return AttentionBlock(
+        return _maybe_remat(AttentionBlock, self.remat_policy, ())(
             heads, self.use_new_attention_order, self.num_groups, self.dtype, name=name
         )
 
     def _resblock(self, out_ch: int | None, name: str, up: bool = False, down: bool = False):
-        return ResBlock(
+        return _maybe_remat(ResBlock, self.remat_policy, (3,))(
             out_ch,
             self.dropout,
             self.use_scale_shift_norm,
@@ -237,10 +268,20 @@ class UNetModel(nn.Module):
         self._validate(context, y)
         ted = 4 * self.model_channels
         emb = timestep_embedding(t, self.model_channels)
-        emb = nn.Dense(ted, dtype=self.dtype, name="time_embed_0")(emb.astype(self.dtype))
-        emb = nn.Dense(ted, dtype=self.dtype, name="time_embed_2")(nn.silu(emb))
+        emb = nn.Dense(ted, dtype=self.dtype, kernel_init=dense_kernel(), name="time_embed_0")(
+            emb.astype(self.dtype)
+        )
+        emb = nn.Dense(
+            ted, dtype=self.dtype, kernel_init=dense_kernel((MLP, EMBED)), name="time_embed_2"
+        )(nn.silu(emb))
         if self.num_classes is not None:
-            emb = emb + nn.Embed(self.num_classes, ted, dtype=self.dtype, name="label_emb")(y)
+            emb = emb + nn.Embed(
+                self.num_classes,
+                ted,
+                dtype=self.dtype,
+                embedding_init=embedding_table(),
+                name="label_emb",
+            )(y)
         if context is not None:
             context = context.astype(self.dtype)
 
@@ -300,7 +341,7 @@ class UNetModel(nn.Module):
             (3, 3),
             padding=((1, 1), (1, 1)),
             dtype=self.dtype,
-            kernel_init=nn.initializers.zeros,
+            kernel_init=conv_kernel(init=nn.initializers.zeros),
             name="out_2",
         )(h)
         return h.astype(jnp.float32)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from ldm_jax.models.autoencoder import Decoder, Encoder, coder_kwargs
 from ldm_jax.models.layers import Dtype
+from ldm_jax.models.partitioning import conv_kernel
 from ldm_jax.models.quantizer import Quantized, VectorQuantizer
 
 
@@ -58,9 +59,13 @@ class VQModel(nn.Module):
         common = coder_kwargs(self)
         self.encoder = Encoder(z_channels=self.z_channels, double_z=self.double_z, **common)
         self.decoder = Decoder(out_ch=self.out_ch, **common)
-        self.quant_conv = nn.Conv(self.embed_dim, (1, 1), dtype=self.dtype)
+        self.quant_conv = nn.Conv(
+            self.embed_dim, (1, 1), dtype=self.dtype, kernel_init=conv_kernel()
+        )
         self.quantize = VectorQuantizer(self.n_embed, self.embed_dim, self.beta, self.legacy)
-        self.post_quant_conv = nn.Conv(self.z_channels, (1, 1), dtype=self.dtype)
+        self.post_quant_conv = nn.Conv(
+            self.z_channels, (1, 1), dtype=self.dtype, kernel_init=conv_kernel()
+        )
 
     def encode_to_prequant(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         """x [B, H, W, in_channels] -> h [B, H/f, W/f, embed_dim] before quantisation."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,7 +47,7 @@ def test_attention_block_matches_reference_head_order(new_order):
     c, heads = 64, 4
     x = rng.normal(size=(2, 4, 4, c)).astype(np.float32)
     block = AttentionBlock(num_heads=heads, use_new_attention_order=new_order)
-    params = block.init(jax.random.PRNGKey(0), x)["params"]
+    params = nn.unbox(block.init(jax.random.PRNGKey(0), x))["params"]
     params = jax.tree_util.tree_map(
         lambda a: 0.2 * rng.normal(size=a.shape).astype(np.float32), params
     )
@@ -63,7 +64,7 @@ def test_attention_block_matches_reference_head_order(new_order):
 def test_head_orders_differ_and_names():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 4, 64))
     legacy, new = AttentionBlock(4, False), AttentionBlock(4, True)
-    params = legacy.init(jax.random.PRNGKey(1), x)["params"]
+    params = nn.unbox(legacy.init(jax.random.PRNGKey(1), x))["params"]
     assert set(params) == {"norm", "qkv", "proj_out"}
     assert params["qkv"]["kernel"].shape == (1, 64, 192)  # a kernel-1 1-D conv, like Conv1d
     np.testing.assert_array_equal(params["proj_out"]["kernel"], 0.0)  # zero_module
@@ -76,7 +77,7 @@ def test_linear_attention_block_matches_numpy():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 3, 5, 8)).astype(np.float32)
     block = LinAttnBlock()
-    params = block.init(jax.random.PRNGKey(0), x)["params"]
+    params = nn.unbox(block.init(jax.random.PRNGKey(0), x))["params"]
     assert "bias" not in params["to_qkv"]
     out = block.apply({"params": params}, x)
     wqkv = np.asarray(params["to_qkv"]["kernel"])[0, 0]  # [C, 3C]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,7 +52,7 @@ def test_forward_and_reference_parameter_names():
         attn_resolutions=(8,),
     )
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 1))
-    params = ae.init(jax.random.PRNGKey(0), x)["params"]
+    params = nn.unbox(ae.init(jax.random.PRNGKey(0), x))["params"]
     rec, post = jax.jit(lambda p, x, r: ae.apply({"params": p}, x, r))(
         params, x, jax.random.PRNGKey(2)
     )
@@ -84,7 +85,7 @@ def test_downsample_pads_right_and_bottom_only():
 
     down = Downsample(with_conv=True, asymmetric_padding=True)
     x = jnp.zeros((1, 8, 8, 1)).at[0, 0, 0, 0].set(1.0)
-    params = down.init(jax.random.PRNGKey(0), x)["params"]
+    params = nn.unbox(down.init(jax.random.PRNGKey(0), x))["params"]
     kernel = params["conv"]["kernel"]  # [3, 3, 1, 1]
     y = down.apply({"params": params}, x)
     assert y.shape == (1, 4, 4, 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,7 @@ from ldm_jax.models.tokenizer import WordPieceTokenizer, basic_tokenize
 
 def test_class_embedder_without_null_class():
     emb = ClassEmbedder(num_classes=1000, embed_dim=4, add_null_class=False)
-    params = jax.eval_shape(emb.init, jax.random.PRNGKey(0), jnp.zeros((1,), jnp.int32))
+    params = nn.unbox(jax.eval_shape(emb.init, jax.random.PRNGKey(0), jnp.zeros((1,), jnp.int32)))
     assert params["params"]["embedding"]["embedding"].shape == (1000, 4)
     with pytest.raises(ValueError, match="null class"):
         _ = emb.null_class
@@ -35,7 +36,7 @@ def test_spatial_rescaler_bilinear_nearest_and_remap():
     near = SpatialRescaler(n_stages=1, method="nearest").apply({}, x)
     np.testing.assert_array_equal(near, np.asarray(x)[:, ::2, ::2])  # floor(i / 0.5) = 2i
     remap = SpatialRescaler(n_stages=1, out_channels=3)
-    params = remap.init(jax.random.PRNGKey(1), x)["params"]
+    params = nn.unbox(remap.init(jax.random.PRNGKey(1), x))["params"]
     assert params["channel_mapper"]["kernel"].shape == (1, 1, 5, 3)
     assert "bias" not in params["channel_mapper"]
     assert remap.apply({"params": params}, x).shape == (2, 4, 4, 3)
@@ -45,7 +46,7 @@ def test_spatial_rescaler_bilinear_nearest_and_remap():
 def test_bert_embedder_shapes_names_and_count():
     model = BERTEmbedder(n_embed=32, n_layer=2, vocab_size=50, max_seq_len=9)
     tokens = jnp.array([[1, 5, 7, 2, 0, 0, 0, 0, 0], [1, 6, 2, 0, 0, 0, 0, 0, 0]])
-    params = model.init(jax.random.PRNGKey(0), tokens)["params"]["transformer"]
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens))["params"]["transformer"]
     assert set(params) == {"token_emb", "pos_emb", "attn_layers", "norm", "to_logits"}
     layers = params["attn_layers"]
     assert set(layers) == {f"layers_{i}_{j}" for i in range(4) for j in (0, 1)}

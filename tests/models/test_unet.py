@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,7 +53,7 @@ def test_unet_shapes_names_and_zero_initialised_output():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
     t = jnp.array([3, 500], jnp.int32)
     ctx = jax.random.normal(jax.random.PRNGKey(1), (2, 1, 24))
-    params = unet.init(jax.random.PRNGKey(2), x, t, ctx)["params"]
+    params = nn.unbox(unet.init(jax.random.PRNGKey(2), x, t, ctx))["params"]
     out = unet.apply({"params": params}, x, t, ctx)
     assert out.shape == (2, 8, 8, 4) and out.dtype == jnp.float32
     np.testing.assert_array_equal(out, 0.0)  # `out_2` is zero-initialised as in the paper.
@@ -84,7 +85,9 @@ def test_unet_output_depends_on_time_and_context():
     unet = _unet()
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 8, 4))
     ctx = jax.random.normal(jax.random.PRNGKey(1), (1, 1, 24))
-    params = unet.init(jax.random.PRNGKey(2), x, jnp.zeros((1,), jnp.int32), ctx)["params"]
+    params = nn.unbox(unet.init(jax.random.PRNGKey(2), x, jnp.zeros((1,), jnp.int32), ctx))[
+        "params"
+    ]
     # Give the zero-initialised output and residual convs weights so all paths are live.
     params = jax.tree_util.tree_map_with_path(
         lambda p, a: (
@@ -113,7 +116,7 @@ def test_unet_head_settings_are_validated():
 def test_class_embedder_null_class_and_label_dropout():
     emb = ClassEmbedder(num_classes=10, embed_dim=8)
     labels = jnp.arange(11)
-    params = emb.init(jax.random.PRNGKey(0), labels)["params"]
+    params = nn.unbox(emb.init(jax.random.PRNGKey(0), labels))["params"]
     tokens = emb.apply({"params": params}, labels)
     assert tokens.shape == (11, 1, 8)
     assert params["embedding"]["embedding"].shape == (11, 8)  # 10 classes + null

@@ -32,7 +32,7 @@ def test_resblock_updown_resamples_h_and_x_between_activation_and_conv(mode):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 32))
     emb = jax.random.normal(jax.random.PRNGKey(1), (2, 16))
     block = ResBlock(up=mode == "up", down=mode == "down")
-    params = _randomise(block.init(jax.random.PRNGKey(2), x, emb)["params"])
+    params = _randomise(nn.unbox(block.init(jax.random.PRNGKey(2), x, emb))["params"])
     assert set(params) == {
         "in_layers_0",
         "in_layers_2",
@@ -61,7 +61,9 @@ def _abstract(unet, x_shape, ctx_dim=None, y=False):
     args = [jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct((1,), jnp.int32)]
     args.append(None if ctx_dim is None else jax.ShapeDtypeStruct((1, 3, ctx_dim), jnp.float32))
     args.append(jax.ShapeDtypeStruct((1,), jnp.int32) if y else None)
-    return jax.eval_shape(lambda *a: unet.init(jax.random.PRNGKey(0), *a), *args)["params"]
+    return jax.eval_shape(lambda *a: nn.unbox(unet.init(jax.random.PRNGKey(0), *a)), *args)[
+        "params"
+    ]
 
 
 def test_attention_block_unet_with_updown_classes_and_concat_input():
@@ -79,7 +81,9 @@ def test_attention_block_unet_with_updown_classes_and_concat_input():
     )
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 7))  # 3 latent + 4 concat channels
     t, y = jnp.array([1, 500]), jnp.array([0, 4])
-    params = _randomise(jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(1), x, t, None, y)))
+    params = _randomise(
+        jax.eval_shape(lambda: nn.unbox(unet.init(jax.random.PRNGKey(1), x, t, None, y)))
+    )
     params = params["params"]
     out = jax.jit(lambda p: unet.apply({"params": p}, x, t, None, y))(params)
     assert out.shape == (2, 8, 8, 3)

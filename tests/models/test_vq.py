@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ from ldm_jax.models.vq_autoencoder import VQModel
 
 def _quantizer_and_params(n=16, e=3, legacy=True):
     vq = VectorQuantizer(n, e, beta=0.25, legacy=legacy)
-    params = vq.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, e)))["params"]
+    params = nn.unbox(vq.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, e))))["params"]
     codes = jax.random.normal(jax.random.PRNGKey(1), (n, e))
     return vq, {"embedding": {"embedding": codes}}, np.asarray(codes), params
 
@@ -70,7 +71,7 @@ def _tiny_vq(**kw):
 def test_vq_model_round_trip_and_interfaces():
     model = _tiny_vq()
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
-    params = model.init(jax.random.PRNGKey(1), x)["params"]
+    params = nn.unbox(model.init(jax.random.PRNGKey(1), x))["params"]
     assert params["quant_conv"]["kernel"].shape == (1, 1, 4, 3)  # z_channels -> embed_dim
     assert params["post_quant_conv"]["kernel"].shape == (1, 1, 3, 4)
     assert params["quantize"]["embedding"]["embedding"].shape == (10, 3)
