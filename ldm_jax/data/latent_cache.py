@@ -13,6 +13,8 @@ from collections.abc import Callable
 import grain
 import numpy as np
 
+from ldm_jax.data import batch_indices
+
 EncodeFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -60,9 +62,9 @@ def make_latent_loader(
 
     Args:
       arrays: equal-length arrays, e.g. {"mean": [N,h,w,c], "logvar": [N,h,w,c], "label": [N]}.
-      batch_size: examples per batch on this process.
+      batch_size: examples per global batch (this process gets batch_size / shard_count).
       seed: shuffle seed (reshuffled every epoch).
-      shard_index / shard_count: this process's slice of the examples.
+      shard_index / shard_count: this process's rows of every global batch.
 
     Returns:
       A grain iterator of dicts of [B, ...] arrays, with `get_state()`/`set_state()`.
@@ -70,12 +72,12 @@ def make_latent_loader(
     n = len(next(iter(arrays.values())))
     if any(len(v) != n for v in arrays.values()):
         raise ValueError("All cached arrays must have the same length.")
-    indices = grain.MapDataset.range(n)[shard_index::shard_count]
-    if len(indices) < batch_size:
-        raise ValueError(
-            f"The latent cache holds {len(indices)} examples for this process, fewer "
-            f"than batch_size {batch_size}."
-        )
-    ds = indices.shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)
+    ds = batch_indices.global_batch_indices(
+        n,
+        global_batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )  # [batch_size / shard_count]
     ds = ds.map(functools.partial(_gather, arrays))
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))

@@ -19,6 +19,8 @@ import grain
 import numpy as np
 from PIL import Image
 
+from ldm_jax.data import batch_indices
+
 PAD_VALUE = -1.0  # Black in [-1, 1].
 
 
@@ -118,23 +120,21 @@ def make_train_dataset(
 ) -> grain.MapDataset:
     """Infinite grain `MapDataset` of preprocessed batches (random access by batch index).
 
-    Each process reads `source[shard_index::shard_count]`, shuffled with `seed` and reshuffled
-    every epoch (grain folds the epoch number into the seed); batches may straddle epochs. The
+    The examples are shuffled with `seed` and reshuffled every epoch (grain folds the epoch
+    number into the seed); batches may straddle epochs. `batch_size` is the global batch: each
+    of `shard_count` processes reads only its `batch_size / shard_count` rows of it (see
+    `data/batch_indices.py`), so the global batches do not depend on the process count. The
     pipeline shuffles and batches example *indices*, then reads each batch with one batched read.
     """
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"Invalid shard_index {shard_index} for shard_count {shard_count}.")
-    if batch_size <= 0 or image_size <= 0:
-        raise ValueError(
-            f"batch_size and image_size must be positive, got {batch_size} and {image_size}."
-        )
-    indices = grain.MapDataset.range(len(source))[shard_index::shard_count]
-    if len(indices) < batch_size:
-        raise ValueError(
-            f"Shard {shard_index}/{shard_count} holds {len(indices)} examples, "
-            f"fewer than batch_size {batch_size}."
-        )
-    indices = indices.shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)  # [B]
+    if image_size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}.")
+    indices = batch_indices.global_batch_indices(
+        len(source),
+        global_batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )  # [batch_size / shard_count]
     # A partial of module-level functions (not a lambda) keeps the pipeline picklable for grain
     # multiprocessing workers.
     return indices.map(functools.partial(_read_and_preprocess, source, image_size=image_size))
@@ -155,7 +155,7 @@ def make_train_loader(
 
     Args:
       source: random-access examples (e.g. `datasets.get_data_source(...)`).
-      batch_size: examples per batch on this process.
+      batch_size: examples per global batch (this process gets batch_size / shard_count).
       image_size: output side length (28 -> 32 pads 2 px of -1 on each side).
       seed: shuffle seed (0 <= seed < 2**32).
       shard_index: this process's shard (e.g. `jax.process_index()`).

@@ -101,19 +101,32 @@ def test_each_epoch_covers_every_example_once_and_reshuffles():
     assert not np.array_equal(epochs[0], epochs[1])  # Reshuffled each epoch.
 
 
-def test_shards_are_disjoint_and_cover_the_source():
-    n = 1000
-    seen = []
-    for shard in range(2):
-        loader = pipeline.make_train_loader(
-            _index_source(n), batch_size=50, image_size=4, seed=0, shard_index=shard, shard_count=2
+def test_process_shards_are_slices_of_the_single_process_global_batches():
+    n, batch = 1000, 50
+    whole = pipeline.make_train_loader(_index_source(n), batch_size=batch, image_size=4, seed=0)
+    shards = [
+        pipeline.make_train_loader(
+            _index_source(n),
+            batch_size=batch,
+            image_size=4,
+            seed=0,
+            shard_index=shard,
+            shard_count=2,
         )
-        seen.append(np.concatenate([_indices(next(loader)) for _ in range(10)]))
-    np.testing.assert_array_equal(np.sort(seen[0]), np.arange(0, n, 2))
-    np.testing.assert_array_equal(np.sort(seen[1]), np.arange(1, n, 2))
+        for shard in range(2)
+    ]
+    for _ in range(25):  # More than one epoch.
+        parts = [_indices(next(loader)) for loader in shards]
+        assert [len(p) for p in parts] == [batch // 2] * 2
+        np.testing.assert_array_equal(np.concatenate(parts), _indices(next(whole)))
+        assert not set(parts[0]) & set(parts[1])
     with pytest.raises(ValueError, match="shard_index"):
         pipeline.make_train_loader(
             _index_source(10), batch_size=2, image_size=4, seed=0, shard_index=2, shard_count=2
+        )
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        pipeline.make_train_loader(
+            _index_source(10), batch_size=3, image_size=4, seed=0, shard_index=0, shard_count=2
         )
 
 
