@@ -75,7 +75,11 @@ def _scheduler_config(path: str | None) -> dict | None:
 
 def _convert(args: argparse.Namespace) -> None:
     if args.source == "compvis":
-        for flag, path in (("--config", args.config), ("--ckpt", args.ckpt), ("--vocab", args.vocab)):
+        for flag, path in (
+            ("--config", args.config),
+            ("--ckpt", args.ckpt),
+            ("--vocab", args.vocab),
+        ):
             if path is not None and not os.path.isfile(path):
                 raise FileNotFoundError(f"{flag} {path}: no such file.")
         ldm = interop.load_compvis(
@@ -120,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
     ) as e:
         first, *rest = str(e).splitlines() or [type(e).__name__]
-        more = f" (+{len(rest)} more lines: {'; '.join(r.strip() for r in rest[:5])})" if rest else ""
+        more = (
+            f" (+{len(rest)} more lines: {'; '.join(r.strip() for r in rest[:5])})" if rest else ""
+        )
         sys.exit(f"{PROGRAM}: error: {first}{more}")
     print(f"wrote {args.out}")
     return 0

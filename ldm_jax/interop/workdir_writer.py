@@ -128,7 +128,9 @@ def write_workdir(
     )
     config.sample = _sample_defaults(model)
     config.imported = source
-    _check_tree(config, "first stage", builders.abstract_autoencoder_params(config), first_stage_params)
+    _check_tree(
+        config, "first stage", builders.abstract_autoencoder_params(config), first_stage_params
+    )
     _check_tree(config, "denoiser", builders.abstract_denoiser_params(config), denoiser_params)
     _write_config(workdir, config)
     if vocab is not None:

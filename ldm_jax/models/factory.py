@@ -178,9 +178,7 @@ def example_inputs(part: str, cfg: Mapping[str, Any]) -> tuple[jax.ShapeDtypeStr
 
 def abstract_params(module: nn.Module, inputs: tuple[Any, ...]) -> Any:
     """The parameter tree of `module` as `jax.ShapeDtypeStruct`s (nothing is allocated)."""
-    variables = jax.eval_shape(
-        lambda *a: nn.unbox(module.init(jax.random.PRNGKey(0), *a)), *inputs
-    )
+    variables = jax.eval_shape(lambda *a: nn.unbox(module.init(jax.random.PRNGKey(0), *a)), *inputs)
     return variables.get("params", {})
 
 

@@ -60,7 +60,9 @@ class LatentDenoiser(nn.Module):
         """
         key = self.conditioning_key
         if key not in CONDITIONING_KEYS:
-            raise ValueError(f"LatentDenoiser: conditioning_key {key!r} not in {CONDITIONING_KEYS}.")
+            raise ValueError(
+                f"LatentDenoiser: conditioning_key {key!r} not in {CONDITIONING_KEYS}."
+            )
         c = None if labels is None else self.encode_condition(labels)
         x, context, y = z, None, None
         if key is None:

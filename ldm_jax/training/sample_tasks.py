@@ -159,9 +159,7 @@ class _Task:
         vocab = os.path.join(self.trained.workdir, cond_cfg["vocab"])
         if not os.path.isfile(vocab):
             raise SampleInputError(f"The workdir's vocabulary {vocab} is missing.")
-        tokenizer = WordPieceTokenizer.from_file(
-            vocab, max_length=cond_cfg.get("max_seq_len", 77)
-        )
+        tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond_cfg.get("max_seq_len", 77))
         self.cond = tokenizer([r.prompt] * r.num)  # [B, L] int
         self.uncond = tokenizer([""])  # [1, L]: the reference's unconditional prompt
         self.info["prompt"] = r.prompt

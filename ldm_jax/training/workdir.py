@@ -79,7 +79,8 @@ def restore_state(directory: str) -> tuple[dict, dict, int]:
     if step is None:
         raise MissingCheckpointError(
             f"No checkpoint in {directory}. Train first: python -m ldm_jax.train --config "
-            "configs/quickstart.py --workdir <WORKDIR>, or import one with python -m ldm_jax.convert"
+            "configs/quickstart.py --workdir <WORKDIR>, or import weights with "
+            "python -m ldm_jax.convert"
         )
     restored = manager.restore(
         step,

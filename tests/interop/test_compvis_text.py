@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,8 @@ WORDS = ["a", "painting", "of", "fox", "the", "moon", "##s", "red"]
 def _random_params(seed: int) -> dict:
     """Our BERTEmbedder's parameters with every leaf random (so biases/scales are checked)."""
     bert = BERTEmbedder(N_EMBED, N_LAYER, vocab_size=VOCAB, max_seq_len=MAX_LEN)
-    shapes = bert.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))["params"]
+    variables = bert.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))
+    shapes = nn.unbox(variables)["params"]
     leaves, tree = jax.tree_util.tree_flatten(shapes)
     rng = np.random.default_rng(seed)
     new = []

@@ -92,7 +92,7 @@ def test_quickstart_init_is_unchanged(kind):
     init = lambda module: jax.jit(lambda k: nn.unbox(module.init(k, *args)))(key)["params"]
     got, want = init(builders.build_denoiser(c)), init(_direct_denoiser(c))
     assert jax.tree.structure(got) == jax.tree.structure(want)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_array_equal(a, b)
     abstract = builders.abstract_denoiser_params(c)
     assert jax.tree.map(lambda x: x.shape, abstract) == jax.tree.map(lambda x: x.shape, got)
