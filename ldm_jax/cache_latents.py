@@ -11,6 +11,7 @@ or data is an error unless `--overwrite`. Prints one JSON line.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from absl import app, flags, logging
@@ -32,27 +33,35 @@ flags.mark_flags_as_required(["workdir"])
 PROGRAM = "python -m ldm_jax.cache_latents"
 
 
+def _cache() -> dict:
+    """Writes (or keeps) the cache; returns the JSON report."""
+    config = _CONFIG.value
+    if config is not None:
+        config = with_defaults(config)
+        validate_config(config)
+    start = time.perf_counter()
+    store, written = cache_workdir_latents(
+        _WORKDIR.value, config, directory=_OUT.value, overwrite=_OVERWRITE.value
+    )
+    return {
+        "cache": store.directory,
+        "status": "written" if written else "up to date",
+        "num_examples": store.num_examples,
+        "latent_shape": list(store.latent_shape),
+        "first_stage_step": store.metadata.get("first_stage_step"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     with user_errors_as_exit(PROGRAM):
         logging.set_verbosity(logging.WARNING)
-        config = _CONFIG.value
-        if config is not None:
-            config = with_defaults(config)
-            validate_config(config)
-        start = time.perf_counter()
-        store, written = cache_workdir_latents(
-            _WORKDIR.value, config, directory=_OUT.value, overwrite=_OVERWRITE.value
-        )
-        report = {
-            "cache": store.directory,
-            "status": "written" if written else "up to date",
-            "num_examples": store.num_examples,
-            "latent_shape": list(store.latent_shape),
-            "first_stage_step": store.metadata.get("first_stage_step"),
-            "seconds": round(time.perf_counter() - start, 1),
-        }
+        try:
+            report = _cache()
+        except FileExistsError as e:  # --out names a folder that is not a cache.
+            sys.exit(f"{PROGRAM}: error: {e}")
         print(json.dumps(report))
 
 

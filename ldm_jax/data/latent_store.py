@@ -244,7 +244,8 @@ def write_latent_store(
         Consumed lazily, so encoding can stream.
       metadata: JSON-serialisable facts to store (e.g. first-stage step and fingerprint); keys
         `format_version`, `latent_shape`, `keys`, `num_examples` are reserved.
-      overwrite: replace an existing cache (otherwise FileExistsError).
+      overwrite: replace an existing cache or empty folder (a folder holding anything else is
+        never replaced: FileExistsError).
 
     Returns:
       The opened cache.
@@ -252,8 +253,13 @@ def write_latent_store(
     clash = [k for k in _RESERVED_METADATA if k in metadata]
     if clash:
         raise ValueError(f"Reserved metadata keys {clash}.")
-    if os.path.exists(directory) and not overwrite:
-        raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it.")
+    if os.path.exists(directory):
+        if not overwrite:
+            raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it.")
+        if not is_complete(directory) and os.listdir(directory):
+            raise FileExistsError(
+                f"{directory} exists and is not a latent cache; remove it or write elsewhere."
+            )
     chunks = iter(chunks)
     first = next(chunks, None)
     if first is None:

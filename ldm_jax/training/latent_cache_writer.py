@@ -24,7 +24,6 @@ import numpy as np
 from ldm_jax.data import datasets, latent_cache, latent_store, pipeline
 from ldm_jax.training import builders, train_autoencoder
 from ldm_jax.training.checkpoint import MissingCheckpointError
-from ldm_jax.training.workdir import load_config
 
 CACHE_SUBDIR = "latents"
 ENCODE_BATCH = 500  # Same batches as `train_ldm.encode_train_set`, so the values are identical.
@@ -205,6 +204,9 @@ def cache_workdir_latents(
       MissingCheckpointError: no workdir or no stage-1 checkpoint.
       StaleLatentCacheError: a cache from other weights/data exists and `overwrite` is False.
     """
+    # Imported here: workdir imports train_ldm, which may import this module.
+    from ldm_jax.training.workdir import load_config
+
     config = load_config(workdir) if config is None else config
     directory = directory or cache_dir(workdir)
     step = autoencoder_step(workdir)

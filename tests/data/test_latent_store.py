@@ -155,7 +155,7 @@ def test_sigkill_during_write_leaves_no_valid_cache_and_the_next_write_cleans_up
     assert store.num_examples == N and os.listdir(tmp_path) == ["latents"]
 
 
-def test_overwrite_replaces_and_refuses_without_flag(arrays, tmp_path):
+def test_overwrite_replaces_a_cache_only_when_asked(arrays, tmp_path):
     directory = str(tmp_path / "latents")
     latent_store.write_latent_store(directory, _chunks(arrays), {"tag": "old"})
     with pytest.raises(FileExistsError):
@@ -164,6 +164,12 @@ def test_overwrite_replaces_and_refuses_without_flag(arrays, tmp_path):
     store = latent_store.write_latent_store(directory, [half], {"tag": "new"}, overwrite=True)
     assert store.metadata["tag"] == "new" and store.num_examples == 40
     assert os.listdir(tmp_path) == ["latents"]
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a latent cache"):
+        latent_store.write_latent_store(str(precious), [half], {}, overwrite=True)
+    assert (precious / "notes.txt").read_text() == "keep"
 
 
 def test_check_metadata_names_every_stale_field(store):
