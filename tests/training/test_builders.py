@@ -108,3 +108,64 @@ def test_model_section_wins_over_the_quickstart_sections():
     denoiser = builders.build_denoiser(c)
     assert denoiser.cond_stage_model is None and denoiser.conditioning_key is None
     assert denoiser.diffusion_model.context_dim is None
+
+
+def _tiny_model(key, cond, in_channels=4, **unet):
+    unet = dict(
+        image_size=4,
+        in_channels=in_channels,
+        out_channels=4,
+        model_channels=32,
+        channel_mult=(1,),
+        num_res_blocks=1,
+        attention_resolutions=(1,),
+        num_heads=1,
+        **unet,
+    )
+    fs = dict(kind="kl", ch=32, ch_mult=(1,), num_res_blocks=1, z_channels=4, embed_dim=4)
+    return dict(first_stage=fs, unet=unet, cond_stage=cond, conditioning_key=key)
+
+
+@pytest.mark.parametrize("key", ["adm", "concat", "hybrid"])
+def test_denoiser_conditioning_keys_feed_the_unet_as_the_reference(key):
+    c = _config("tiny", "none")
+    if key == "adm":
+        c.model = _tiny_model("adm", {"kind": "none"}, num_classes=3)
+    elif key == "concat":
+        c.model = _tiny_model("concat", {"kind": "identity"}, in_channels=7)
+    else:
+        cond = dict(kind="class", n_classes=4, embed_dim=8, add_null_class=True)
+        c.model = _tiny_model(
+            "hybrid", cond, in_channels=7, use_spatial_transformer=True, context_dim=8
+        )
+    denoiser = builders.build_denoiser(c)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, 4, 4, 4)).astype(np.float32)
+    t = np.array([1, 500], np.int32)
+    extra = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+    labels = np.array([0, 2], np.int32)
+    y = {"adm": labels, "concat": extra, "hybrid": labels}[key]
+    kwargs = {"concat": extra} if key == "hybrid" else {}
+    params = nn.unbox(denoiser.init(jax.random.PRNGKey(0), z, t, y, **kwargs))["params"]
+    # Random everywhere (the output conv is zero-initialised).
+    params = jax.tree.map(lambda p: p + 0.05 * rng.standard_normal(p.shape), params)
+    got = denoiser.apply({"params": params}, z, t, y, **kwargs)
+    unet, up = denoiser.diffusion_model, {"params": params["diffusion_model"]}
+    if key == "adm":
+        want = unet.apply(up, z, t, None, y=labels)
+    elif key == "concat":
+        want = unet.apply(up, np.concatenate([z, extra], -1), t, None)
+    else:
+        cond = denoiser.cond_stage_model
+        ctx = cond.apply({"params": params["cond_stage_model"]}, labels)  # [2, 1, 8]
+        want = unet.apply(up, np.concatenate([z, extra], -1), t, ctx)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert float(np.abs(np.asarray(got)).max()) > 0
+
+
+def test_unconditional_denoiser_refuses_labels():
+    c = _config("tiny", "none")
+    denoiser = builders.build_denoiser(c)
+    z, t = jnp.zeros((1, 16, 16, 2)), jnp.zeros((1,), jnp.int32)
+    with pytest.raises(ValueError, match="unconditional"):
+        denoiser.init(jax.random.PRNGKey(0), z, t, jnp.zeros((1,), jnp.int32))
