@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from ldm_jax.data import latent_cache
+from ldm_jax.data import batch_indices, latent_cache
 
 DATASET_NAME = "latent_cache"
 STORE_VERSION = "1.0.0"
@@ -348,31 +348,29 @@ def make_store_loader(
 ) -> grain.DatasetIterator:
     """Endless shuffled batches read from an on-disk cache; deterministic and resumable.
 
-    Same order and interface as `latent_cache.make_latent_loader` over the same arrays: each
-    process reads only records `shard_index::shard_count`, shuffled by `seed` (reshuffled every
-    epoch), one batched read per batch.
+    Same batches and interface as `latent_cache.make_latent_loader` over the same arrays: every
+    process cuts the same shuffled global batches (`batch_indices.global_batch_indices`,
+    reshuffled every epoch) and reads only its rows of each, with one batched read.
 
     Args:
       store: an opened cache (`open_latent_store`).
-      batch_size: examples per batch on this process.
+      batch_size: examples per global batch (this process gets batch_size / shard_count).
       seed: shuffle seed.
-      shard_index / shard_count: this process's slice (e.g. `jax.process_index()/_count()`).
+      shard_index / shard_count: this process's rows (e.g. `jax.process_index()/_count()`).
       num_threads: background threads reading batches (0: read on `next()`).
       prefetch: batches read ahead when `num_threads > 0`.
 
     Returns:
-      A grain iterator of {"mean": [B, h, w, c], "logvar": [B, h, w, c], "label": [B], ...}
-      with `get_state()`/`set_state()`.
+      A grain iterator of {"mean": [b, h, w, c], "logvar": [b, h, w, c], "label": [b], ...}
+      (b = batch_size / shard_count) with `get_state()`/`set_state()`.
     """
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"Invalid shard_index {shard_index} for shard_count {shard_count}.")
-    indices = grain.MapDataset.range(store.num_examples)[shard_index::shard_count]
-    if len(indices) < batch_size:
-        raise ValueError(
-            f"The latent cache holds {len(indices)} examples for this process, fewer "
-            f"than batch_size {batch_size}."
-        )
-    ds = indices.shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)  # [B]
+    ds = batch_indices.global_batch_indices(
+        store.num_examples,
+        global_batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )  # [b]
     ds = ds.map(functools.partial(_read_batch, store))
     options = grain.ReadOptions(
         num_threads=num_threads, prefetch_buffer_size=prefetch if num_threads else 0
