@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax.training import sharding
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the quickstart config; `arg="tiny"` shrinks everything for tests."""
@@ -61,6 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             checkpoint_every=500,
             keep_checkpoints=2,
             sample_every=0,
+            compute_dtype="float32",  # or "bfloat16" (float32 master weights)
+            grad_accum_steps=1,
+            lr_schedule="constant",  # constant | cosine | linear, after the warm-up
+            min_lr_ratio=0.0,
         )
     )
 
@@ -110,7 +116,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             checkpoint_every=500,
             keep_checkpoints=2,
             sample_every=1100,
+            compute_dtype="float32",  # or "bfloat16" (float32 master weights)
+            remat="none",  # U-Net blocks: none | full | dots
+            grad_accum_steps=1,
+            lr_schedule="constant",  # constant | cosine | linear, after the warm-up
+            min_lr_ratio=0.0,
         )
+    )
+    # Devices: (data, fsdp, tensor); -1 takes the remaining devices. The rules map the models'
+    # logical axis names to mesh axes (ldm_jax/training/sharding.py).
+    c.mesh = ml_collections.ConfigDict(
+        dict(data=-1, fsdp=1, tensor=1, logical_axis_rules=sharding.DEFAULT_LOGICAL_AXIS_RULES)
     )
     c.sample = ml_collections.ConfigDict(
         dict(sampler="ddim", steps=50, eta=1.0, guidance_scale=2.0, per_class=8)
@@ -120,7 +136,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.train_split = "train[:256]"
         c.autoencoder.update(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=2, embed_dim=2)
         c.autoencoder_train.update(
-            steps=3, batch_size=4, warmup_steps=1, log_every=1, checkpoint_every=2
+            steps=3, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=2
         )
         c.unet.update(
             model_channels=32,
@@ -131,7 +147,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             channel_mult=(1, 2),
         )
         c.train.update(
-            steps=4, batch_size=4, warmup_steps=1, log_every=1, checkpoint_every=2, sample_every=0
+            steps=4, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=2, sample_every=0
         )
         c.sample.update(steps=3, per_class=1)
     elif arg:

@@ -4,7 +4,9 @@
       [--config.train.steps=200 ...]
 
 Running again on the same workdir resumes from the latest checkpoints; raising a `steps` value
-extends a finished run.
+extends a finished run. Several processes (hosts) train together when each runs the same command
+with --coordinator_address=HOST:PORT --num_processes=N --process_id=I (detected automatically
+on TPU pods and SLURM); see ldm_jax/training/distributed.py.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ldm_jax.cli_errors import user_errors_as_exit
+from ldm_jax.training import distributed
 from ldm_jax.training.run_training import run
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -23,6 +26,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for config.json, checkpoints, logs and samples."
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process: HOST:PORT of process 0 (with --num_processes and --process_id; not needed "
+    "on TPU pods or SLURM, where JAX detects the cluster).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,6 +42,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     with user_errors_as_exit("python -m ldm_jax.train"):
         logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
+        try:
+            distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
         timings = run(_CONFIG.value, _WORKDIR.value)
         print(
             json.dumps({"workdir": _WORKDIR.value, **{k: round(v, 1) for k, v in timings.items()}})

@@ -5,6 +5,14 @@ from __future__ import annotations
 import ml_collections
 
 from ldm_jax import diffusion
+from ldm_jax.models.unet import REMAT_POLICIES
+from ldm_jax.training import sharding
+from ldm_jax.training.train_options import (
+    COMPUTE_DTYPES,
+    LR_SCHEDULES,
+    mesh_config,
+    train_options,
+)
 
 STAGES = ("autoencoder", "ldm", "both")
 SCHEDULES = ("linear", "scaled_linear", "cosine")
@@ -137,3 +145,53 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "sample.steps",
         f"must be in [1, diffusion.num_timesteps={diff.num_timesteps}].",
     )
+    for section in ("autoencoder_train", "train"):
+        _validate_train_options(config, section)
+    _validate_mesh(config)
+
+
+def _validate_train_options(config: ml_collections.ConfigDict, section: str) -> None:
+    opts = train_options(config[section])
+    _require(
+        opts.compute_dtype in COMPUTE_DTYPES,
+        f"{section}.compute_dtype",
+        f"{opts.compute_dtype!r} is not one of {tuple(COMPUTE_DTYPES)}.",
+    )
+    remat_choices = tuple(REMAT_POLICIES) if section == "train" else ("none",)
+    _require(
+        opts.remat in remat_choices,
+        f"{section}.remat",
+        f"{opts.remat!r} is not one of {remat_choices} (remat applies to the U-Net).",
+    )
+    accum = opts.grad_accum_steps
+    _require(
+        isinstance(accum, int) and accum >= 1,
+        f"{section}.grad_accum_steps",
+        f"must be a positive integer, got {accum!r}.",
+    )
+    _require(
+        config[section].batch_size % accum == 0,
+        f"{section}.batch_size",
+        f"{config[section].batch_size} is not divisible by grad_accum_steps={accum}.",
+    )
+    _require(
+        opts.lr_schedule in LR_SCHEDULES,
+        f"{section}.lr_schedule",
+        f"{opts.lr_schedule!r} is not one of {LR_SCHEDULES}.",
+    )
+    _require(0.0 <= opts.min_lr_ratio <= 1.0, f"{section}.min_lr_ratio", "must be in [0, 1].")
+
+
+def _validate_mesh(config: ml_collections.ConfigDict) -> None:
+    mesh = mesh_config(config)
+    sizes = [mesh[a] for a in sharding.MESH_AXES]
+    _require(
+        all(isinstance(v, int) and (v >= 1 or v == -1) for v in sizes) and sizes.count(-1) <= 1,
+        "mesh",
+        f"data/fsdp/tensor = {sizes}: use positive sizes, with at most one -1 (the remaining "
+        "devices).",
+    )
+    try:
+        sharding.logical_axis_rules(mesh)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Any
 
@@ -12,15 +14,25 @@ from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
-    """Writes scalars and images to TensorBoard event files in `logdir` (process 0 only)."""
+    """Writes scalars and images to TensorBoard event files in `logdir` (process 0 only).
+
+    Scalars also go to `logdir/metrics.jsonl`, one JSON object per call:
+    `{"step": 10, "ldm/loss": 0.12, ...}` (for scripts and tests; no TensorBoard needed).
+    """
 
     def __init__(self, logdir: str):
-        self._writer = SummaryWriter(logdir) if jax.process_index() == 0 else None
+        self._writer = None
+        self._jsonl = None
+        if jax.process_index() == 0:
+            self._writer = SummaryWriter(logdir)
+            self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")  # noqa: SIM115
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self._writer is not None:
             for name, value in values.items():
                 self._writer.add_scalar(name, float(value), step)
+            row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
+            self._jsonl.write(json.dumps(row) + "\n")
 
     def image(self, step: int, name: str, image: np.ndarray) -> None:
         """image: uint8 [H, W, C]."""
@@ -30,10 +42,12 @@ class MetricWriter:
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()
+            self._jsonl.flush()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._jsonl.close()
 
 
 class ProgressBar:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import jax
+
 from ldm_jax.training import train_autoencoder, train_ldm
 from ldm_jax.training.config_defaults import with_defaults
 from ldm_jax.training.config_validation import validate_config
@@ -16,8 +18,9 @@ def run(config, workdir: str) -> dict[str, float]:
     config = with_defaults(config)
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     writer = MetricWriter(workdir)
     timings = {}
     try:

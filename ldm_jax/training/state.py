@@ -31,10 +31,16 @@ class TrainState:
 
 
 def make_optimizer(
-    learning_rate: float, warmup_steps: int, weight_decay: float, grad_clip: float
+    learning_rate: float,
+    warmup_steps: int,
+    weight_decay: float,
+    grad_clip: float,
+    schedule: optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
-    """AdamW with linear warmup to a constant learning rate and global-norm clipping."""
-    schedule = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
+    """AdamW with global-norm clipping; the learning rate follows `schedule`, by default a
+    linear warm-up over `warmup_steps` to a constant `learning_rate`."""
+    if schedule is None:
+        schedule = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
     parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=weight_decay))
     return optax.chain(*parts)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import functools
+import itertools
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,39 +17,62 @@ from ldm_jax.models.conditioning import drop_labels
 from ldm_jax.training import builders, image_grid
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.generation import make_generate_fn
+from ldm_jax.training.gradients import accumulate_gradients
 from ldm_jax.training.logging import MetricWriter
 from ldm_jax.training.loop import run_loop
-from ldm_jax.training.state import TrainState, apply_gradients, create_state, make_optimizer
+from ldm_jax.training.sharded_stage import (
+    check_batch_size,
+    compiled_step,
+    init_or_restore,
+    replicated_to_host,
+)
+from ldm_jax.training.state import TrainState, apply_gradients, create_state
+from ldm_jax.training.train_options import optimizer_for, train_options
 
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(workdir, "checkpoints", "ldm")
 
 
-def make_train_step(config: ml_collections.ConfigDict, tx):
-    """Builds the jitted eps-prediction update (state donated, scale factor traced)."""
+def training_denoiser(config: ml_collections.ConfigDict):
+    """The config's denoiser with the stage's compute dtype and U-Net remat policy applied."""
+    opts = train_options(config.train)
     denoiser = builders.build_denoiser(config)
+    unet = denoiser.diffusion_model.clone(dtype=opts.dtype, remat_policy=opts.remat)
+    return denoiser.clone(diffusion_model=unet)
+
+
+def make_train_step(config: ml_collections.ConfigDict, tx, scale_factor: float):
+    """The (state, batch) -> (state, metrics) update (to be jitted with shardings).
+
+    A batch holds the posterior "mean" and "logvar" [B, h, w, c] and "label" [B]; z is
+    resampled from the posterior every step and scaled by `scale_factor`.
+    """
+    denoiser = training_denoiser(config)
     schedule = builders.build_schedule(config)
     drop_prob = config.conditioning.drop_prob
     null_class = config.data.num_classes
     ema_decay = config.train.ema_decay
+    accum = train_options(config.train).grad_accum_steps
     d = config.diffusion
 
-    def loss_fn(params, z0, labels, rng):
-        t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
+    def loss_fn(params, batch, rngs):
+        z_rng, step_rng = rngs
+        t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(step_rng, 4)
+        std = jnp.exp(0.5 * batch["logvar"])
+        z0 = (batch["mean"] + std * jax.random.normal(z_rng, std.shape)) * scale_factor
         t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps, jnp.int32)  # [B]
         noise = jax.random.normal(noise_rng, z0.shape, jnp.float32)
-        z_t = diffusion.q_sample(schedule, z0, t, noise)
+        z_t = diffusion.q_sample(schedule, z0, t, noise)  # [B, h, w, c]
+        labels = None
         if denoiser.cond_stage_model is not None:
-            labels = drop_labels(drop_rng, labels, drop_prob, null_class)
-        else:
-            labels = None
+            labels = drop_labels(drop_rng, batch["label"], drop_prob, null_class)
         out = denoiser.apply(
             {"params": params}, z_t, t, labels, deterministic=False, rngs={"dropout": dropout_rng}
         )
         target = diffusion.training_target(schedule, z0, t, noise, d.prediction_type)
         loss = diffusion.weighted_mse_loss(
-            out,
+            out.astype(jnp.float32),
             target,
             schedule,
             t,
@@ -57,49 +81,57 @@ def make_train_step(config: ml_collections.ConfigDict, tx):
             min_snr_gamma=d.min_snr_gamma,
             original_elbo_weight=d.original_elbo_weight,
         )  # [B]
-        return jnp.mean(loss)
+        return jnp.mean(loss), {}
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state: TrainState, batch, scale_factor):
+    def train_step(state: TrainState, batch):
         rng, z_rng, step_rng = jax.random.split(state.rng, 3)
-        std = jnp.exp(0.5 * batch["logvar"])
-        z0 = (batch["mean"] + std * jax.random.normal(z_rng, std.shape)) * scale_factor  # [B,h,w,c]
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, batch["label"], step_rng)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        rngs = (z_rng, step_rng)
+        (loss, _), grads = accumulate_gradients(grad_fn, state.params, batch, rngs, accum)
         return apply_gradients(state, grads, tx, rng, ema_decay), {"loss": loss}
 
     return train_step
 
 
-def init_state(config: ml_collections.ConfigDict, tx) -> TrainState:
-    """A fresh stage-2 state with EMA (jitted init)."""
+def state_init_fn(config: ml_collections.ConfigDict, tx):
+    """rng -> a fresh stage-2 state with EMA, its kernels boxed with logical axis names."""
     denoiser = builders.build_denoiser(config)
-    h, w, c = builders.latent_shape(config)
+    inputs = builders.denoiser_example_inputs(config)
 
-    @jax.jit
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
-        labels = jnp.zeros((1,), jnp.int32) if denoiser.cond_stage_model is not None else None
-        params = denoiser.init(
-            init_rng, jnp.zeros((1, h, w, c)), jnp.zeros((1,), jnp.int32), labels
-        )["params"]
+        params = denoiser.init(init_rng, *inputs)["params"]
         return create_state(params, tx, state_rng, use_ema=True)
 
-    return init(jax.random.PRNGKey(config.seed + 1))
+    return init
+
+
+def init_state(config: ml_collections.ConfigDict, tx) -> TrainState:
+    """A fresh stage-2 state on the default device (benchmarks and tests; training shards it)."""
+    init = state_init_fn(config, tx)
+    return jax.jit(lambda r: nn.unbox(init(r)))(init_rng(config))
+
+
+def init_rng(config: ml_collections.ConfigDict) -> jax.Array:
+    return jax.random.PRNGKey(config.seed + 1)
 
 
 def optimizer(config: ml_collections.ConfigDict):
     """The stage-2 optimizer from `config.train`."""
-    t = config.train
-    return make_optimizer(t.learning_rate, t.warmup_steps, t.weight_decay, t.grad_clip)
+    return optimizer_for(config.train)
 
 
 def restore(workdir: str, config: ml_collections.ConfigDict) -> tuple[TrainState, dict]:
-    """Latest stage-2 state and metadata (with `scale_factor`) of a workdir."""
-    abstract = jax.eval_shape(lambda: init_state(config, optimizer(config)))
+    """Latest stage-2 state and metadata (with `scale_factor`) of a workdir, on the config's
+    mesh."""
     ckpt = Checkpointer(checkpoint_dir(workdir), config.train.keep_checkpoints)
-    state, meta = ckpt.restore(abstract)
+    if ckpt.latest_step() is None:
+        ckpt.restore(None)  # Raises MissingCheckpointError naming the folder.
+    sharded = init_or_restore(
+        state_init_fn(config, optimizer(config)), init_rng(config), config, ckpt
+    )
     ckpt.close()
-    return state, meta
+    return sharded.state, sharded.meta
 
 
 def encode_train_set(config: ml_collections.ConfigDict, ae_params) -> dict[str, np.ndarray]:
@@ -151,25 +183,39 @@ def sample_grid(
 
 
 def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer: MetricWriter):
-    """Trains (or resumes, or extends) stage 2 up to `config.train.steps`; returns the state."""
+    """Trains (or resumes, or extends) stage 2 up to `config.train.steps`; returns the state.
+
+    Runs on the config's mesh; with several processes each loads its rows of every batch.
+    """
     tcfg = config.train
     tx = optimizer(config)
     ckpt = Checkpointer(checkpoint_dir(workdir), tcfg.keep_checkpoints)
-    state = init_state(config, tx)
-    meta = {}
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
+    sharded = init_or_restore(state_init_fn(config, tx), init_rng(config), config, ckpt)
+    state, meta = sharded.state, sharded.meta
+    check_batch_size(
+        "ldm",
+        "train",
+        tcfg.batch_size,
+        sharded.mesh,
+        sharded.rules,
+        train_options(tcfg).grad_accum_steps,
+    )
+    if meta:
         print(f"ldm: resuming from step {int(state.step)}")
     if int(state.step) >= tcfg.steps:
         ckpt.close()
         return state
     print("ldm: encoding the training set with the first stage ...", flush=True)
     arrays = encode_train_set(config, ae_params)
-    loader = latent_cache.make_latent_loader(arrays, batch_size=tcfg.batch_size, seed=config.seed)
+    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
+    loader = latent_cache.make_latent_loader(
+        arrays, batch_size=tcfg.batch_size, seed=config.seed, **shard
+    )
     if meta:
         loader.set_state(meta["data"])
         scale_factor = float(meta["scale_factor"])
     elif config.diffusion.scale_by_std:
+        # The whole first global batch, identical on every process.
         first = latent_cache.make_latent_loader(
             arrays, batch_size=tcfg.batch_size, seed=config.seed
         )
@@ -178,16 +224,26 @@ def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer
     else:
         scale_factor = float(config.diffusion.scale_factor)
     writer.scalars(int(state.step), {"ldm/scale_factor": scale_factor})
-    step_fn = make_train_step(config, tx)
-    train_step = lambda s, b: step_fn(s, b, jnp.float32(scale_factor))
+    batches = iter(loader)
+    first_batch = next(batches)
+    train_step = compiled_step(
+        "ldm",
+        make_train_step(config, tx, scale_factor),
+        sharded,
+        first_batch,
+        tcfg.batch_size,
+    )
     generate = make_generate_fn(config, config.sample.sampler, config.sample.steps)
 
     def on_step(step, state):
         every = tcfg.sample_every
         if step == tcfg.steps or (every and step % every == 0):
-            grid = sample_grid(
-                config, generate, ae_params, state.ema_params, scale_factor, config.seed
-            )
+            ema = state.ema_params
+            if jax.process_count() > 1:
+                ema = replicated_to_host(ema, sharded.mesh)
+            if jax.process_index() != 0:
+                return
+            grid = sample_grid(config, generate, ae_params, ema, scale_factor, config.seed)
             image_grid.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
             writer.image(step, "ldm/samples", grid)
 
@@ -195,7 +251,7 @@ def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer
         name="ldm",
         state=state,
         step_fn=train_step,
-        batches=iter(loader),
+        batches=itertools.chain([first_batch], batches),
         total_steps=tcfg.steps,
         log_every=tcfg.log_every,
         checkpoint_every=tcfg.checkpoint_every,

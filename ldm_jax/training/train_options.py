@@ -1,0 +1,103 @@
+"""Scale-out and optimisation options of a training stage, with defaults for older configs.
+
+A stage's section (`config.autoencoder_train` or `config.train`) may set:
+  compute_dtype: "float32" or "bfloat16" (parameters, optimizer state, norms, softmax and the
+    loss stay float32).
+  remat: U-Net rematerialisation policy ("none", "full", "dots"; stage 2 only).
+  grad_accum_steps: micro-batches per optimizer update (batch_size must be a multiple).
+  lr_schedule: "constant", "cosine" or "linear" after `warmup_steps` of linear warm-up.
+  min_lr_ratio: final learning rate of the cosine/linear decay, as a fraction of the peak.
+`config.mesh` sets the device mesh (see `training/sharding.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from ldm_jax.training import sharding, state
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """Resolved options of one stage (see the module docstring)."""
+
+    compute_dtype: str = "float32"
+    remat: str = "none"
+    grad_accum_steps: int = 1
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+
+    @property
+    def dtype(self):
+        return COMPUTE_DTYPES[self.compute_dtype]
+
+
+def train_options(section: ml_collections.ConfigDict) -> TrainOptions:
+    """Reads the options from a stage's config section, defaulting the ones it lacks."""
+    fields = {f.name: section.get(f.name, f.default) for f in dataclasses.fields(TrainOptions)}
+    return TrainOptions(**fields)
+
+
+def default_mesh_config() -> ml_collections.ConfigDict:
+    """All devices on the data axis; the default logical-axis rules."""
+    return ml_collections.ConfigDict(
+        dict(
+            data=-1,
+            fsdp=1,
+            tensor=1,
+            logical_axis_rules=sharding.DEFAULT_LOGICAL_AXIS_RULES,
+        )
+    )
+
+
+def mesh_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.mesh`, or the default for configs written before meshes existed."""
+    mesh = config.get("mesh")
+    return default_mesh_config() if mesh is None else mesh
+
+
+def learning_rate_schedule(
+    peak: float, warmup_steps: int, total_steps: int, kind: str, min_lr_ratio: float
+) -> optax.Schedule:
+    """Linear warm-up from 0 to `peak`, then constant, cosine or linear decay to the floor.
+
+    The decay spans the steps after warm-up up to `total_steps`.
+    """
+    warmup = optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
+    if kind == "constant":
+        return warmup
+    decay_steps = max(total_steps - warmup_steps, 1)
+    end = peak * min_lr_ratio
+    if kind == "cosine":
+        decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=min_lr_ratio)
+    elif kind == "linear":
+        decay = optax.linear_schedule(peak, end, decay_steps)
+    else:
+        raise ValueError(f"Unknown lr_schedule {kind!r}; use one of {LR_SCHEDULES}.")
+    return optax.join_schedules([warmup, decay], [max(warmup_steps, 1)])
+
+
+def optimizer_for(section: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW for a stage's section: its schedule, global-norm clipping and weight decay."""
+    opts = train_options(section)
+    schedule = learning_rate_schedule(
+        section.learning_rate,
+        section.warmup_steps,
+        section.steps,
+        opts.lr_schedule,
+        opts.min_lr_ratio,
+    )
+    return state.make_optimizer(
+        section.learning_rate,
+        section.warmup_steps,
+        section.weight_decay,
+        section.grad_clip,
+        schedule=schedule,
+    )
