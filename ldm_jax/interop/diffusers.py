@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
@@ -187,6 +188,7 @@ def export_diffusers(
     Raises:
       UnsupportedConfigError: when diffusers cannot express the architecture.
     """
+    params = nn.unbox(params)  # plain arrays, also from a logically partitioned `init`
     if isinstance(module, LatentDenoiser):
         module, params = module.diffusion_model, params["diffusion_model"]
     if isinstance(module, UNetModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,7 +123,8 @@ def test_export_of_our_own_unet_loads_in_diffusers(tmp_path):
     x = rng.standard_normal((1, 8, 8, 4)).astype(np.float32)
     t = np.array([10], np.int32)
     c = rng.standard_normal((1, 3, 8)).astype(np.float32)
-    params = jax.jit(unet.init)(jax.random.PRNGKey(0), x, t, jnp.asarray(c))["params"]
+    init = jax.jit(lambda k: nn.unbox(unet.init(k, x, t, jnp.asarray(c))))
+    params = init(jax.random.PRNGKey(0))["params"]
     params = jax.tree.map(
         lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params
     )
