@@ -118,6 +118,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             sample_every=1100,
             compute_dtype="float32",  # or "bfloat16" (float32 master weights)
             remat="none",  # U-Net blocks: none | full | dots
+            latent_cache="memory",  # or "disk": encode once into <workdir>/latents
             grad_accum_steps=1,
             lr_schedule="constant",  # constant | cosine | linear, after the warm-up
             min_lr_ratio=0.0,

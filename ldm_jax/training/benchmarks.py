@@ -12,25 +12,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.training import builders, train_autoencoder, train_ldm
+from ldm_jax.training import builders, sharding, train_autoencoder, train_ldm
 from ldm_jax.training.config_defaults import with_defaults
 from ldm_jax.training.config_validation import validate_config
 from ldm_jax.training.generation import make_generate_fn
-from ldm_jax.training.state import make_optimizer
+from ldm_jax.training.step_compiler import compile_train_step, memory_analysis
+from ldm_jax.training.train_options import mesh_config, optimizer_for, train_options
 
 BENCHMARKS = ("ae_step", "ldm_step", "sample")
-
-
-def _memory(compiled: Any) -> dict[str, int]:
-    analysis = compiled.memory_analysis()
-    if analysis is None:
-        return {}
-    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")
-    return {f.replace("_size_in", ""): int(getattr(analysis, f)) for f in fields}
 
 
 def _time_loop(run: Callable[[Any], Any], carry: Any, steps: int) -> tuple[Any, float]:
@@ -42,56 +36,83 @@ def _time_loop(run: Callable[[Any], Any], carry: Any, steps: int) -> tuple[Any, 
     return carry, time.perf_counter() - start
 
 
-def _train_step_bench(name, step_fn, state, batch, steps, extra=()) -> dict[str, Any]:
+def _train_step_bench(name, config, init_fn, rng, step_fn, host_batch, steps) -> dict[str, Any]:
+    """Compiles and times a train step exactly as the trainer runs it (mesh, shardings)."""
+    mesh = sharding.make_mesh(mesh_config(config))
+    rules = sharding.logical_axis_rules(mesh_config(config))
+    state, shardings = sharding.create_sharded(init_fn, rng, mesh, rules)
+    batch_sh = sharding.batch_sharding(mesh, rules)
+    b = len(next(iter(host_batch.values())))
+    batch = sharding.put_batch(host_batch, batch_sh, b)
     start = time.perf_counter()
-    compiled = step_fn.lower(state, batch, *extra).compile()
+    compiled, memory = compile_train_step(
+        step_fn,
+        sharding.abstract_with_shardings(state, shardings),
+        shardings,
+        {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh) for k, v in batch.items()},
+        batch_sh,
+        mesh,
+    )
     compile_s = time.perf_counter() - start
-    state, _ = compiled(state, batch, *extra)  # warm-up
-    _, seconds = _time_loop(lambda s: compiled(s, batch, *extra)[0], state, steps)
-    b = len(next(iter(batch.values())))
+    state, _ = compiled(state, batch)  # warm-up
+    _, seconds = _time_loop(lambda s: compiled(s, batch)[0], state, steps)
     return {
         "bench": name,
         "batch": b,
+        "mesh": dict(mesh.shape),
         "compile_s": round(compile_s, 2),
         "steps_per_s": round(steps / seconds, 3),
         "images_per_s": round(b * steps / seconds, 1),
-        **_memory(compiled),
+        **{k.replace("_size_in", ""): v for k, v in memory.items()},
     }
 
 
 def bench_ae_step(config, batch_size: int, steps: int) -> dict[str, Any]:
     """Stage-1 training step (forward, backward, AdamW)."""
     t = config.autoencoder_train
+    opts = train_options(t)
     ae = builders.build_autoencoder(config)
-    tx = make_optimizer(t.learning_rate, t.warmup_steps, t.weight_decay, t.grad_clip)
-    state = train_autoencoder.init_state(ae, config, tx)
+    tx = optimizer_for(t)
     size, ch = config.data.image_size, config.data.channels
     rng = np.random.default_rng(0)
-    batch = {"image": jnp.asarray(rng.uniform(-1, 1, (batch_size, size, size, ch)), jnp.float32)}
-    step = train_autoencoder.make_train_step(ae, tx, t.kl_weight, t.l2_weight)
-    return _train_step_bench("ae_step", step, state, batch, steps)
+    batch = {"image": rng.uniform(-1, 1, (batch_size, size, size, ch)).astype(np.float32)}
+    step = train_autoencoder.make_train_step(
+        ae.clone(dtype=opts.dtype), tx, t.kl_weight, t.l2_weight, opts.grad_accum_steps
+    )
+    init = train_autoencoder.state_init_fn(ae, config, tx)
+    result = _train_step_bench("ae_step", config, init, jax.random.PRNGKey(0), step, batch, steps)
+    return {**result, "compute_dtype": opts.compute_dtype, "grad_accum": opts.grad_accum_steps}
 
 
 def bench_ldm_step(config, batch_size: int, steps: int) -> dict[str, Any]:
     """Stage-2 training step (z resampling, U-Net forward/backward, AdamW, EMA)."""
+    opts = train_options(config.train)
     tx = train_ldm.optimizer(config)
-    state = train_ldm.init_state(config, tx)
     h, w, c = builders.latent_shape(config)
     rng = np.random.default_rng(0)
     batch = {
-        "mean": jnp.asarray(rng.normal(size=(batch_size, h, w, c)), jnp.float32),
-        "logvar": jnp.full((batch_size, h, w, c), -4.0, jnp.float32),
-        "label": jnp.asarray(rng.integers(0, config.data.num_classes, batch_size), jnp.int32),
+        "mean": rng.normal(size=(batch_size, h, w, c)).astype(np.float32),
+        "logvar": np.full((batch_size, h, w, c), -4.0, np.float32),
+        "label": rng.integers(0, config.data.num_classes, batch_size).astype(np.int32),
     }
-    step = train_ldm.make_train_step(config, tx)
-    return _train_step_bench("ldm_step", step, state, batch, steps, (jnp.float32(1.0),))
+    step = train_ldm.make_train_step(config, tx, 1.0)
+    init = train_ldm.state_init_fn(config, tx)
+    result = _train_step_bench(
+        "ldm_step", config, init, train_ldm.init_rng(config), step, batch, steps
+    )
+    return {
+        **result,
+        "compute_dtype": opts.compute_dtype,
+        "remat": opts.remat,
+        "grad_accum": opts.grad_accum_steps,
+    }
 
 
 def bench_sample(config, batch_size: int, steps: int, sample_steps: int) -> dict[str, Any]:
     """Guided sampling plus decoding, per image (random weights: speed only)."""
     ae = builders.build_autoencoder(config)
     size, ch = config.data.image_size, config.data.channels
-    ae_params = ae.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, ch)))["params"]
+    ae_params = nn.unbox(ae.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, ch))))["params"]
     ldm_params = train_ldm.init_state(config, train_ldm.optimizer(config)).ema_params
     generate = make_generate_fn(config, config.sample.sampler, sample_steps)
     labels = jnp.arange(batch_size, dtype=jnp.int32) % config.data.num_classes
@@ -116,7 +137,7 @@ def bench_sample(config, batch_size: int, steps: int, sample_steps: int) -> dict
         "batch": batch_size,
         "compile_s": round(compile_s, 2),
         "seconds_per_image": round(seconds / (steps * batch_size), 4),
-        **_memory(compiled),
+        **{k.replace("_size_in", ""): v for k, v in memory_analysis(compiled).items()},
     }
 
 

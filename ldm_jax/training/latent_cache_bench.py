@@ -9,13 +9,11 @@ The timings do not depend on the first-stage weights' values, so freshly initial
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -45,16 +43,8 @@ def _batches_per_s(loader: Iterator[dict[str, np.ndarray]], n: int) -> float:
 
 
 def _ldm_step(config: ml_collections.ConfigDict, tx) -> Callable[[Any, Any], Any]:
-    """The jitted (state, batch) -> (state, metrics) LDM update, scale factor 1.
-
-    Accepts `train_ldm.make_train_step(config, tx)` returning a jitted (state, batch, scale)
-    step, and its successor `make_train_step(config, tx, scale_factor)` returning an unjitted
-    (state, batch) step.
-    """
-    if "scale_factor" in inspect.signature(train_ldm.make_train_step).parameters:
-        return jax.jit(train_ldm.make_train_step(config, tx, 1.0), donate_argnums=0)
-    step = train_ldm.make_train_step(config, tx)
-    return lambda state, batch: step(state, batch, jnp.float32(1.0))
+    """The jitted (state, batch) -> (state, metrics) LDM update, scale factor 1."""
+    return jax.jit(train_ldm.make_train_step(config, tx, 1.0), donate_argnums=0)
 
 
 def bench_latent_cache(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 
@@ -10,11 +11,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ldm_jax import diffusion
-from ldm_jax.data import datasets, latent_cache, pipeline
+from ldm_jax.data import datasets, latent_cache, latent_store, pipeline
 from ldm_jax.models.conditioning import drop_labels
-from ldm_jax.training import builders, image_grid
+from ldm_jax.training import builders, image_grid, latent_cache_writer
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.generation import make_generate_fn
 from ldm_jax.training.gradients import accumulate_gradients
@@ -152,6 +154,32 @@ def encode_train_set(config: ml_collections.ConfigDict, ae_params) -> dict[str, 
     return {"mean": mean, "logvar": logvar, "label": labels}
 
 
+def latent_loader_factory(config: ml_collections.ConfigDict, workdir: str, ae_params):
+    """(shard_index=0, shard_count=1) -> a resumable loader of latent batches.
+
+    `config.train.latent_cache`: "memory" encodes the training split on every (re)start;
+    "disk" reads `<workdir>/latents` (`python -m ldm_jax.cache_latents`), writing it first when
+    missing (process 0 writes, the others wait and open it).
+    """
+    tcfg = config.train
+    if train_options(tcfg).latent_cache == "disk":
+        directory = latent_cache_writer.cache_dir(workdir)
+        if jax.process_index() == 0:
+            print(f"ldm: latent cache {directory}", flush=True)
+            store = latent_cache_writer.ensure_latent_cache(workdir, config, ae_params)
+        multihost_utils.sync_global_devices("ldm_jax latent cache written")
+        if jax.process_index() != 0:
+            store = latent_cache_writer.open_latent_cache(directory, config, ae_params)
+        return functools.partial(
+            latent_store.make_store_loader, store, batch_size=tcfg.batch_size, seed=config.seed
+        )
+    print("ldm: encoding the training set with the first stage ...", flush=True)
+    arrays = encode_train_set(config, ae_params)
+    return functools.partial(
+        latent_cache.make_latent_loader, arrays, batch_size=tcfg.batch_size, seed=config.seed
+    )
+
+
 def scale_factor_from_batch(batch: dict[str, np.ndarray], seed: int) -> float:
     """`scale_by_std`: 1 / std of z sampled from the first batch's posteriors."""
     rng = np.random.default_rng(seed)
@@ -205,21 +233,16 @@ def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer
     if int(state.step) >= tcfg.steps:
         ckpt.close()
         return state
-    print("ldm: encoding the training set with the first stage ...", flush=True)
-    arrays = encode_train_set(config, ae_params)
-    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
-    loader = latent_cache.make_latent_loader(
-        arrays, batch_size=tcfg.batch_size, seed=config.seed, **shard
-    )
+    if jax.process_count() > 1:
+        ae_params = replicated_to_host(ae_params, sharded.mesh)  # Encoding runs per process.
+    make_loader = latent_loader_factory(config, workdir, ae_params)
+    loader = make_loader(shard_index=jax.process_index(), shard_count=jax.process_count())
     if meta:
         loader.set_state(meta["data"])
         scale_factor = float(meta["scale_factor"])
     elif config.diffusion.scale_by_std:
         # The whole first global batch, identical on every process.
-        first = latent_cache.make_latent_loader(
-            arrays, batch_size=tcfg.batch_size, seed=config.seed
-        )
-        scale_factor = scale_factor_from_batch(next(first), config.seed)
+        scale_factor = scale_factor_from_batch(next(make_loader()), config.seed)
         print(f"ldm: scale_by_std -> scale_factor = {scale_factor:.4f}")
     else:
         scale_factor = float(config.diffusion.scale_factor)

@@ -7,6 +7,8 @@ A stage's section (`config.autoencoder_train` or `config.train`) may set:
   grad_accum_steps: micro-batches per optimizer update (batch_size must be a multiple).
   lr_schedule: "constant", "cosine" or "linear" after `warmup_steps` of linear warm-up.
   min_lr_ratio: final learning rate of the cosine/linear decay, as a fraction of the peak.
+  latent_cache: stage 2 reads latents encoded in "memory" at start-up, or from the "disk"
+    cache in `<workdir>/latents` (written once; see `python -m ldm_jax.cache_latents`).
 `config.mesh` sets the device mesh (see `training/sharding.py`).
 """
 
@@ -22,6 +24,7 @@ from ldm_jax.training import sharding, state
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 LR_SCHEDULES = ("constant", "cosine", "linear")
+LATENT_CACHES = ("memory", "disk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,7 @@ class TrainOptions:
     grad_accum_steps: int = 1
     lr_schedule: str = "constant"
     min_lr_ratio: float = 0.0
+    latent_cache: str = "memory"
 
     @property
     def dtype(self):
