@@ -112,8 +112,8 @@ def write_workdir(
         name="imported",
         data_dir="",
         train_split="train",
-        image_size=fs["resolution"],
-        channels=fs["out_ch"],
+        image_size=fs.get("resolution", 256),
+        channels=fs.get("out_ch", 3),
         num_classes=max(num_classes, 0),
     )
     config.model = model

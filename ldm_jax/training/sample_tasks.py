@@ -71,9 +71,9 @@ def model_task(model: dict[str, Any]) -> str:
     """The task a paper-schema model performs, from its conditioning key and cond stage."""
     key = model.get("conditioning_key")
     kind = (model.get("cond_stage") or {"kind": "none"})["kind"]
-    if key is None or key == "adm" or kind == "class":
+    if key in (None, "adm") or (key == "crossattn" and kind == "class"):
         return "generate"
-    if kind == "bert":
+    if key == "crossattn" and kind == "bert":
         return "text2img"
     if key == "concat":
         table = {"identity": "superres", "none": "superres"}
