@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -19,6 +20,12 @@ class Checkpointer:
     Each checkpoint holds `state` (a pytree, restored with the structure and shardings of an
     abstract target) and `meta` (a JSON dict). Orbax writes to a temporary folder and renames it
     when complete, so an interrupted save never replaces the previous checkpoint.
+
+    A process killed mid-save leaves that temporary folder behind; orbax removes it only when the
+    same step is saved again, which a resumed run may never do (e.g. after a preemption save at
+    an odd step). The first `save` of a `Checkpointer` therefore deletes such leftovers. Reading
+    (constructing, `latest_step`, `restore`) never deletes anything, so inspecting the workdir of
+    a running trainer cannot remove the folder that trainer is writing.
     """
 
     def __init__(self, directory: str, max_to_keep: int = 2):
@@ -28,12 +35,16 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
             item_names=("state", "meta"),
         )
+        self._swept = False
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Saves synchronously (returns once the checkpoint is complete on disk)."""
+        if not self._swept:
+            self._remove_unfinished_saves()
+            self._swept = True
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -42,6 +53,17 @@ class Checkpointer:
             force=True,
         )
         self._manager.wait_until_finished()
+
+    def _remove_unfinished_saves(self) -> None:
+        """Deletes temporary folders left by an earlier process killed while saving (process 0).
+
+        Runs before this process's first save, so none of them can be one this process is writing.
+        """
+        if jax.process_index() != 0:
+            return
+        for name in os.listdir(self.directory):
+            if ocp.path.step.TMP_DIR_SUFFIX in name:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restores `(state, meta)` from `step` (default: the latest).
