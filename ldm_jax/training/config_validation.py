@@ -9,6 +9,7 @@ from ldm_jax.models.unet import REMAT_POLICIES
 from ldm_jax.training import sharding
 from ldm_jax.training.train_options import (
     COMPUTE_DTYPES,
+    LATENT_CACHES,
     LR_SCHEDULES,
     mesh_config,
     train_options,
@@ -180,6 +181,11 @@ def _validate_train_options(config: ml_collections.ConfigDict, section: str) -> 
         f"{opts.lr_schedule!r} is not one of {LR_SCHEDULES}.",
     )
     _require(0.0 <= opts.min_lr_ratio <= 1.0, f"{section}.min_lr_ratio", "must be in [0, 1].")
+    _require(
+        opts.latent_cache in LATENT_CACHES,
+        f"{section}.latent_cache",
+        f"{opts.latent_cache!r} is not one of {LATENT_CACHES}.",
+    )
 
 
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:
