@@ -1,9 +1,8 @@
 """Two processes on 127.0.0.1 (4 CPU devices each) train like one process with 8 devices.
 
-Both runs use the tiny quickstart config on the default mesh (all 8 devices on the data axis)
-and then with FSDP over all 8 devices; the global batches are the same (each process loads only
-its half of every batch), so the per-step losses must agree. The 2-process checkpoint must
-restore into, and continue in, a single process.
+Both runs use the tiny quickstart config with FSDP over all 8 devices; the global batches are
+the same (each process loads only its half of every batch), so the per-step losses must agree.
+The 2-process checkpoint must restore into, and continue in, a single process.
 """
 
 from __future__ import annotations
@@ -91,7 +90,7 @@ def _two_processes(workdir: str, tfds_dir: str, extra: list[str]) -> None:
     outputs = [p.communicate(timeout=900) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         _check(p, out, err)
-    assert '"mesh": {"data": 8' in outputs[0][0] or '"fsdp": 8' in outputs[0][0]
+    assert '"fsdp": 8' in outputs[0][0]  # The compiled-step line names the global mesh.
 
 
 def _losses(workdir: str) -> dict[str, list[float]]:
@@ -104,10 +103,9 @@ def _losses(workdir: str) -> dict[str, list[float]]:
     return out
 
 
-@pytest.mark.parametrize(
-    "mesh", [[], ["--config.mesh.data=1", "--config.mesh.fsdp=-1"]], ids=["data8", "fsdp8"]
-)
-def test_two_processes_match_one_process_and_restore_into_one(tmp_path, tfds_dir, mesh):
+def test_two_processes_match_one_process_and_restore_into_one(tmp_path, tfds_dir):
+    # FSDP over all 8 devices: parameters and every batch are split across the two processes.
+    mesh = ["--config.mesh.data=1", "--config.mesh.fsdp=-1"]
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     _single_process(one, tfds_dir, mesh)
     _two_processes(two, tfds_dir, mesh)
