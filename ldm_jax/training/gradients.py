@@ -8,6 +8,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+# Micro-batch loops are unrolled up to this many steps: on XLA:CPU a rolled loop ran the U-Net
+# step 10x slower (0.59 vs 5.9 steps/s, quickstart, 4 x 32); larger counts keep a rolled loop
+# (unrolled 8 at a time) to bound compile time.
+MAX_UNROLL = 8
+
 # (params, batch, rng) -> ((loss, metrics), grads)
 LossAndGradFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[tuple[jax.Array, Any], Any]]
 
@@ -34,7 +39,8 @@ def accumulate_gradients(
     rng: Any,
     steps: int,
 ) -> tuple[tuple[jax.Array, Any], Any]:
-    """Mean loss, metrics and gradients over `steps` equal micro-batches (a `lax.scan`).
+    """Mean loss, metrics and gradients over `steps` equal micro-batches (a `lax.scan`, unrolled
+    up to `MAX_UNROLL` iterations).
 
     With `steps == 1` this is exactly `loss_and_grad_fn(params, batch, rng)`. Otherwise
     micro-batch i gets `fold_in(key, i)` of each key in `rng` (a key or a tuple of keys); for a
@@ -55,5 +61,6 @@ def accumulate_gradients(
     zeros = jax.tree.map(
         lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(loss_and_grad_fn, params, first, rng)
     )
-    total, _ = jax.lax.scan(body, zeros, (jnp.arange(steps), micro))
+    unroll = min(steps, MAX_UNROLL)
+    total, _ = jax.lax.scan(body, zeros, (jnp.arange(steps), micro), unroll=unroll)
     return jax.tree.map(lambda x: x / steps, total)
