@@ -47,6 +47,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       ConfigError: naming the first invalid field, e.g. `config.data.image_size: 30 is not
         divisible by the autoencoder's downsampling factor f=4 ...`.
     """
+    if "stage" not in config:
+        raise ConfigError(
+            "config.stage is missing: this looks like a model-zoo config (config.model, e.g. "
+            "configs/paper/*.py), which describes networks for `python -m ldm_jax.summary` and "
+            "`python -m ldm_jax.convert`; the trainer takes experiment configs with stage, data, "
+            "model and train sections, such as configs/quickstart.py."
+        )
     _require(config.stage in STAGES, "stage", f"{config.stage!r} is not one of {STAGES}.")
     data = config.data
     _require(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -145,3 +146,12 @@ def test_older_configs_get_default_options():
         del config.train[field]
     opts = train_options(config.train)
     assert (opts.compute_dtype, opts.remat, opts.grad_accum_steps) == ("float32", "none", 1)
+
+
+def test_model_zoo_configs_are_refused_by_the_trainer_with_a_pointer():
+    from ldm_jax.config_files import load_config_file
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    config = load_config_file(root / "configs" / "paper" / "celebahq_ldm_vq4.py")
+    with pytest.raises(ConfigError, match="model-zoo config.*configs/quickstart.py"):
+        validate_config(config)
