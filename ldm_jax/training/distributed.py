@@ -15,15 +15,17 @@ import os
 
 import jax
 
-# Environment variables by which JAX's cluster detection recognises a multi-process job.
-_CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
-
 
 def detected_cluster() -> bool:
-    """Whether the environment is a multi-process job that JAX can configure by itself."""
-    for name in _CLUSTER_SIZE_VARIABLES:
-        if int(os.environ.get(name, "1") or 1) > 1:
-            return True
+    """Whether the environment is a multi-process job that JAX can configure by itself.
+
+    A SLURM allocation counts only inside a job step (`srun`), so a lone Python started in an
+    allocation does not wait for processes that never come.
+    """
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_STEP_ID" in os.environ:
+        return True
+    if int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+        return True
     return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
 
 

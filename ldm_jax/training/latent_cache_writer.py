@@ -24,6 +24,7 @@ import numpy as np
 from ldm_jax.data import datasets, latent_cache, latent_store, pipeline
 from ldm_jax.training import builders, train_autoencoder
 from ldm_jax.training.checkpoint import MissingCheckpointError
+from ldm_jax.training.train_options import default_mesh_config
 
 CACHE_SUBDIR = "latents"
 ENCODE_BATCH = 500  # Same batches as `train_ldm.encode_train_set`, so the values are identical.
@@ -207,7 +208,10 @@ def cache_workdir_latents(
     # Imported here: workdir imports train_ldm, which may import this module.
     from ldm_jax.training.workdir import load_config
 
-    config = load_config(workdir) if config is None else config
+    config = ml_collections.ConfigDict(
+        (load_config(workdir) if config is None else config).to_dict()
+    )
+    config.mesh = default_mesh_config()  # This tool runs on whatever devices are here.
     directory = directory or cache_dir(workdir)
     step = autoencoder_step(workdir)
     ae_params = train_autoencoder.restore_params(workdir, config)

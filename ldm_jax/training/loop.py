@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.logging import MetricWriter, ProgressBar
@@ -41,6 +42,14 @@ class _SigtermFlag:
     def _handle(self, signum, frame):
         del signum, frame
         self.requested = True
+
+    def agreed(self) -> bool:
+        """Whether any process has received SIGTERM (a collective when several processes run,
+        so all of them save and stop at the same step instead of deadlocking in the save)."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.int32(self.requested))
+        return bool(np.any(flags))
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -115,11 +124,12 @@ def run_loop(
                         {f"{name}/{k}": v for k, v in means.items()}
                         | {f"{name}/steps_per_sec": rate},
                     )
-                if step % checkpoint_every == 0 or step == total_steps or preemption.requested:
+                preempted = preemption.agreed()
+                if step % checkpoint_every == 0 or step == total_steps or preempted:
                     check_finite()
                     checkpointer.save(step, state, meta_fn())
                     last_saved = step
-                if preemption.requested:
+                if preempted:
                     raise PreemptedError(
                         f"{name}: SIGTERM received; saved a checkpoint at step {step} in "
                         f"{checkpointer.directory}. Run the same command again to resume."

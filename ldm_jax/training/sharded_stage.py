@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
 from ldm_jax.training import sharding
@@ -54,6 +56,21 @@ def check_batch_size(name: str, field: str, batch_size: int, mesh: Mesh, rules, 
         )
 
 
+def check_process_rows(mesh: Mesh, batch_sh: NamedSharding, global_batch_size: int) -> None:
+    """The loaders give process p rows [p * b, (p + 1) * b) of each global batch; the mesh must
+    place exactly those rows on p's devices (else a ConfigError naming the mesh)."""
+    p, n = jax.process_index(), jax.process_count()
+    per = global_batch_size // n
+    want = (p * per, (p + 1) * per)
+    got = sharding.process_rows(batch_sh, global_batch_size)
+    if got != want:
+        raise ConfigError(
+            f"config.mesh {dict(mesh.shape)}: process {p} of {n} holds batch rows {got} but "
+            f"loads rows {want}. Give the batch axes (data x fsdp) a multiple of the process "
+            "count, with each process's devices contiguous along them (e.g. data=-1)."
+        )
+
+
 def init_or_restore(
     init_fn: Callable[[jax.Array], Any],
     rng: jax.Array,
@@ -67,11 +84,17 @@ def init_or_restore(
         rules = sharding.logical_axis_rules(mesh_config(config))
     except ValueError as e:
         raise ConfigError(f"config.{e}") from None
-    if checkpointer.latest_step() is None:
+    latest = checkpointer.latest_step()
+    if jax.process_count() > 1:  # All processes follow process 0's view of the folder.
+        latest = int(
+            multihost_utils.broadcast_one_to_all(np.int32(-1 if latest is None else latest))
+        )
+        latest = None if latest < 0 else latest
+    if latest is None:
         state, shardings = sharding.create_sharded(init_fn, rng, mesh, rules)
         return ShardedState(state, shardings, {}, mesh, rules)
     abstract, shardings = sharding.sharded_abstract(init_fn, rng, mesh, rules)
-    state, meta = checkpointer.restore(abstract)
+    state, meta = checkpointer.restore(abstract, step=latest)
     return ShardedState(state, shardings, meta, mesh, rules)
 
 
@@ -88,6 +111,7 @@ def compiled_step(
     the compiled memory analysis as one JSON line.
     """
     batch_sh = sharded.batch_sharding
+    check_process_rows(sharded.mesh, batch_sh, global_batch_size)
     abstract_batch = {
         k: jax.ShapeDtypeStruct((global_batch_size,) + v.shape[1:], v.dtype, sharding=batch_sh)
         for k, v in host_batch.items()
@@ -110,7 +134,15 @@ def compiled_step(
     return step
 
 
+@functools.lru_cache(maxsize=4)
+def _replicate_fn(mesh: Mesh) -> Callable[[Any], Any]:
+    return jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
+
+
 def replicated_to_host(tree: Any, mesh: Mesh) -> Any:
-    """A full numpy copy of a sharded tree on every process (for sampling from process 0)."""
-    full = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))(tree)
-    return jax.tree.map(np.asarray, full)
+    """A full numpy copy of a sharded tree on every process (for sampling from process 0).
+
+    The tree is replicated on the devices first: fine for the sample grids of models that fit
+    one device; FSDP-only models should sample with a sharded program instead.
+    """
+    return jax.tree.map(np.asarray, _replicate_fn(mesh)(tree))

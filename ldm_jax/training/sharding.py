@@ -205,6 +205,14 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
     )
 
 
+def process_rows(sharding: NamedSharding, global_batch_size: int) -> tuple[int, int]:
+    """The [start, stop) rows of a global batch that this process's devices hold."""
+    slices = sharding.addressable_devices_indices_map((global_batch_size,)).values()
+    starts = [(s[0].start or 0) if s else 0 for s in slices]
+    stops = [(s[0].stop or global_batch_size) if s else global_batch_size for s in slices]
+    return min(starts), max(stops)
+
+
 def put_batch(
     batch: dict[str, np.ndarray], sharding: NamedSharding, global_batch_size: int
 ) -> dict[str, jax.Array]:

@@ -164,10 +164,19 @@ def latent_loader_factory(config: ml_collections.ConfigDict, workdir: str, ae_pa
     tcfg = config.train
     if train_options(tcfg).latent_cache == "disk":
         directory = latent_cache_writer.cache_dir(workdir)
+        failure = None
         if jax.process_index() == 0:
             print(f"ldm: latent cache {directory}", flush=True)
-            store = latent_cache_writer.ensure_latent_cache(workdir, config, ae_params)
-        multihost_utils.sync_global_devices("ldm_jax latent cache written")
+            try:
+                store = latent_cache_writer.ensure_latent_cache(workdir, config, ae_params)
+            except Exception as e:  # Re-raised below, once every process knows.
+                failure = e
+        if jax.process_count() > 1:
+            ok = multihost_utils.broadcast_one_to_all(np.int32(failure is None))
+            if not int(ok) and jax.process_index() != 0:
+                raise RuntimeError(f"ldm: process 0 could not write the latent cache {directory}.")
+        if failure is not None:
+            raise failure
         if jax.process_index() != 0:
             store = latent_cache_writer.open_latent_cache(directory, config, ae_params)
         return functools.partial(
