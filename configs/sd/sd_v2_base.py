@@ -11,51 +11,27 @@ prints the per-module parameter table (shapes only, nothing is allocated; a few 
 
 from __future__ import annotations
 
+import pathlib
+
 import ml_collections
+
+from ldm_jax.config_files import load_config_file
+
+BASE = pathlib.Path(__file__).with_name("sd_v1.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
+    """The model config: `BASE` (SD v1) with the differences below; takes no argument."""
     if arg:
         raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
-    c = ml_collections.ConfigDict()
+    c = load_config_file(BASE)
     c.name = "sd_v2_base"
     c.reference = "Stability-AI/stablediffusion configs/stable-diffusion/v2-inference.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = "crossattn"
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="kl",
-            embed_dim=4,
-            double_z=True,
-            z_channels=4,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
-    )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
-            image_size=32,
-            in_channels=4,
-            out_channels=4,
-            model_channels=320,
-            attention_resolutions=(4, 2, 1),
-            num_res_blocks=2,
-            channel_mult=(1, 2, 4, 4),
-            num_head_channels=64,
-            use_spatial_transformer=True,
-            use_linear_in_transformer=True,
-            transformer_depth=1,
-            context_dim=1024,
-            legacy=False,
-        )
-    )
+    unet = c.model.unet
+    del unet["num_heads"]
+    unet.num_head_channels = 64
+    unet.use_linear_in_transformer = True
+    unet.context_dim = 1024
     c.model.cond_stage = ml_collections.ConfigDict(
         dict(
             kind="frozen_openclip",
@@ -63,31 +39,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             version="laion2b_s32b_b79k",
             layer="penultimate",
             max_length=77,
-        )
-    )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.00085,
-            beta_end=0.012,
-            parameterization="eps",
-            loss_type="l2",
-            scale_factor=0.18215,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            channels=4,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="laion",
-            image_size=512,
-            channels=3,
         )
     )
     return c
