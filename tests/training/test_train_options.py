@@ -155,3 +155,24 @@ def test_model_zoo_configs_are_refused_by_the_trainer_with_a_pointer():
     config = load_config_file(root / "configs" / "paper" / "celebahq_ldm_vq4.py")
     with pytest.raises(ConfigError, match="model-zoo config.*configs/quickstart.py"):
         validate_config(config)
+
+
+def test_each_micro_batch_gets_its_own_folded_keys():
+    batch = {"x": jnp.arange(8.0)}
+    keys = (jax.random.PRNGKey(1), jax.random.PRNGKey(2))
+
+    def loss_and_grad(params, b, rngs):
+        noise = jax.random.normal(rngs[0], ()) + 10 * jax.random.normal(rngs[1], ())
+        return jnp.mean(b["x"]) * params + noise, params
+
+    loss, _ = accumulate_gradients(loss_and_grad, jnp.float32(1.0), batch, keys, 2)
+    micro = split_micro_batches(batch, 2)["x"]
+    want = np.mean(
+        [
+            float(jnp.mean(micro[i]))
+            + float(jax.random.normal(jax.random.fold_in(keys[0], i), ()))
+            + 10 * float(jax.random.normal(jax.random.fold_in(keys[1], i), ()))
+            for i in range(2)
+        ]
+    )
+    assert float(loss) == pytest.approx(want, rel=1e-5)
