@@ -11,82 +11,28 @@ prints the per-module parameter table (shapes only, nothing is allocated; a few 
 
 from __future__ import annotations
 
+import pathlib
+
 import ml_collections
+
+from ldm_jax.config_files import load_config_file
+
+BASE = pathlib.Path(__file__).with_name("cin256_v2.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
+    """The model config: `BASE` (cin256-v2) with the differences below; takes no argument."""
     if arg:
         raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
-    c = ml_collections.ConfigDict()
+    c = load_config_file(BASE)  # Same first stage, U-Net layout and schedule as cin256-v2.
     c.name = "text2img256"
     c.reference = "models/ldm/text2img256/config.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = "crossattn"
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="vq",
-            embed_dim=3,
-            n_embed=8192,
-            double_z=False,
-            z_channels=3,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
-    )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            in_channels=3,
-            out_channels=3,
-            model_channels=192,
-            attention_resolutions=(8, 4, 2),
-            num_res_blocks=2,
-            channel_mult=(1, 2, 3, 5),
-            num_head_channels=32,
-            use_spatial_transformer=True,
-            transformer_depth=1,
-            context_dim=640,
-        )
-    )
+    unet = c.model.unet
+    del unet["num_heads"]
+    unet.num_head_channels = 32
+    unet.context_dim = 640
     c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="bert",
-            n_embed=640,
-            n_layer=32,
-            vocab_size=30522,
-            max_seq_len=77,
-        )
+        dict(kind="bert", n_embed=640, n_layer=32, vocab_size=30522, max_seq_len=77)
     )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0195,
-            parameterization="eps",
-            loss_type="l2",
-            scale_factor=1.0,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            channels=3,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="previews",
-            image_size=256,
-            channels=3,
-        )
-    )
+    c.data = ml_collections.ConfigDict(dict(name="previews", image_size=256, channels=3))
     return c
