@@ -3,7 +3,7 @@
   python -m ldm_jax.bench --config configs/quickstart.py [--what ae_step,ldm_step,sample]
       [--batch 0 (config's)] [--steps 20] [--sample_steps 50]
 
-See `ldm_jax.training.benchmarks` for what each benchmark measures.
+See `ldm_jax.benchmarks.train_steps` for what each benchmark measures.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ldm_jax.cli_errors import user_errors_as_exit
-from ldm_jax.training.benchmarks import BENCHMARKS, run
+from ldm_jax.benchmarks.train_steps import BENCHMARKS, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WHAT = flags.DEFINE_list("what", list(BENCHMARKS), f"Benchmarks to run, of {BENCHMARKS}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ldm_jax.training import benchmarks as bench
+from ldm_jax.benchmarks import train_steps as bench
 from tests.training.test_config_validation import quickstart_config
 
 pytestmark = pytest.mark.slow

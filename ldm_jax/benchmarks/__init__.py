@@ -1,0 +1,1 @@
+"""Benchmarks: compiled train steps, sampling, attention, and the PyTorch peer (peers/)."""
