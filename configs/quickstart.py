@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from ldm_jax.training import sharding
+from ldm_jax.parallel import sharding
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -125,7 +125,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     # Devices: (data, fsdp, tensor); -1 takes the remaining devices. The rules map the models'
-    # logical axis names to mesh axes (ldm_jax/training/sharding.py).
+    # logical axis names to mesh axes (ldm_jax/parallel/sharding.py).
     c.mesh = ml_collections.ConfigDict(
         dict(data=-1, fsdp=1, tensor=1, logical_axis_rules=sharding.DEFAULT_LOGICAL_AXIS_RULES)
     )

@@ -11,8 +11,8 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ldm_jax.cli_errors import user_errors_as_exit
 from ldm_jax.benchmarks.train_steps import BENCHMARKS, run
+from ldm_jax.cli_errors import user_errors_as_exit
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WHAT = flags.DEFINE_list("what", list(BENCHMARKS), f"Benchmarks to run, of {BENCHMARKS}.")

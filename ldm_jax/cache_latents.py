@@ -18,9 +18,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ldm_jax.cli_errors import user_errors_as_exit
-from ldm_jax.training.config_defaults import with_defaults
-from ldm_jax.training.config_validation import validate_config
-from ldm_jax.training.latent_cache_writer import cache_workdir_latents
+from ldm_jax.config.defaults import with_defaults
+from ldm_jax.config.validation import validate_config
+from ldm_jax.workdir.latent_cache import cache_workdir_latents
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with a stage-1 checkpoint.")
 _CONFIG = config_flags.DEFINE_config_file(

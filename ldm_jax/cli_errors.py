@@ -6,8 +6,8 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
+from ldm_jax.config.validation import ConfigError
 from ldm_jax.training.checkpoint import MissingCheckpointError
-from ldm_jax.training.config_validation import ConfigError
 from ldm_jax.training.loop import PreemptedError, TrainingDivergedError
 
 # Errors whose message already names the problem and the fix.

@@ -24,9 +24,9 @@ import os
 import sys
 
 from ldm_jax import interop
-from ldm_jax.interop import workdir_writer
 from ldm_jax.interop.diffusers import read_config
 from ldm_jax.interop.diffusers_config import UnsupportedConfigError
+from ldm_jax.workdir import writer as workdir_writer
 
 PROGRAM = "python -m ldm_jax.convert"
 _CLIP_UNET = (

@@ -18,11 +18,11 @@ import sys
 from absl import app, flags, logging
 
 from ldm_jax.cli_errors import user_errors_as_exit
-from ldm_jax.training import image_grid
-from ldm_jax.training.config_validation import SAMPLERS
-from ldm_jax.training.image_inputs import ImageInputError
-from ldm_jax.training.sample_tasks import TASKS, SampleInputError, SampleRequest, run
-from ldm_jax.training.workdir import WorkdirError, load_trained_ldm
+from ldm_jax.config.validation import SAMPLERS
+from ldm_jax.sampling import images as image_grid
+from ldm_jax.sampling.image_inputs import ImageInputError
+from ldm_jax.sampling.tasks import TASKS, SampleInputError, SampleRequest, run
+from ldm_jax.workdir.reader import WorkdirError, load_trained_ldm
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training or imported workdir to sample from.")
 _TASK = flags.DEFINE_enum("task", "generate", list(TASKS), "What to sample (see the docstring).")

@@ -6,19 +6,20 @@
 Running again on the same workdir resumes from the latest checkpoints; raising a `steps` value
 extends a finished run. Several processes (hosts) train together when each runs the same command
 with --coordinator_address=HOST:PORT --num_processes=N --process_id=I (detected automatically
-on TPU pods and SLURM); see ldm_jax/training/distributed.py.
+on TPU pods and SLURM); see ldm_jax/parallel/distributed.py.
 """
 
 from __future__ import annotations
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from ldm_jax.cli_errors import user_errors_as_exit
-from ldm_jax.training import distributed
-from ldm_jax.training.run_training import run
+from ldm_jax.parallel import distributed
+from ldm_jax.trainers.run import run
+from ldm_jax.training import logging as log
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
@@ -41,7 +42,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     with user_errors_as_exit("python -m ldm_jax.train"):
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
+        log.show_own_status_only()
         try:
             distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         except ValueError as e:

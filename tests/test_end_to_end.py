@@ -49,7 +49,7 @@ def test_train_resume_extend_then_sample(tmp_path, tfds_dir):
 
     # Same workdir, more steps: stage 1 is complete and skipped, stage 2 resumes at step 2.
     second = _run(train + ["--config.train.steps=4"], tfds_dir)
-    assert "ldm: resuming from step 2" in second.stdout
+    assert "ldm: resuming from step 2" in second.stdout + second.stderr
     assert "autoencoder:" not in second.stderr  # no stage-1 progress bar: nothing retrained
     assert os.path.exists(os.path.join(workdir, "checkpoints/ldm/4"))
 
@@ -89,7 +89,7 @@ def test_sample_on_missing_workdir_says_how_to_train(tmp_path, tfds_dir):
 
 
 def _tiny(tfds_dir, **train):
-    from tests.training.test_config_validation import quickstart_config
+    from tests.config.test_validation import quickstart_config
 
     config = quickstart_config("tiny")
     config.data.data_dir = tfds_dir
@@ -98,8 +98,8 @@ def _tiny(tfds_dir, **train):
 
 
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, tfds_dir):
-    from ldm_jax.training import run_training as train
-    from ldm_jax.training import train_ldm
+    from ldm_jax.trainers import ldm as train_ldm
+    from ldm_jax.trainers import run as train
 
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
     train.run(_tiny(tfds_dir, steps=4, checkpoint_every=4), straight)

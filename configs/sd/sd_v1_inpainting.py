@@ -15,7 +15,7 @@ import pathlib
 
 import ml_collections
 
-from ldm_jax.config_files import load_config_file
+from ldm_jax.config.files import load_config_file
 
 BASE = pathlib.Path(__file__).with_name("sd_v1.py")
 

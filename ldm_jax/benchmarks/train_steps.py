@@ -17,12 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.training import builders, sharding, train_autoencoder, train_ldm
-from ldm_jax.training.config_defaults import with_defaults
-from ldm_jax.training.config_validation import validate_config
-from ldm_jax.training.generation import make_generate_fn
+from ldm_jax.config import builders
+from ldm_jax.config.defaults import with_defaults
+from ldm_jax.config.options import mesh_config, train_options
+from ldm_jax.config.validation import validate_config
+from ldm_jax.parallel import sharding
+from ldm_jax.sampling.generate import make_generate_fn
+from ldm_jax.trainers import autoencoder as train_autoencoder
+from ldm_jax.trainers import ldm as train_ldm
+from ldm_jax.training.optimizer import optimizer_for
 from ldm_jax.training.step_compiler import compile_train_step, memory_analysis
-from ldm_jax.training.train_options import mesh_config, optimizer_for, train_options
 
 BENCHMARKS = ("ae_step", "ldm_step", "sample")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging as logging_std
 import os
 import time
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 import tqdm
+from absl import logging
 from tensorboardX import SummaryWriter
 
 
@@ -77,3 +79,41 @@ class ProgressBar:
 
     def close(self) -> None:
         self._bar.close()
+
+
+def info(message: str, *args: Any) -> None:
+    """Logs a status line (absl INFO, %-style `args`) on process 0 only.
+
+    Every status message of the library goes through here (no bare `print`), so multi-process
+    runs print each line once and `--verbosity`/`--logtostderr` control it like any absl log.
+    """
+    if jax.process_index() == 0:
+        logging.info(message, *args)
+
+
+def warning(message: str, *args: Any) -> None:
+    """Logs a warning (absl WARNING) on process 0 only."""
+    if jax.process_index() == 0:
+        logging.warning(message, *args)
+
+
+class _OwnInfoOnly(logging_std.Filter):
+    """Passes warnings and errors from anywhere, but INFO and below only from ldm_jax."""
+
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        return record.levelno >= logging_std.WARNING or _PACKAGE_DIR in record.pathname
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def show_own_status_only() -> None:
+    """absl at INFO for ldm_jax's status lines; other libraries (orbax, jax) at WARNING.
+
+    Called by the entry points: orbax logs every checkpoint step at INFO and would break into
+    the progress bar.
+    """
+    logging.set_verbosity(logging.INFO)
+    for target in (logging_std.getLogger("absl"), logging.get_absl_handler()):
+        if not any(isinstance(f, _OwnInfoOnly) for f in target.filters):
+            target.addFilter(_OwnInfoOnly())

@@ -14,11 +14,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
-from ldm_jax.training import sharding
+from ldm_jax.config.options import mesh_config
+from ldm_jax.config.validation import ConfigError
+from ldm_jax.parallel import sharding
 from ldm_jax.training.checkpoint import Checkpointer
-from ldm_jax.training.config_validation import ConfigError
 from ldm_jax.training.step_compiler import compile_train_step
-from ldm_jax.training.train_options import mesh_config
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Train state and optimizer construction shared by both trainers."""
+"""The train state shared by both trainers: creation and one optimizer update (+ EMA)."""
 
 from __future__ import annotations
 
@@ -28,22 +28,6 @@ class TrainState:
     opt_state: Any
     ema_params: Any
     rng: jax.Array
-
-
-def make_optimizer(
-    learning_rate: float,
-    warmup_steps: int,
-    weight_decay: float,
-    grad_clip: float,
-    schedule: optax.Schedule | None = None,
-) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping; the learning rate follows `schedule`, by default a
-    linear warm-up over `warmup_steps` to a constant `learning_rate`."""
-    if schedule is None:
-        schedule = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
-    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=weight_decay))
-    return optax.chain(*parts)
 
 
 def create_state(

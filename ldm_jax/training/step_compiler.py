@@ -8,7 +8,7 @@ from typing import Any
 import jax
 from jax.sharding import Mesh, NamedSharding
 
-from ldm_jax.training import sharding
+from ldm_jax.parallel import sharding
 
 
 def memory_analysis(compiled: Any) -> dict[str, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ldm_jax.benchmarks import train_steps as bench
-from tests.training.test_config_validation import quickstart_config
+from tests.config.test_validation import quickstart_config
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from ldm_jax.config_files import load_config_file
+from ldm_jax.config.files import load_config_file
 from ldm_jax.models import factory
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -196,8 +196,8 @@ def test_load_compvis_names_a_missing_tensor(tmp_path):
 
 def test_convert_cli_writes_a_sampleable_workdir(tmp_path):
     from ldm_jax import convert
-    from ldm_jax.training import builders
-    from ldm_jax.training.workdir import load_trained_ldm
+    from ldm_jax.config import builders
+    from ldm_jax.workdir.reader import load_trained_ldm
 
     cfg, ckpt, *_ = _checkpoint(tmp_path, "kl")
     out = str(tmp_path / "workdir")

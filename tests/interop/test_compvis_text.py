@@ -195,7 +195,7 @@ def test_text_cond_stage_refuses_mismatched_width_and_a_workdir_without_vocab(
     text_checkpoint, tmp_path
 ):
     from ldm_jax.interop.diffusers_config import UnsupportedConfigError
-    from ldm_jax.interop.workdir_writer import write_compvis_workdir
+    from ldm_jax.workdir.writer import write_compvis_workdir
 
     cfg, ckpt, *_ = text_checkpoint
     with pytest.raises(UnsupportedConfigError, match="--vocab vocab.txt"):

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from ldm_jax import convert, interop
-from ldm_jax.training import builders
-from ldm_jax.training.image_inputs import ImageInputError
-from ldm_jax.training.sample_tasks import SampleInputError, SampleRequest, run
-from ldm_jax.training.workdir import load_trained_ldm
+from ldm_jax.config import builders
+from ldm_jax.sampling.image_inputs import ImageInputError
+from ldm_jax.sampling.tasks import SampleInputError, SampleRequest, run
+from ldm_jax.workdir.reader import load_trained_ldm
 from tests.interop import paper_checkpoints as pc
 from tests.interop import reference as ref
 from tests.interop.reference import TOL, max_err, torch

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from configs.quickstart import get_config
-from ldm_jax.training import train_ldm
-from ldm_jax.training.config_validation import ConfigError, validate_config
+from ldm_jax.config.options import train_options
+from ldm_jax.config.validation import ConfigError, validate_config
+from ldm_jax.trainers import ldm as train_ldm
 from ldm_jax.training.gradients import accumulate_gradients, split_micro_batches
-from ldm_jax.training.train_options import learning_rate_schedule, train_options
+from ldm_jax.training.optimizer import learning_rate_schedule
 
 
 @pytest.mark.parametrize("kind", ["constant", "cosine", "linear"])
@@ -149,7 +150,7 @@ def test_older_configs_get_default_options():
 
 
 def test_model_zoo_configs_are_refused_by_the_trainer_with_a_pointer():
-    from ldm_jax.config_files import load_config_file
+    from ldm_jax.config.files import load_config_file
 
     root = pathlib.Path(__file__).resolve().parents[2]
     config = load_config_file(root / "configs" / "paper" / "celebahq_ldm_vq4.py")

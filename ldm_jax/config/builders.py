@@ -1,0 +1,96 @@
+"""Turns a validated config into models and a noise schedule (the config/model boundary).
+
+Both config styles (the quickstart's sections and the paper schema `config.model`) go through
+`model_config.model_config` and are built by `models.factory`, so a trained workdir, a paper config
+and an imported checkpoint describe their networks in one schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ldm_jax import diffusion
+from ldm_jax.config.model_config import model_config
+from ldm_jax.models import factory
+from ldm_jax.models.autoencoder import AutoencoderKL
+from ldm_jax.models.latent_denoiser import LatentDenoiser
+from ldm_jax.models.vq_autoencoder import VQModel
+
+
+def build_autoencoder(config: ml_collections.ConfigDict) -> AutoencoderKL | VQModel:
+    """The first stage (KL for the quickstart; KL or VQ for `config.model.first_stage`)."""
+    return factory.build_first_stage(model_config(config)["first_stage"])
+
+
+def latent_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+    """(h, w, c) of the latent z for one image (the U-Net's `image_size`, the `embed_dim`)."""
+    model = model_config(config)
+    side = model["unet"]["image_size"]
+    return side, side, model["first_stage"]["embed_dim"]
+
+
+def build_denoiser(config: ml_collections.ConfigDict) -> LatentDenoiser:
+    """U-Net plus condition encoder (tau_theta) and its conditioning key."""
+    return factory.build_latent_denoiser(model_config(config))
+
+
+def denoiser_example_inputs(config: ml_collections.ConfigDict) -> tuple[Any, ...]:
+    """(z, t, y) with batch 1 that create every parameter of `build_denoiser(config)`.
+
+    y is what the cond stage takes (labels [1], token ids [1, L], a map [1, H, W, C]) or, without
+    one, what the U-Net receives (concat channels [1, h, w, c'] or context [1, 1, D]); None for
+    unconditional models.
+    """
+    model = model_config(config)
+    unet, cond = model["unet"], model.get("cond_stage") or {"kind": "none"}
+    key = model.get("conditioning_key")
+    h, w, c = latent_shape(config)
+    z, t = jnp.zeros((1, h, w, c), jnp.float32), jnp.zeros((1,), jnp.int32)
+    kind = cond["kind"]
+    if key is None:
+        return z, t, None
+    if kind in ("class", "bert"):
+        (y,) = factory.example_inputs("cond_stage", cond)
+        return z, t, jnp.zeros(y.shape, y.dtype)
+    extra = unet["in_channels"] - c
+    if kind == "spatial_rescaler":
+        scale = cond.get("multiplier", 0.5) ** cond.get("n_stages", 1)
+        side = round(h / scale)
+        return z, t, jnp.zeros((1, side, side, cond["in_channels"]), jnp.float32)
+    if key in ("concat", "hybrid") and extra > 0:
+        return z, t, jnp.zeros((1, h, w, extra), jnp.float32)
+    if key == "adm":
+        return z, t, jnp.zeros((1,), jnp.int32)
+    return z, t, jnp.zeros((1, 1, unet["context_dim"]), jnp.float32)
+
+
+def abstract_denoiser_params(config: ml_collections.ConfigDict) -> Any:
+    """The denoiser's parameter tree as `jax.ShapeDtypeStruct`s (nothing is allocated)."""
+    denoiser = build_denoiser(config)
+    inputs = denoiser_example_inputs(config)
+    init = lambda: denoiser.init(jax.random.PRNGKey(0), *inputs)
+    return jax.eval_shape(lambda: nn.unbox(init()))["params"]
+
+
+def abstract_autoencoder_params(config: ml_collections.ConfigDict) -> Any:
+    """The first stage's parameter tree as `jax.ShapeDtypeStruct`s."""
+    ae = build_autoencoder(config)
+    fs = model_config(config)["first_stage"]
+    return factory.abstract_params(ae, factory.example_inputs("first_stage", fs))
+
+
+def build_schedule(config: ml_collections.ConfigDict) -> diffusion.NoiseSchedule:
+    """The training noise schedule from `config.diffusion`."""
+    d = config.diffusion
+    return diffusion.NoiseSchedule.create(
+        d.schedule,
+        num_timesteps=d.num_timesteps,
+        beta_start=d.beta_start,
+        beta_end=d.beta_end,
+        rescale_zero_snr=d.rescale_zero_snr,
+    )

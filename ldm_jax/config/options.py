@@ -1,0 +1,66 @@
+"""Scale-out and optimisation options of a training stage, with defaults for older configs.
+
+A stage's section (`config.autoencoder_train` or `config.train`) may set:
+  compute_dtype: "float32" or "bfloat16" (parameters, optimizer state, norms, softmax and the
+    loss stay float32).
+  remat: U-Net rematerialisation policy ("none", "full", "dots"; stage 2 only).
+  grad_accum_steps: micro-batches per optimizer update (batch_size must be a multiple).
+  lr_schedule: "constant", "cosine" or "linear" after `warmup_steps` of linear warm-up.
+  min_lr_ratio: final learning rate of the cosine/linear decay, as a fraction of the peak.
+  latent_cache: stage 2 reads latents encoded in "memory" at start-up, or from the "disk"
+    cache in `<workdir>/latents` (written once; see `python -m ldm_jax.cache_latents`).
+`config.mesh` sets the device mesh (see `training/sharding.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import ml_collections
+
+from ldm_jax.parallel import sharding
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+LR_SCHEDULES = ("constant", "cosine", "linear")
+LATENT_CACHES = ("memory", "disk")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """Resolved options of one stage (see the module docstring)."""
+
+    compute_dtype: str = "float32"
+    remat: str = "none"
+    grad_accum_steps: int = 1
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    latent_cache: str = "memory"
+
+    @property
+    def dtype(self):
+        return COMPUTE_DTYPES[self.compute_dtype]
+
+
+def train_options(section: ml_collections.ConfigDict) -> TrainOptions:
+    """Reads the options from a stage's config section, defaulting the ones it lacks."""
+    fields = {f.name: section.get(f.name, f.default) for f in dataclasses.fields(TrainOptions)}
+    return TrainOptions(**fields)
+
+
+def default_mesh_config() -> ml_collections.ConfigDict:
+    """All devices on the data axis; the default logical-axis rules."""
+    return ml_collections.ConfigDict(
+        dict(
+            data=-1,
+            fsdp=1,
+            tensor=1,
+            logical_axis_rules=sharding.DEFAULT_LOGICAL_AXIS_RULES,
+        )
+    )
+
+
+def mesh_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.mesh`, or the default for configs written before meshes existed."""
+    mesh = config.get("mesh")
+    return default_mesh_config() if mesh is None else mesh

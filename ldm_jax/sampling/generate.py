@@ -1,0 +1,138 @@
+"""Image generation: (guided) latent sampling with any conditioning, then the first-stage decoder.
+
+`make_sampler` is the general program (condition y, optional unconditional y for classifier-free
+guidance, latent shape); `make_generate_fn` is its class-label form that the trainers and the
+evaluator use.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ldm_jax import diffusion
+from ldm_jax.config import builders
+from ldm_jax.models.autoencoder import AutoencoderKL
+from ldm_jax.models.conditioning import ClassEmbedder
+from ldm_jax.models.latent_denoiser import LatentDenoiser
+from ldm_jax.models.vq_autoencoder import VQModel
+
+# (ae_params, ldm_params, labels [B], rng, guidance_scale, eta, scale_factor) -> images
+GenerateFn = Callable[..., jax.Array]
+# (ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape) -> images
+SampleFn = Callable[..., jax.Array]
+
+
+def decode_latents(ae: AutoencoderKL | VQModel, ae_params: Any, z: jax.Array) -> jax.Array:
+    """Unscaled latents [B, h, w, c] -> images [B, H, W, C] (VQ latents are quantised first)."""
+    if isinstance(ae, VQModel):
+        return ae.apply({"params": ae_params}, z, method=ae.decode_latent)
+    return ae.apply({"params": ae_params}, z, method=ae.decode)
+
+
+def encode_images(ae: AutoencoderKL | VQModel, ae_params: Any, x: jax.Array) -> jax.Array:
+    """Images [B, H, W, C] in [-1, 1] -> unscaled latents (KL: posterior mean; VQ: before
+    quantisation), as the reference `encode` of a first-stage condition."""
+    if isinstance(ae, VQModel):
+        return ae.apply({"params": ae_params}, x, method=ae.encode_to_prequant)
+    return ae.apply({"params": ae_params}, x, method=ae.encode).mean
+
+
+def null_label(denoiser: LatentDenoiser) -> int | None:
+    """The class label of the unconditional branch, or None when the model has none."""
+    cond = denoiser.cond_stage_model
+    if denoiser.conditioning_key == "crossattn" and isinstance(cond, ClassEmbedder):
+        return cond.num_classes if cond.add_null_class else None
+    return None
+
+
+def make_sampler(
+    config: ml_collections.ConfigDict,
+    sampler: str,
+    num_steps: int,
+    timestep_spacing: str = "leading",
+    steps_offset: int = 1,
+) -> SampleFn:
+    """Builds a jitted sampler; guidance scale, eta and scale factor are traced (no recompile).
+
+    Returns:
+      sample(ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape)
+      -> images [B, H, W, C] float32 in [-1, 1], where `shape` (static) is the latent shape
+      (B, h, w, c), `cond` the condition y of the denoiser (a pytree with leading batch B, or
+      None) and `uncond` the y of the unconditional branch (leading batch 1 or B), or None for
+      no classifier-free guidance.
+    """
+    ae = builders.build_autoencoder(config)
+    denoiser: LatentDenoiser = builders.build_denoiser(config)
+    schedule = builders.build_schedule(config)
+
+    @functools.partial(jax.jit, static_argnames="shape")
+    def sample(ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape):
+        noise_rng, sample_rng = jax.random.split(rng)
+        z_T = jax.random.normal(noise_rng, shape, jnp.float32)  # [B, h, w, c]
+
+        def model_fn(x, t, y):
+            return denoiser.apply({"params": ldm_params}, x, t, y)
+
+        if uncond is None:
+            eps_fn = lambda x, t: model_fn(x, t, cond)
+        else:
+            eps_fn = diffusion.classifier_free_guidance(model_fn, cond, uncond, guidance_scale)
+        z0 = diffusion.sample(
+            eps_fn,
+            z_T,
+            schedule,
+            sampler=sampler,
+            num_steps=num_steps,
+            eta=eta,
+            timestep_spacing=timestep_spacing,
+            steps_offset=steps_offset,
+            rng=sample_rng,
+            prediction_type=config.diffusion.prediction_type,
+        )
+        images = decode_latents(ae, ae_params, z0 / scale_factor)
+        return jnp.clip(images, -1.0, 1.0)
+
+    return sample
+
+
+def make_generate_fn(
+    config: ml_collections.ConfigDict,
+    sampler: str,
+    num_steps: int,
+    timestep_spacing: str = "leading",
+    steps_offset: int = 1,
+) -> GenerateFn:
+    """Builds a jitted class-label (or unconditional) generator.
+
+    The sampler runs on z / scale_factor-normalised latents; the null class of the condition
+    encoder is the unconditional branch of classifier-free guidance (a scale of 1 disables it;
+    models without a null class sample unguided). Unconditional models ignore the labels except
+    for their number.
+
+    Returns:
+      generate(ae_params, ldm_params, labels [B] int32, rng, guidance_scale, eta, scale_factor)
+      -> images [B, H, W, C] float32 in [-1, 1].
+    """
+    sample = make_sampler(config, sampler, num_steps, timestep_spacing, steps_offset)
+    denoiser = builders.build_denoiser(config)
+    h, w, c = builders.latent_shape(config)
+    null = null_label(denoiser)
+    conditional = denoiser.conditioning_key is not None
+
+    @jax.jit
+    def generate(ae_params, ldm_params, labels, rng, guidance_scale, eta, scale_factor):
+        labels = jnp.asarray(labels, jnp.int32)
+        cond = labels if conditional else None
+        uncond = None if null is None else jnp.full((1,), null, jnp.int32)
+        shape = (labels.shape[0], h, w, c)
+        return sample(
+            ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape
+        )
+
+    return generate

@@ -1,0 +1,281 @@
+"""The sample CLI's tasks: turn a request (class, prompt, image, mask) into conditions, sample.
+
+  generate   unconditional, or class-conditional (cross-attention class token or "adm" labels)
+  text2img   the paper's BERT text encoder; guidance against the empty prompt
+  superres   concat: the low-resolution image (its size is the latent size) stacked on z_t
+  inpaint    concat: the first stage's latent of the masked image plus the mask at latent size;
+             known pixels are pasted back after decoding (as the paper's inpainting script)
+  semantic   concat: a label map, one-hot encoded and resized by the spatial rescaler
+
+Which task a workdir's model performs follows from `config.model` (`model_task`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ldm_jax.config import builders
+from ldm_jax.config.model_config import model_config
+from ldm_jax.models.tokenizer import WordPieceTokenizer
+from ldm_jax.sampling import image_inputs
+from ldm_jax.sampling.generate import encode_images, make_sampler, null_label
+from ldm_jax.workdir.reader import TrainedLDM
+
+TASKS = ("generate", "text2img", "superres", "inpaint", "semantic")
+_NEEDS = {
+    "generate": "[--class C]",
+    "text2img": "--prompt TEXT",
+    "superres": "--image LOW_RES.png",
+    "inpaint": "--image IMAGE.png --mask MASK.png",
+    "semantic": "--image LABEL_MAP.png",
+}
+
+
+class SampleInputError(ValueError):
+    """A sampling request that does not fit the model; the message names the flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRequest:
+    """What to sample; None fields take the workdir config's `sample` defaults."""
+
+    task: str = "generate"
+    num: int = 16
+    class_label: int | None = None
+    prompt: str | None = None
+    image: str | None = None
+    mask: str | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    steps: int | None = None
+    eta: float | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleResult:
+    """images [N, H, W, C] float32 in [-1, 1], grid columns, and the JSON summary."""
+
+    images: np.ndarray
+    columns: int
+    info: dict[str, Any]
+
+
+def model_task(model: dict[str, Any]) -> str:
+    """The task a paper-schema model performs, from its conditioning key and cond stage."""
+    key = model.get("conditioning_key")
+    kind = (model.get("cond_stage") or {"kind": "none"})["kind"]
+    if key in (None, "adm") or (key == "crossattn" and kind == "class"):
+        return "generate"
+    if key == "crossattn" and kind == "bert":
+        return "text2img"
+    if key == "concat":
+        table = {"identity": "superres", "none": "superres"}
+        table.update(first_stage="inpaint", spatial_rescaler="semantic")
+        if kind in table:
+            return table[kind]
+    raise SampleInputError(
+        f"The sample CLI has no task for conditioning_key={key!r} with a {kind!r} condition "
+        "encoder; use ldm_jax.interop / ldm_jax.sampling.generate.make_sampler directly."
+    )
+
+
+def _num_classes(model: dict[str, Any]) -> int | None:
+    cond = model.get("cond_stage") or {}
+    if cond.get("kind") == "class":
+        return cond["n_classes"] - int(bool(cond.get("add_null_class", False)))
+    if model.get("conditioning_key") == "adm":
+        return model["unet"].get("num_classes")
+    return None
+
+
+def _reject(request: SampleRequest, task: str, *flags: str) -> None:
+    given = {"--class": request.class_label, "--prompt": request.prompt}
+    given.update({"--image": request.image, "--mask": request.mask})
+    for flag in flags:
+        if given[flag] is not None:
+            raise SampleInputError(f"{flag} does not apply to --task {task}.")
+
+
+def _divisible(h: int, w: int, by: int, what: str) -> None:
+    if h % by or w % by:
+        raise SampleInputError(f"{what} is {h}x{w}; both sides must be multiples of {by}.")
+
+
+class _Task:
+    """Conditions of one request: cond / uncond for the sampler, the latent shape, a post-step."""
+
+    def __init__(self, trained: TrainedLDM, request: SampleRequest):
+        self.trained, self.request = trained, request
+        self.config = trained.config
+        self.model = model_config(self.config)
+        self.denoiser = builders.build_denoiser(self.config)
+        self.h, self.w, self.c = builders.latent_shape(self.config)
+        self.levels = len(self.model["unet"].get("channel_mult", (1, 2, 4, 8)))
+        self.cond: Any = None
+        self.uncond: Any = None
+        self.columns = math.ceil(math.sqrt(request.num))
+        self.info: dict[str, Any] = {}
+        self.post = lambda images: images
+
+    def _batch(self, x: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(x[None], (self.request.num, *x.shape)).copy()
+
+    def generate(self) -> None:
+        r, num_classes = self.request, _num_classes(self.model)
+        _reject(r, "generate", "--prompt", "--image", "--mask")
+        self.info["class"] = r.class_label
+        if num_classes is None:
+            if r.class_label is not None:
+                raise SampleInputError("--class: this model is unconditional.")
+            return
+        if r.class_label is not None and not 0 <= r.class_label < num_classes:
+            raise SampleInputError(f"--class must be in [0, {num_classes}), got {r.class_label}.")
+        if r.class_label is None:
+            self.cond = np.repeat(np.arange(num_classes, dtype=np.int32), r.num)
+            self.columns = r.num
+        else:
+            self.cond = np.full((r.num,), r.class_label, np.int32)
+        null = null_label(self.denoiser)
+        self.uncond = None if null is None else np.full((1,), null, np.int32)
+
+    def text2img(self) -> None:
+        r = self.request
+        _reject(r, "text2img", "--class", "--image", "--mask")
+        if r.prompt is None:
+            raise SampleInputError("--task text2img needs --prompt.")
+        cond_cfg = self.model["cond_stage"]
+        if not cond_cfg.get("vocab"):
+            raise SampleInputError(
+                "This text model's workdir has no vocabulary (config.model.cond_stage.vocab); "
+                "convert it again with --vocab vocab.txt."
+            )
+        vocab = os.path.join(self.trained.workdir, cond_cfg["vocab"])
+        if not os.path.isfile(vocab):
+            raise SampleInputError(f"The workdir's vocabulary {vocab} is missing.")
+        tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond_cfg.get("max_seq_len", 77))
+        self.cond = tokenizer([r.prompt] * r.num)  # [B, L] int
+        self.uncond = tokenizer([""])  # [1, L]: the reference's unconditional prompt
+        self.info["prompt"] = r.prompt
+
+    def superres(self) -> None:
+        r = self.request
+        _reject(r, "superres", "--class", "--prompt", "--mask")
+        if r.image is None:
+            raise SampleInputError("--task superres needs --image (the low-resolution image).")
+        extra = self.model["unet"]["in_channels"] - self.c
+        low = image_inputs.read_image(r.image, extra)  # [h, w, c']
+        self.h, self.w = low.shape[:2]
+        _divisible(self.h, self.w, 2 ** (self.levels - 1), f"--image {r.image}")
+        self.cond = self._batch(low)
+        self.info["image"] = r.image
+
+    def inpaint(self) -> None:
+        r = self.request
+        _reject(r, "inpaint", "--class", "--prompt")
+        if r.image is None or r.mask is None:
+            raise SampleInputError("--task inpaint needs --image and --mask (white = fill in).")
+        fs = self.model["first_stage"]
+        image = image_inputs.read_image(r.image, fs.get("in_channels", 3))  # [H, W, C]
+        mask = image_inputs.read_mask(r.mask)  # [H, W, 1], 1 = fill in
+        if mask.shape[:2] != image.shape[:2]:
+            raise SampleInputError(
+                f"--mask {r.mask} is {mask.shape[1]}x{mask.shape[0]}, --image {r.image} is "
+                f"{image.shape[1]}x{image.shape[0]}; they must be the same size."
+            )
+        f = 2 ** (len(fs["ch_mult"]) - 1)
+        _divisible(*image.shape[:2], f * 2 ** (self.levels - 1), f"--image {r.image}")
+        # As the reference: masked pixels are black in [0, 1], i.e. -1 in [-1, 1].
+        masked = (1.0 - mask) * (image + 1.0) - 1.0
+        ae = builders.build_autoencoder(self.config)
+        latent = jax.jit(lambda p, x: encode_images(ae, p, x))(
+            self.trained.ae_params, masked[None]
+        )  # [1, h, w, c]
+        small = mask[::f, ::f] * 2.0 - 1.0  # nearest resize to the latent grid, in [-1, 1]
+        self.h, self.w = small.shape[:2]
+        self.cond = self._batch(np.concatenate([np.asarray(latent[0]), small], axis=-1))
+
+        def paste(images: np.ndarray) -> np.ndarray:
+            return (1.0 - mask) * image + mask * images
+
+        self.post = paste
+        self.info.update(image=r.image, mask=r.mask)
+
+    def semantic(self) -> None:
+        r = self.request
+        _reject(r, "semantic", "--class", "--prompt", "--mask")
+        if r.image is None:
+            raise SampleInputError("--task semantic needs --image (a label map PNG).")
+        n = self.model["cond_stage"]["in_channels"]
+        labels = image_inputs.read_label_map(r.image, n)  # [H, W]
+        onehot = np.eye(n, dtype=np.float32)[labels]  # [H, W, n]
+        params = self.trained.ldm_params
+        shape = jax.eval_shape(
+            lambda y: self.denoiser.apply(
+                {"params": params}, y, method=self.denoiser.encode_condition
+            ),
+            jax.ShapeDtypeStruct((1, *onehot.shape), jnp.float32),
+        ).shape
+        self.h, self.w = shape[1:3]
+        _divisible(self.h, self.w, 2 ** (self.levels - 1), f"the latent of --image {r.image}")
+        self.cond = self._batch(onehot)
+        self.info["image"] = r.image
+
+
+def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
+    """Samples `request.num` images (per class when generating every class) for `request.task`.
+
+    Raises:
+      SampleInputError: a flag that does not fit the task or the model (named in the message).
+      ImageInputError: a missing or unreadable input image (named in the message).
+    """
+    config = trained.config
+    if request.task not in TASKS:
+        raise SampleInputError(f"--task must be one of {TASKS}, got {request.task!r}.")
+    if request.num <= 0:
+        raise SampleInputError(f"--num must be positive, got {request.num}.")
+    task = model_task(model_config(config))
+    if request.task != task:
+        raise SampleInputError(
+            f"--task {request.task}: this workdir holds a {task} model; use --task {task} "
+            f"{_NEEDS[task]}."
+        )
+    job = _Task(trained, request)
+    getattr(job, task)()
+    s = config.sample
+    guidance = s.guidance_scale if request.guidance is None else request.guidance
+    steps = request.steps or s.steps
+    eta = s.eta if request.eta is None else request.eta
+    sampler = request.sampler or s.sampler
+    sample = make_sampler(config, sampler, steps)
+    batch = request.num if job.cond is None else len(job.cond)
+    images = sample(
+        trained.ae_params,
+        trained.ldm_params,
+        job.cond,
+        job.uncond,
+        jax.random.PRNGKey(request.seed),
+        jnp.float32(guidance),
+        jnp.float32(eta),
+        jnp.float32(trained.scale_factor),
+        shape=(batch, job.h, job.w, job.c),
+    )
+    images = np.clip(job.post(np.asarray(images)), -1.0, 1.0)
+    info = {
+        "task": task,
+        "num_images": int(batch),
+        **job.info,
+        "guidance": guidance if job.uncond is not None else None,
+        "sampler": sampler,
+        "eta": eta,
+        "steps": steps,
+        "ldm_step": trained.step,
+    }
+    return SampleResult(images=images, columns=job.columns, info=info)

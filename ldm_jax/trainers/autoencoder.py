@@ -1,0 +1,188 @@
+"""Stage 1: train the KL autoencoder on images (reconstruction + KL)."""
+
+from __future__ import annotations
+
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ldm_jax.config import builders
+from ldm_jax.config.options import train_options
+from ldm_jax.data import datasets, pipeline
+from ldm_jax.losses.autoencoder_loss import kl_autoencoder_loss, psnr
+from ldm_jax.models.autoencoder import AutoencoderKL
+from ldm_jax.sampling import images as image_grid
+from ldm_jax.training import logging as log
+from ldm_jax.training.checkpoint import Checkpointer
+from ldm_jax.training.gradients import accumulate_gradients
+from ldm_jax.training.logging import MetricWriter
+from ldm_jax.training.loop import run_loop
+from ldm_jax.training.optimizer import optimizer_for
+from ldm_jax.training.sharded_stage import (
+    check_batch_size,
+    compiled_step,
+    init_or_restore,
+    replicated_to_host,
+)
+from ldm_jax.training.state import TrainState, apply_gradients, create_state
+from ldm_jax.workdir import layout
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return layout.checkpoint_dir(workdir, "autoencoder")
+
+
+def make_train_step(ae: AutoencoderKL, tx, kl_weight: float, l2_weight: float, accum: int = 1):
+    """The (state, batch) -> (state, metrics) update (to be jitted with shardings)."""
+
+    def loss_fn(params, batch, rng):
+        images = batch["image"]  # [B, H, W, C]
+        x_rec, posterior = ae.apply({"params": params}, images, rng)
+        loss, terms = kl_autoencoder_loss(
+            images, x_rec.astype(jnp.float32), posterior, kl_weight, l2_weight
+        )
+        metrics = {k: jnp.mean(v) for k, v in terms.items()}
+        metrics["psnr"] = jnp.mean(psnr(images, x_rec.astype(jnp.float32)))
+        return jnp.mean(loss), metrics
+
+    def train_step(state: TrainState, batch):
+        rng, step_rng = jax.random.split(state.rng)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, metrics), grads = accumulate_gradients(
+            grad_fn, state.params, {"image": batch["image"]}, step_rng, accum
+        )
+        return apply_gradients(state, grads, tx, rng, None), {"loss": loss, **metrics}
+
+    return train_step
+
+
+def state_init_fn(ae: AutoencoderKL, config: ml_collections.ConfigDict, tx):
+    """rng -> a fresh stage-1 state, its kernels boxed with logical axis names."""
+    size, ch = config.data.image_size, config.data.channels
+
+    def init(rng):
+        init_rng, state_rng = jax.random.split(rng)
+        params = ae.init(init_rng, jnp.zeros((1, size, size, ch)))["params"]
+        return create_state(params, tx, state_rng, use_ema=False)
+
+    return init
+
+
+def init_state(ae: AutoencoderKL, config: ml_collections.ConfigDict, tx) -> TrainState:
+    """A fresh stage-1 state on the default device (benchmarks and tests; training shards it)."""
+    init = state_init_fn(ae, config, tx)
+    return jax.jit(lambda r: nn.unbox(init(r)))(jax.random.PRNGKey(config.seed))
+
+
+def restore_params(workdir: str, config: ml_collections.ConfigDict):
+    """Latest stage-1 parameters of a workdir (raises MissingCheckpointError if none)."""
+    ae = builders.build_autoencoder(config)
+    tx = optimizer_for(config.autoencoder_train)
+    ckpt = Checkpointer(checkpoint_dir(workdir), config.autoencoder_train.keep_checkpoints)
+    if ckpt.latest_step() is None:
+        ckpt.restore(None)  # Raises MissingCheckpointError naming the folder.
+    rng = jax.random.PRNGKey(config.seed)
+    sharded = init_or_restore(state_init_fn(ae, config, tx), rng, config, ckpt)
+    ckpt.close()
+    return sharded.state.params
+
+
+def _check_channels(batch: dict[str, np.ndarray], config: ml_collections.ConfigDict) -> None:
+    got = batch["image"].shape[-1]
+    if got != config.data.channels:
+        raise ValueError(
+            f"config.data.channels={config.data.channels} but dataset "
+            f"{config.data.name!r} has {got}-channel images; set "
+            f"--config.data.channels={got}."
+        )
+
+
+def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter):
+    """Trains (or resumes, or extends) stage 1 up to `config.autoencoder_train.steps`.
+
+    Runs on the config's mesh; with several processes each loads its rows of every batch.
+
+    Returns:
+      The trained autoencoder parameters.
+    """
+    tcfg = config.autoencoder_train
+    opts = train_options(tcfg)
+    ae = builders.build_autoencoder(config)
+    tx = optimizer_for(tcfg)
+    ckpt = Checkpointer(checkpoint_dir(workdir), tcfg.keep_checkpoints)
+    rng = jax.random.PRNGKey(config.seed)
+    sharded = init_or_restore(state_init_fn(ae, config, tx), rng, config, ckpt)
+    check_batch_size(
+        "autoencoder",
+        "autoencoder_train",
+        tcfg.batch_size,
+        sharded.mesh,
+        sharded.rules,
+        opts.grad_accum_steps,
+    )
+    state = sharded.state
+    source = datasets.get_data_source(
+        config.data.name, config.data.train_split, config.data.data_dir or None
+    )
+    loader = pipeline.make_train_loader(
+        source,
+        batch_size=tcfg.batch_size,
+        image_size=config.data.image_size,
+        seed=config.seed,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+    )
+    if sharded.meta:
+        loader.set_state(sharded.meta["data"])
+        log.info("autoencoder: resuming from step %d", int(state.step))
+    if int(state.step) >= tcfg.steps:
+        ckpt.close()
+        return state.params
+    batches = iter(loader)
+    first = next(batches)
+    _check_channels(first, config)
+    eval_images = first["image"][:8]
+    train_step = compiled_step(
+        "autoencoder",
+        make_train_step(
+            ae.clone(dtype=opts.dtype), tx, tcfg.kl_weight, tcfg.l2_weight, opts.grad_accum_steps
+        ),
+        sharded,
+        {"image": first["image"]},
+        tcfg.batch_size,
+    )
+    recon = jax.jit(lambda p, x: ae.apply({"params": p}, x))
+
+    def on_step(step, state):
+        every = tcfg.sample_every
+        if step == tcfg.steps or (every and step % every == 0):
+            params = state.params
+            if jax.process_count() > 1:
+                params = replicated_to_host(params, sharded.mesh)
+            if jax.process_index() != 0:
+                return
+            x_rec, _ = recon(params, eval_images)
+            grid = image_grid.make_grid(np.concatenate([eval_images, np.asarray(x_rec)]), columns=8)
+            image_grid.save_png(layout.sample_path(workdir, step, prefix="autoencoder_"), grid)
+            writer.image(step, "autoencoder/reconstructions", grid)
+
+    state = run_loop(
+        name="autoencoder",
+        state=state,
+        step_fn=lambda s, b: train_step(s, {"image": b["image"]}),
+        batches=itertools.chain([first], batches),
+        total_steps=tcfg.steps,
+        log_every=tcfg.log_every,
+        checkpoint_every=tcfg.checkpoint_every,
+        checkpointer=ckpt,
+        writer=writer,
+        meta_fn=lambda: {"data": loader.get_state()},
+        on_step=on_step,
+        learning_rate_field="autoencoder_train.learning_rate",
+    )
+    ckpt.close()
+    return state.params

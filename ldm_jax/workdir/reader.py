@@ -1,0 +1,155 @@
+"""Reads a workdir back (trained here or written by `python -m ldm_jax.convert`).
+
+A workdir is `config.json` plus orbax checkpoints `checkpoints/autoencoder` and `checkpoints/ldm`.
+The networks are described either by the quickstart sections or by `config.model` (the paper
+schema; see `model_config`). Each checkpoint's `state` item is a mapping holding `params` and,
+for stage 2, `ema_params` (the trainers' `TrainState`, or the lean `{step, params}` /
+`{step, ema_params}` of an imported model); only those are read, and their tree is checked
+against the networks the config builds, so a config and weights that disagree fail by name. A
+text model's WordPiece vocabulary lives next to `config.json` (`config.model.cond_stage.vocab`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from ldm_jax.config import builders
+from ldm_jax.config.defaults import with_defaults
+from ldm_jax.training.checkpoint import MissingCheckpointError
+from ldm_jax.workdir import layout
+
+
+class WorkdirError(ValueError):
+    """A workdir's config and weights disagree, or it lacks a file the model needs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedLDM:
+    """What sampling needs from a workdir.
+
+    Attributes:
+      config: the run's config (from config.json).
+      ae_params: first-stage parameters.
+      ldm_params: EMA parameters of the denoiser (U-Net + condition encoder).
+      scale_factor: latent scale (z fed to the diffusion is scale_factor * E(x)).
+      step: the LDM training step of the checkpoint.
+      workdir: the folder it was read from (for files such as a text model's vocabulary).
+    """
+
+    config: ml_collections.ConfigDict
+    ae_params: Any
+    ldm_params: Any
+    scale_factor: float
+    step: int
+    workdir: str = ""
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with (or imported as)."""
+    path = layout.config_path(workdir)
+    if not os.path.exists(path):
+        raise MissingCheckpointError(
+            f"{path} not found: {workdir!r} is not a training workdir. Train one with: "
+            f"python -m ldm_jax.train --config configs/quickstart.py --workdir {workdir}, or "
+            f"import weights with: python -m ldm_jax.convert ... --out {workdir}"
+        )
+    with open(path) as f:
+        return with_defaults(ml_collections.ConfigDict(json.load(f)))
+
+
+def restore_state(directory: str) -> tuple[dict, dict, int]:
+    """(state as nested dicts, meta, step) of the latest checkpoint in `directory`.
+
+    Restored without a target, so it reads any state layout that holds `params`/`ema_params`.
+
+    Raises:
+      MissingCheckpointError: naming the folder when it holds no checkpoint.
+    """
+    directory = os.path.abspath(directory)
+    step = None
+    if os.path.isdir(directory):
+        manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
+        step = manager.latest_step()
+    if step is None:
+        raise MissingCheckpointError(
+            f"No checkpoint in {directory}. Train first: python -m ldm_jax.train --config "
+            "configs/quickstart.py --workdir <WORKDIR>, or import weights with "
+            "python -m ldm_jax.convert"
+        )
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+    )
+    manager.close()
+    return dict(restored.state), dict(restored.meta or {}), int(step)
+
+
+def _checked(params: Any, abstract: Any, what: str, directory: str) -> Any:
+    """`params` if its paths and shapes are those of `abstract`, else a `WorkdirError`."""
+    got = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+    want = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract), sep="/")
+    problems = [f"missing {k} {tuple(v.shape)}" for k, v in want.items() if k not in got]
+    problems += [f"unexpected {k}" for k in got if k not in want]
+    problems += [
+        f"{k}: checkpoint {tuple(got[k].shape)}, config {tuple(v.shape)}"
+        for k, v in want.items()
+        if k in got and tuple(got[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        raise WorkdirError(
+            f"The {what} weights in {directory} do not match the networks config.json describes: "
+            + "; ".join(problems[:10])
+            + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
+        )
+    return params
+
+
+def load_first_stage_params(workdir: str, config: ml_collections.ConfigDict | None = None) -> Any:
+    """The latest first-stage parameters of a workdir (trained, or written by `convert`).
+
+    Args:
+      workdir: the workdir holding `checkpoints/autoencoder`.
+      config: the networks the weights must fit; default the workdir's own config.json.
+
+    Raises:
+      MissingCheckpointError: naming the folder when it holds no checkpoint.
+      WorkdirError: when the weights do not fit the config's first stage.
+    """
+    config = load_config(workdir) if config is None else config
+    ae_dir = layout.checkpoint_dir(workdir, "autoencoder")
+    state, _, _ = restore_state(ae_dir)
+    return _checked(
+        state["params"], builders.abstract_autoencoder_params(config), "first-stage", ae_dir
+    )
+
+
+def load_trained_ldm(workdir: str) -> TrainedLDM:
+    """Restores the latest autoencoder and LDM (EMA) weights of a workdir.
+
+    Raises:
+      MissingCheckpointError: naming the missing folder and the command that creates it.
+      WorkdirError: when the weights do not fit the networks of config.json.
+    """
+    config = load_config(workdir)
+    ae_params = load_first_stage_params(workdir, config)
+    ldm_dir = layout.checkpoint_dir(workdir, "ldm")
+    state, meta, _ = restore_state(ldm_dir)
+    params = state.get("ema_params") or state["params"]
+    ldm_params = _checked(params, builders.abstract_denoiser_params(config), "denoiser", ldm_dir)
+    if "scale_factor" not in meta:
+        raise WorkdirError(f"{ldm_dir}: the checkpoint's metadata has no scale_factor.")
+    return TrainedLDM(
+        config=config,
+        ae_params=ae_params,
+        ldm_params=ldm_params,
+        scale_factor=float(meta["scale_factor"]),
+        step=int(state["step"]),
+        workdir=os.path.abspath(workdir),
+    )

@@ -1,0 +1,82 @@
+"""Bad config values fail fast, naming the field and the fix."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ldm_jax.config.files import load_config_file
+from ldm_jax.config.validation import ConfigError, validate_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def quickstart_config(arg=None):
+    return load_config_file(os.path.join(ROOT, "configs", "quickstart.py"), arg)
+
+
+@pytest.mark.parametrize("arg", [None, "tiny"])
+def test_shipped_configs_are_valid(arg):
+    validate_config(quickstart_config(arg))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("data.image_size", 30, r"config\.data\.image_size: 30 is not divisible .* f=4"),
+        ("data.name", "", r"config\.data\.name"),
+        ("stage", "pixels", r"config\.stage: 'pixels' is not one of"),
+        ("diffusion.schedule", "sigmoid", r"config\.diffusion\.schedule: 'sigmoid'"),
+        ("train.steps", 0, r"config\.train\.steps: must be a positive integer"),
+        ("train.learning_rate", -1.0, r"config\.train\.learning_rate"),
+        ("sample.sampler", "euler", r"config\.sample\.sampler: 'euler'"),
+        ("diffusion.prediction_type", "score", r"config\.diffusion\.prediction_type: 'score'"),
+        ("diffusion.loss_weighting", "p2", r"config\.diffusion\.loss_weighting: 'p2'"),
+        ("sample.steps", 5000, r"config\.sample\.steps"),
+        ("conditioning.drop_prob", 1.5, r"config\.conditioning\.drop_prob"),
+        ("autoencoder.ch", 48, r"config\.autoencoder\.ch: .*num_groups"),
+    ],
+)
+def test_bad_values_name_the_field(field, value, message):
+    config = quickstart_config()
+    section, _, name = field.rpartition(".")
+    target = config[section] if section else config
+    target[name] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_both_head_settings_is_rejected():
+    config = quickstart_config()
+    config.unet.num_heads = 4
+    with pytest.raises(ConfigError, match="unet.num_heads"):
+        validate_config(config)
+
+
+def test_unknown_dataset_fails_fast_naming_it(tmp_path):
+    from ldm_jax.trainers import run as train
+
+    config = quickstart_config("tiny")
+    config.data.name = "no_such_dataset_xyz"
+    config.data.data_dir = str(tmp_path)
+    with pytest.raises(ValueError, match="no_such_dataset_xyz"):
+        train.run(config, str(tmp_path / "run"))
+
+
+def test_configs_missing_optional_fields_get_defaults():
+    from ldm_jax.config.defaults import with_defaults
+
+    config = quickstart_config()
+    config.unlock()
+    del config.diffusion["prediction_type"]
+    del config.data["train_split"]
+    filled = with_defaults(config)
+    assert filled.diffusion.prediction_type == "epsilon"
+    assert filled.data.train_split == "train"
+    validate_config(filled)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.py not found"):
+        load_config_file(tmp_path / "nope.py")
