@@ -227,15 +227,3 @@ def put_batch(
         k: jax.make_array_from_process_local_data(sharding, v, (global_batch_size,) + v.shape[1:])
         for k, v in batch.items()
     }
-
-
-def describe(tree: Any, shardings: Any) -> list[dict[str, Any]]:
-    """One row per leaf: path, shape and mesh spec (for logs and tests)."""
-    rows = []
-    for (path, value), sharding in zip(
-        jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(shardings), strict=True
-    ):
-        rows.append(
-            {"path": jax.tree_util.keystr(path), "shape": value.shape, "spec": sharding.spec}
-        )
-    return rows
