@@ -166,59 +166,20 @@ def sample(
     spec = _spec(sampler)
     _validate(spec, sampler, rng, eta, prediction_type, x_T, x_init, strength, mask, x_known)
     rng = jax.random.key(0) if rng is None else rng
-
     grid = sampler_timesteps(
         sampler, schedule.num_timesteps, num_steps, timestep_spacing, steps_offset, strength
     )  # [n]
-    plan = spec.plan(grid)  # K iterations
-    num_iters = len(plan.t_model)
-    ac = schedule.alphas_cumprod  # [T]
-    if spec.zero_alpha_floor is not None:
-        ac = jnp.where(ac == 0, spec.zero_alpha_floor, ac)
-    end_at_one = set_alpha_to_one if spec.final_alpha_one is None else spec.final_alpha_one
-    final_alpha = jnp.ones((), jnp.float32) if end_at_one else ac[0]
-
-    def alpha_of(ts: np.ndarray) -> jax.Array:  # int [K] with -1 = final -> float32 [K]
-        return jnp.where(jnp.asarray(ts >= 0), ac[np.maximum(ts, 0)], final_alpha)
-
+    alpha_of, final_alpha = _alpha_lookup(spec, schedule, set_alpha_to_one)
     opts = SamplerOptions(
         eta=jnp.asarray(eta, jnp.float32),
         clip_sample=clip_sample,
         eta_is_zero=isinstance(eta, (int, float)) and eta == 0,
     )
-    # Keys only for samplers that draw noise (threefry adds compile time to every program).
-    if spec.needs_rng or (spec.eta_noise and not opts.eta_is_zero):
-        keys = jax.random.split(rng, num_iters)
-    else:
-        keys = jnp.zeros((num_iters,), jnp.uint32)
-    inputs = StepInput(
-        index=jnp.arange(num_iters, dtype=jnp.int32),
-        t=jnp.asarray(plan.t_model, jnp.int32),
-        alpha=alpha_of(plan.t_model),
-        alpha_from=alpha_of(plan.t_from),
-        alpha_to=alpha_of(plan.t_to),
-        key=keys,
-        aux=jax.tree.map(jnp.asarray, plan.aux),
-    )
+    inputs = _step_inputs(spec, spec.plan(grid), alpha_of, opts, rng)
     noise = x_T.astype(jnp.float32)  # [B, ...]
-    batch = x_T.shape[0]
-
-    def predict(x: jax.Array, inp: StepInput) -> Prediction:
-        out = eps_fn(x, jnp.full((batch,), inp.t, dtype=jnp.int32))
-        is_pair = isinstance(out, (tuple, list))
-        if guidance_scale is None and is_pair:
-            raise ValueError("eps_fn returned a pair: pass guidance_scale to guide with it.")
-        if guidance_scale is not None:
-            if not (is_pair and len(out) == 2):
-                raise ValueError(
-                    "With guidance_scale, eps_fn must return (cond_output, uncond_output); "
-                    "see guidance_pair_fn."
-                )
-            out = guide(out[0], out[1], guidance_scale, guidance_rescale)
-        x0, eps = split_model_output(out, x, inp.alpha, prediction_type)  # [B, ...] each
-        if clip_sample is not None:
-            x0 = jnp.clip(x0, -clip_sample, clip_sample)
-        return Prediction(x0=x0, eps=eps)
+    predict = _predictor(
+        eps_fn, x_T.shape[0], guidance_scale, guidance_rescale, prediction_type, clip_sample
+    )
 
     def keep_known(x: jax.Array, alpha: jax.Array) -> jax.Array:
         if mask is None:
@@ -239,3 +200,66 @@ def sample(
 
     (x, _), _ = jax.lax.scan(body, (x, spec.init_extra(x)), inputs)
     return keep_known(x, final_alpha)
+
+
+def _alpha_lookup(spec, schedule: NoiseSchedule, set_alpha_to_one: bool):
+    """(timesteps int [K] with -1 = the final alpha -> alphas_cumprod float32 [K], final)."""
+    ac = schedule.alphas_cumprod  # [T]
+    if spec.zero_alpha_floor is not None:
+        ac = jnp.where(ac == 0, spec.zero_alpha_floor, ac)
+    end_at_one = set_alpha_to_one if spec.final_alpha_one is None else spec.final_alpha_one
+    final_alpha = jnp.ones((), jnp.float32) if end_at_one else ac[0]
+
+    def alpha_of(ts: np.ndarray) -> jax.Array:
+        return jnp.where(jnp.asarray(ts >= 0), ac[np.maximum(ts, 0)], final_alpha)
+
+    return alpha_of, final_alpha
+
+
+def _step_inputs(spec, plan, alpha_of, opts: SamplerOptions, rng: jax.Array) -> StepInput:
+    """The scanned per-iteration inputs of a sampler plan (K iterations)."""
+    num_iters = len(plan.t_model)
+    # Keys only for samplers that draw noise (threefry adds compile time to every program).
+    if spec.needs_rng or (spec.eta_noise and not opts.eta_is_zero):
+        keys = jax.random.split(rng, num_iters)
+    else:
+        keys = jnp.zeros((num_iters,), jnp.uint32)
+    return StepInput(
+        index=jnp.arange(num_iters, dtype=jnp.int32),
+        t=jnp.asarray(plan.t_model, jnp.int32),
+        alpha=alpha_of(plan.t_model),
+        alpha_from=alpha_of(plan.t_from),
+        alpha_to=alpha_of(plan.t_to),
+        key=keys,
+        aux=jax.tree.map(jnp.asarray, plan.aux),
+    )
+
+
+def _predictor(
+    eps_fn: EpsFn,
+    batch: int,
+    guidance_scale,
+    guidance_rescale,
+    prediction_type: str,
+    clip_sample: float | None,
+):
+    """(x, StepInput) -> Prediction: one model call, guidance, x0/eps split and clipping."""
+
+    def predict(x: jax.Array, inp: StepInput) -> Prediction:
+        out = eps_fn(x, jnp.full((batch,), inp.t, dtype=jnp.int32))
+        is_pair = isinstance(out, (tuple, list))
+        if guidance_scale is None and is_pair:
+            raise ValueError("eps_fn returned a pair: pass guidance_scale to guide with it.")
+        if guidance_scale is not None:
+            if not (is_pair and len(out) == 2):
+                raise ValueError(
+                    "With guidance_scale, eps_fn must return (cond_output, uncond_output); "
+                    "see guidance_pair_fn."
+                )
+            out = guide(out[0], out[1], guidance_scale, guidance_rescale)
+        x0, eps = split_model_output(out, x, inp.alpha, prediction_type)  # [B, ...] each
+        if clip_sample is not None:
+            x0 = jnp.clip(x0, -clip_sample, clip_sample)
+        return Prediction(x0=x0, eps=eps)
+
+    return predict
