@@ -8,7 +8,9 @@ Two config styles describe networks:
 `model_config` returns the first for either, so every builder goes through `models.factory`. The
 translation yields exactly the modules (fields, parameter trees, initialisation) the quickstart
 has always built: a KL autoencoder, a SpatialTransformer U-Net and, for `conditioning.kind ==
-"class"`, a class embedder with a null class that the U-Net cross-attends to.
+"class"`, a class embedder with a null class that the U-Net cross-attends to. The quickstart's
+`autoencoder` and `unet` entries carry the schema's field names (`config.schema`), so every entry
+that is a schema field passes through as it is; image sizes and channels come from `data`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from typing import Any
 
 import ml_collections
 
+from ldm_jax.config import schema
+
 
 def has_model_section(config: ml_collections.ConfigDict) -> bool:
     """Whether `config` describes its networks in the paper schema (`config.model`)."""
     return "model" in config and config.model is not None
+
+
+def _fields(section: ml_collections.ConfigDict, schema_section: type) -> dict[str, Any]:
+    """The entries of a quickstart section that are fields of `schema_section` (same names)."""
+    names = schema_section.field_names()
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k in names}
 
 
 def _quickstart_model(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -29,36 +39,19 @@ def _quickstart_model(config: ml_collections.ConfigDict) -> dict[str, Any]:
     class_conditional = config.conditioning.kind == "class"
     first_stage = dict(
         kind="kl",
-        ch=ae.ch,
-        ch_mult=tuple(ae.ch_mult),
-        num_res_blocks=ae.num_res_blocks,
-        z_channels=ae.z_channels,
-        embed_dim=ae.embed_dim,
+        **_fields(ae, schema.KLConfig),
         in_channels=data.channels,
         out_ch=data.channels,
-        attn_resolutions=tuple(ae.attn_resolutions),
         resolution=data.image_size,
-        dropout=ae.dropout,
-        num_groups=ae.num_groups,
         double_z=True,
     )
     unet = dict(
+        _fields(u, schema.UNetConfig),
         image_size=data.image_size // f,
         in_channels=ae.embed_dim,
         out_channels=ae.embed_dim,
-        model_channels=u.model_channels,
-        channel_mult=tuple(u.channel_mult),
-        num_res_blocks=u.num_res_blocks,
-        attention_resolutions=tuple(u.attention_resolutions),
-        num_heads=u.num_heads,
-        num_head_channels=u.num_head_channels,
         use_spatial_transformer=True,
-        transformer_depth=u.transformer_depth,
         context_dim=u.context_dim if class_conditional else None,
-        dropout=u.dropout,
-        use_scale_shift_norm=u.use_scale_shift_norm,
-        use_linear_in_transformer=u.use_linear_in_transformer,
-        num_groups=u.num_groups,
     )
     if class_conditional:
         cond_stage = dict(
