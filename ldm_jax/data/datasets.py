@@ -1,13 +1,21 @@
-"""Dataset registry: names -> prepared tfds builders -> random-access data sources.
+"""Dataset registry: a name -> a random-access source of examples (dicts of numpy values).
 
-Sources are read from array_record files through `tfds` without TensorFlow. Names:
+Every source has `len(source)` and `source[i]` (and a batched `__getitems__`), can be handed to
+`grain.MapDataset.source`, and yields {"image": uint8 [H, W, C]} plus, where the dataset has them,
+"label" (int), "caption" (str) and "segmentation" (uint8 [H, W] class ids). Names:
 
 * ``"fashion_mnist"`` (the default; alias ``"fashion_mnist_debian"``): Fashion-MNIST from the
-  Debian package ``dataset-fashion-mnist``, prepared into ``data_dir`` on first use (about 5 s).
+  Debian package ``dataset-fashion-mnist``, prepared into ``data_dir`` on first use (about 5 s);
+  28x28x1 images as stored (the pipeline pads them to the model size).
+* ``"image_folder"``: your own images at ``path`` (`data/image_folder.py`: layout, labels,
+  captions), prepared once into ``data_dir`` with the shorter side resized to ``image_size``.
+* ``"synthetic_shapes"``: generated coloured shapes with labels, captions and segmentation maps
+  (`data/synthetic_shapes.py`); offline, deterministic by ``seed``, nothing stored.
 * Any other name is a tfds catalog name (e.g. ``"celeb_a_hq/256"``, ``"lsun/church_outdoor"``)
   that the user has already prepared in ``data_dir`` in the array_record format. Nothing is ever
-  downloaded: an unprepared catalog dataset raises at once with instructions. This path is not
-  exercised offline (no catalog dataset is available here).
+  downloaded: an unprepared catalog dataset raises at once with the command that prepares it; a
+  dataset of the paper that tfds does not have (FFHQ, LAION, ...) raises with the image_folder
+  route. Catalog sources yield the stored features (not exercised offline: none is prepared here).
 """
 
 from __future__ import annotations
@@ -20,10 +28,30 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from ldm_jax.data import fashion_mnist_builder, fashion_mnist_idx
+from ldm_jax.data import fashion_mnist_builder, fashion_mnist_idx, image_folder, synthetic_shapes
 
 DEFAULT_DATASET = "fashion_mnist"
 _DEBIAN_NAMES = ("fashion_mnist", "fashion_mnist_debian")
+IMAGE_FOLDER = "image_folder"
+SYNTHETIC_SHAPES = "synthetic_shapes"
+_FOLDER_HINT = (
+    "train on your own copy as a folder of images instead: --config.data.name=image_folder "
+    "--config.data.path=/path/to/images (labels from class sub-folders, captions from a "
+    "metadata.jsonl; see ldm_jax/data/image_folder.py)"
+)
+# Datasets of the paper (and of Stable Diffusion) that the tfds catalog does not have.
+NOT_IN_TFDS = {
+    "ffhq": "FFHQ is published by NVIDIA at https://github.com/NVlabs/ffhq-dataset",
+    "flickr_landscapes": "the paper's landscapes were scraped from Flickr and never released",
+    "laion400m": "LAION-400M is a list of URLs (https://laion.ai/blog/laion-400-open-dataset/)",
+    "laion": "LAION-2B/5B are lists of URLs (download them with img2dataset)",
+    "laion2b_en": "LAION-2B is a list of URLs (download it with img2dataset)",
+    "laion_aesthetics": "LAION-Aesthetics is a list of URLs (download it with img2dataset)",
+    "previews": "the paper's text-to-image previews are not a released dataset",
+    "places365": "tfds has the 256x256 'places365_small' (name it instead) but not full Places365",
+    "coco_stuff": "COCO-Stuff's segmentation maps are not in tfds",
+    "ade20k": "ADE20K is not in tfds",
+}
 _SPLIT_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(\[[^\]]*\])?\s*$")
 
 
@@ -84,23 +112,48 @@ def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any
     data_dir = data_dir or default_data_dir()
     if _is_debian(name):
         return _prepare_debian(data_dir)
+    if name in (IMAGE_FOLDER, SYNTHETIC_SHAPES):
+        raise ValueError(f"{name!r} is not a tfds builder: use get_data_source({name!r}, ...).")
+    if name in NOT_IN_TFDS:
+        raise FileNotFoundError(
+            f"Dataset {name!r} is not in the tfds catalog ({NOT_IN_TFDS[name]}): {_FOLDER_HINT}."
+        )
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
     except Exception as e:  # tfds raises DatasetNotFoundError, ImportError, ValueError, ...
         raise ValueError(
             f"Unknown dataset name {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            f"Valid names: {DEFAULT_DATASET!r} (offline) or a tfds catalog name, see "
-            "https://www.tensorflow.org/datasets/catalog/overview"
+            f"Valid names: {DEFAULT_DATASET!r} (offline), {SYNTHETIC_SHAPES!r} (generated), "
+            f"{IMAGE_FOLDER!r} (your images) or a tfds catalog name, see "
+            "https://www.tensorflow.org/datasets/catalog/overview; or " + _FOLDER_HINT + "."
         ) from e
     if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"tfds dataset {name!r} is not prepared in {builder.data_dir} and ldm_jax never "
-            "downloads. Prepare it once (needs network and possibly manual downloads) with: "
-            f'python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
-            f"data_dir={data_dir!r}).download_and_prepare(file_format='array_record')\" "
-            "or `tfds build --file_format=array_record`, then pass the same data_dir."
-        )
+        raise FileNotFoundError(_unprepared_message(name, builder, data_dir))
     return builder
+
+
+def _unprepared_message(name: str, builder: Any, data_dir: str) -> str:
+    """One line: the dataset is missing, ldm_jax never downloads, and how to prepare it."""
+    manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+    manual_dir = os.path.join(data_dir, "downloads", "manual")
+    manual_note = (
+        f"It needs a manual download first: put the files its catalog page names "
+        f"(https://www.tensorflow.org/datasets/catalog/{name.split('/')[0]}) in {manual_dir}. "
+        if manual
+        else ""
+    )
+    manual_arg = f", manual_dir={manual_dir!r}" if manual else ""
+    return (
+        f"tfds dataset {name!r} is not prepared in {builder.data_dir} and ldm_jax never "
+        f"downloads. {manual_note}Prepare it once as array_record (network needed, TensorFlow not):"
+        f' python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
+        f"data_dir={data_dir!r}).download_and_prepare(file_format='array_record', "
+        f'download_config=tfds.download.DownloadConfig(try_download_gcs=False{manual_arg}))" '
+        f"(or: tfds build {name} --file_format=array_record --data_dir={data_dir}"
+        f"{' --manual_dir=' + manual_dir if manual else ''}), then pass the same data_dir; or "
+        + _FOLDER_HINT
+        + "."
+    )
 
 
 def _prepare_debian(data_dir: str) -> fashion_mnist_builder.FashionMnistDebian:
@@ -131,24 +184,55 @@ def _check_split(name: str, split: Any, valid: Sequence[str]) -> str:
 
 
 def get_data_source(
-    name: str = DEFAULT_DATASET, split: str = "train", data_dir: str | None = None
+    name: str = DEFAULT_DATASET,
+    split: str = "train",
+    data_dir: str | None = None,
+    *,
+    path: str = "",
+    image_size: int | None = None,
+    channels: int | None = None,
+    num_classes: int | None = None,
+    seed: int = 0,
 ) -> Sequence[dict[str, Any]]:
-    """Returns a random-access source of examples (a tfds `ArrayRecordDataSource`).
+    """Returns a random-access source of examples (see the module doc for the names).
 
     `len(source)` is the number of examples and `source[i]` one example as a dict of numpy values
-    (for "fashion_mnist": image uint8 [28, 28, 1], label int64 scalar in [0, 10)); record i is
-    IDX example i. The source can be handed to `grain.MapDataset.source`.
+    (for "fashion_mnist": image uint8 [28, 28, 1], label int64 scalar in [0, 10), record i is IDX
+    example i). The source can be handed to `grain.MapDataset.source`.
 
     Args:
-      name: "fashion_mnist" (default) or a tfds catalog name prepared in `data_dir`.
+      name: "fashion_mnist" (default), "image_folder", "synthetic_shapes" or a tfds catalog name
+        prepared in `data_dir`.
       split: a split name ("train", "test", ...), optionally tfds-sliced ("train[:1000]").
       data_dir: tfds data folder; defaults to `default_data_dir()`.
+      path: the folder of images ("image_folder" only).
+      image_size: "image_folder": the stored shorter side (required); "synthetic_shapes": the
+        generated size (default 32). Fashion-MNIST and catalog sources yield stored images: the
+        pipeline resizes them.
+      channels: 1 or 3 for "image_folder" (default 3) and "synthetic_shapes" (default 3).
+      num_classes: classes of "synthetic_shapes" (default 6).
+      seed: the generation seed of "synthetic_shapes".
 
     Raises:
-      ValueError: empty/invalid/unknown name or split; the message lists the valid choices.
-      FileNotFoundError: Debian files missing, or a catalog dataset not prepared in `data_dir`.
+      ValueError: empty/invalid/unknown name or split, empty image folder; the message lists the
+        valid choices or the fix.
+      FileNotFoundError: Debian files missing, missing image folder, a catalog dataset not prepared
+        in `data_dir` (the message has the command that prepares it), or a dataset of the paper
+        that tfds does not have (the message points to image_folder).
     """
     name = _check_name(name)
+    if name == SYNTHETIC_SHAPES:
+        return synthetic_shapes.SyntheticShapes(
+            split, image_size=image_size, channels=channels, num_classes=num_classes, seed=seed
+        )
+    if name == IMAGE_FOLDER:
+        return image_folder.get_source(
+            path,
+            split,
+            data_dir or default_data_dir(),
+            image_size=image_size,
+            channels=channels or 3,
+        )
     if _is_debian(name):  # Validate before spending seconds on preparing.
         split = _check_split(name, split, ("train", "test"))
     builder = get_builder(name, data_dir)
@@ -157,7 +241,7 @@ def get_data_source(
 
 
 def dataset_summary(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> DatasetSummary:
-    """Describes a prepared dataset (splits, image shape, classes); prepares the Debian one."""
+    """Describes a prepared tfds dataset (splits, image shape, classes); prepares the Debian one."""
     builder = get_builder(name, data_dir)
     features = builder.info.features
     image = features["image"] if "image" in features else None
@@ -173,8 +257,23 @@ def dataset_summary(name: str = DEFAULT_DATASET, data_dir: str | None = None) ->
     )
 
 
-def num_classes(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> int | None:
-    """Number of label classes (10 for "fashion_mnist", known without preparing); None if none."""
-    if _is_debian(_check_name(name)):
+def num_classes(
+    name: str = DEFAULT_DATASET,
+    data_dir: str | None = None,
+    *,
+    path: str = "",
+    num_classes: int | None = None,
+) -> int | None:
+    """Number of label classes; None if the dataset has no labels.
+
+    10 for "fashion_mnist" and `num_classes or 6` for "synthetic_shapes" (both known without
+    preparing); an image folder's from its sub-folders or metadata.jsonl (scanned, not decoded).
+    """
+    name = _check_name(name)
+    if _is_debian(name):
         return len(fashion_mnist_idx.CLASS_NAMES)
+    if name == SYNTHETIC_SHAPES:
+        return int(num_classes or synthetic_shapes.DEFAULT_NUM_CLASSES)
+    if name == IMAGE_FOLDER:
+        return image_folder.plan_folder(path, 1).num_classes
     return dataset_summary(name, data_dir).num_classes
