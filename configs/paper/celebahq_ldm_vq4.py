@@ -8,79 +8,30 @@ Parameters: U-Net 274M (reference log: 'DiffusionWrapper has 274.06 M params.').
   python -m ldm_jax.summary --config configs/paper/celebahq_ldm_vq4.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax.config import experiment, presets
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
     c = ml_collections.ConfigDict()
     c.name = "celebahq_ldm_vq4"
     c.reference = "configs/latent-diffusion/celebahq-ldm-vq-4.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = None
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="vq",
-            embed_dim=3,
-            n_embed=8192,
-            double_z=False,
-            z_channels=3,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
+    c.model = dict(
+        conditioning_key=None,
+        first_stage=presets.first_stage("vq_f4"),
+        unet=presets.unet("ldm_vq4_uncond"),
+        cond_stage=dict(kind="none"),
     )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            in_channels=3,
-            out_channels=3,
-            model_channels=224,
-            attention_resolutions=(8, 4, 2),
-            num_res_blocks=2,
-            channel_mult=(1, 2, 3, 4),
-            num_head_channels=32,
-        )
-    )
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="none",
-        )
-    )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0195,
-            parameterization="eps",
-            loss_type="l2",
-            scale_factor=1.0,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            channels=3,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="celeb_a_hq",
-            image_size=256,
-            channels=3,
-        )
-    )
-    return c
+    c.diffusion = presets.diffusion("ldm")
+    c.latent = dict(image_size=64, channels=3)
+    c.data = dict(name="celeb_a_hq", image_size=256, channels=3)
+    return experiment.finalize(c, arg)

@@ -8,41 +8,27 @@ Parameters: 395M (U-Net + class embedder).
   python -m ldm_jax.summary --config configs/paper/cin_ldm_vq8.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax.config import experiment, presets
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
     c = ml_collections.ConfigDict()
     c.name = "cin_ldm_vq8"
     c.reference = "configs/latent-diffusion/cin-ldm-vq-f8.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = "crossattn"
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="vq",
-            embed_dim=4,
-            n_embed=16384,
-            double_z=False,
-            z_channels=4,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 2, 4),
-            num_res_blocks=2,
-            attn_resolutions=(32,),
-            dropout=0.0,
-        )
-    )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
+    c.model = dict(
+        conditioning_key="crossattn",
+        first_stage=presets.first_stage("vq_f8"),
+        unet=dict(
             image_size=32,
             in_channels=4,
             out_channels=4,
@@ -54,40 +40,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             use_spatial_transformer=True,
             transformer_depth=1,
             context_dim=512,
-        )
+        ),
+        cond_stage=dict(kind="class", n_classes=1000, embed_dim=512, add_null_class=False),
     )
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="class",
-            n_classes=1000,
-            embed_dim=512,
-            add_null_class=False,
-        )
-    )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0195,
-            parameterization="eps",
-            loss_type="l2",
-            scale_factor=1.0,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=32,
-            channels=4,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="imagenet2012",
-            image_size=256,
-            channels=3,
-            num_classes=1000,
-        )
-    )
-    return c
+    c.diffusion = presets.diffusion("ldm")
+    c.latent = dict(image_size=32, channels=4)
+    c.data = dict(name="imagenet2012", image_size=256, channels=3, num_classes=1000)
+    return experiment.finalize(c, arg)

@@ -8,25 +8,30 @@ Parameters: U-Net 274M.
   python -m ldm_jax.summary --config configs/paper/ffhq_ldm_vq4.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
-import pathlib
-
 import ml_collections
 
-from ldm_jax.config.files import load_config_file
-
-BASE = pathlib.Path(__file__).with_name("celebahq_ldm_vq4.py")
+from ldm_jax.config import experiment, presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The model config: `BASE` with the differences below; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
-    c = load_config_file(BASE)
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
+    c = ml_collections.ConfigDict()
     c.name = "ffhq_ldm_vq4"
     c.reference = "configs/latent-diffusion/ffhq-ldm-vq-4.yaml"
-    c.data.name = "ffhq"
-    return c
+    c.model = dict(
+        conditioning_key=None,
+        first_stage=presets.first_stage("vq_f4"),
+        unet=presets.unet("ldm_vq4_uncond"),
+        cond_stage=dict(kind="none"),
+    )
+    c.diffusion = presets.diffusion("ldm")
+    c.latent = dict(image_size=64, channels=3)
+    c.data = dict(name="ffhq", image_size=256, channels=3)
+    return experiment.finalize(c, arg)

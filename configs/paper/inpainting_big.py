@@ -7,44 +7,29 @@ Parameters: 387M (U-Net).
   python -m ldm_jax.summary --config configs/paper/inpainting_big.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax.config import experiment, presets
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
     c = ml_collections.ConfigDict()
     c.name = "inpainting_big"
     c.reference = "models/ldm/inpainting_big/config.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = "concat"
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="vq",
-            embed_dim=3,
-            n_embed=8192,
-            double_z=False,
-            z_channels=3,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-            attn_type="none",
-        )
-    )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
+    c.model = dict(
+        conditioning_key="concat",
+        first_stage=presets.first_stage("vq_f4_noattn"),
+        unet=dict(
             image_size=64,
-            in_channels=7,
+            in_channels=7,  # z_t (3) + the masked image's latent (3) + the mask (1)
             out_channels=3,
             model_channels=256,
             attention_resolutions=(8, 4, 2),
@@ -52,36 +37,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             channel_mult=(1, 2, 3, 4),
             num_heads=8,
             resblock_updown=True,
-        )
+        ),
+        cond_stage=dict(kind="first_stage"),
     )
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="first_stage",
-        )
-    )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0205,
-            parameterization="eps",
-            loss_type="l1",
-            scale_factor=1.0,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            channels=3,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="places365",
-            image_size=256,
-            channels=3,
-        )
-    )
-    return c
+    c.diffusion = presets.diffusion("ldm", beta_end=0.0205, loss_type="l1")
+    c.latent = dict(image_size=64, channels=3)
+    c.data = dict(name="places365", image_size=256, channels=3)
+    return experiment.finalize(c, arg)

@@ -7,41 +7,27 @@ Parameters: (released model).
   python -m ldm_jax.summary --config configs/paper/layout2img_openimages256.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax.config import experiment, presets
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
     c = ml_collections.ConfigDict()
     c.name = "layout2img_openimages256"
     c.reference = "models/ldm/layout2img-openimages256/config.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = "crossattn"
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="vq",
-            embed_dim=3,
-            n_embed=8192,
-            double_z=False,
-            z_channels=3,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
-    )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
+    c.model = dict(
+        conditioning_key="crossattn",
+        first_stage=presets.first_stage("vq_f4"),
+        unet=dict(
             image_size=64,
             in_channels=3,
             out_channels=3,
@@ -53,41 +39,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             use_spatial_transformer=True,
             transformer_depth=3,
             context_dim=512,
-        )
-    )
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
+        ),
+        cond_stage=dict(
             kind="bert",
             n_embed=512,
             n_layer=16,
             vocab_size=8192,
             max_seq_len=92,
-            use_tokenizer=False,
-        )
+            use_tokenizer=False,  # box tokens, not text
+        ),
     )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0205,
-            parameterization="eps",
-            loss_type="l1",
-            scale_factor=1.0,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            channels=3,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="open_images_v4",
-            image_size=256,
-            channels=3,
-        )
-    )
-    return c
+    c.diffusion = presets.diffusion("ldm", beta_end=0.0205, loss_type="l1")
+    c.latent = dict(image_size=64, channels=3)
+    c.data = dict(name="open_images_v4", image_size=256, channels=3)
+    return experiment.finalize(c, arg)

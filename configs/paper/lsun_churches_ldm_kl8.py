@@ -8,40 +8,27 @@ Parameters: U-Net 295M.
   python -m ldm_jax.summary --config configs/paper/lsun_churches_ldm_kl8.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax.config import experiment, presets
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
     c = ml_collections.ConfigDict()
     c.name = "lsun_churches_ldm_kl8"
     c.reference = "configs/latent-diffusion/lsun_churches-ldm-kl-8.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = None
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="kl",
-            embed_dim=4,
-            double_z=True,
-            z_channels=4,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
-    )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
+    c.model = dict(
+        conditioning_key=None,
+        first_stage=presets.first_stage("kl_f8"),
+        unet=dict(
             image_size=32,
             in_channels=4,
             out_channels=4,
@@ -52,36 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             num_heads=8,
             use_scale_shift_norm=True,
             resblock_updown=True,
-        )
+        ),
+        cond_stage=dict(kind="none"),
     )
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="none",
-        )
-    )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0155,
-            parameterization="eps",
-            loss_type="l1",
-            scale_factor=1.0,
-            scale_by_std=True,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=32,
-            channels=4,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="lsun/church_outdoor",
-            image_size=256,
-            channels=3,
-        )
-    )
-    return c
+    c.diffusion = presets.diffusion("ldm", beta_end=0.0155, loss_type="l1", scale_by_std=True)
+    c.latent = dict(image_size=32, channels=4)
+    c.data = dict(name="lsun/church_outdoor", image_size=256, channels=3)
+    return experiment.finalize(c, arg)

@@ -7,27 +7,38 @@ Parameters: 215M (U-Net + spatial rescaler).
   python -m ldm_jax.summary --config configs/paper/semantic_synthesis512.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
-import pathlib
-
 import ml_collections
 
-from ldm_jax.config.files import load_config_file
-
-BASE = pathlib.Path(__file__).with_name("semantic_synthesis256.py")
+from ldm_jax.config import experiment, presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The model config: `BASE` with the differences below; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
-    c = load_config_file(BASE)
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
+    c = ml_collections.ConfigDict()
     c.name = "semantic_synthesis512"
     c.reference = "models/ldm/semantic_synthesis512/config.yaml"
-    c.model.unet.image_size = 128
-    c.latent.image_size = 128
-    c.data.image_size = 512
-    return c
+    c.model = dict(
+        conditioning_key="concat",
+        first_stage=presets.first_stage("vq_f4"),
+        unet=presets.unet("semantic_synthesis", image_size=128),
+        cond_stage=dict(
+            kind="spatial_rescaler",
+            n_stages=2,
+            method="bilinear",
+            multiplier=0.5,
+            in_channels=182,
+            out_channels=3,
+            bias=False,
+        ),
+    )
+    c.diffusion = presets.diffusion("ldm", beta_end=0.0205, loss_type="l1")
+    c.latent = dict(image_size=128, channels=3)
+    c.data = dict(name="flickr_landscapes", image_size=512, channels=3)
+    return experiment.finalize(c, arg)

@@ -7,43 +7,25 @@ Parameters: see tests/configs/test_paper_counts.py (diffusers-checked).
   python -m ldm_jax.summary --config configs/paper/vq_f4.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax.config import experiment, presets
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
     c = ml_collections.ConfigDict()
     c.name = "vq_f4"
     c.reference = "models/first_stage_models/vq-f4/config.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="vq",
-            embed_dim=3,
-            n_embed=8192,
-            double_z=False,
-            z_channels=3,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
+    c.model = dict(
+        first_stage=presets.first_stage("vq_f4"),
     )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="open_images_v4",
-            image_size=256,
-            channels=3,
-        )
-    )
-    return c
+    c.data = dict(name="open_images_v4", image_size=256, channels=3)
+    return experiment.finalize(c, arg)

@@ -7,84 +7,30 @@ Parameters: U-Net 859.5M, KL-f8 83.7M (the frozen CLIP text encoder is external)
   python -m ldm_jax.summary --config configs/sd/sd_v1.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from ldm_jax.config import experiment, presets
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the model config; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
     c = ml_collections.ConfigDict()
     c.name = "sd_v1"
     c.reference = "CompVis/stable-diffusion configs/stable-diffusion/v1-inference.yaml"
-    c.model = ml_collections.ConfigDict()
-    c.model.conditioning_key = "crossattn"
-    c.model.first_stage = ml_collections.ConfigDict(
-        dict(
-            kind="kl",
-            embed_dim=4,
-            double_z=True,
-            z_channels=4,
-            resolution=256,
-            in_channels=3,
-            out_ch=3,
-            ch=128,
-            ch_mult=(1, 2, 4, 4),
-            num_res_blocks=2,
-            attn_resolutions=(),
-            dropout=0.0,
-        )
+    c.model = dict(
+        conditioning_key="crossattn",
+        first_stage=presets.first_stage("kl_f8"),
+        unet=presets.unet("sd_v1"),
+        cond_stage=presets.cond_stage("frozen_clip_vit_l14"),
     )
-    c.model.unet = ml_collections.ConfigDict(
-        dict(
-            image_size=32,
-            in_channels=4,
-            out_channels=4,
-            model_channels=320,
-            attention_resolutions=(4, 2, 1),
-            num_res_blocks=2,
-            channel_mult=(1, 2, 4, 4),
-            num_heads=8,
-            use_spatial_transformer=True,
-            transformer_depth=1,
-            context_dim=768,
-            legacy=False,
-        )
-    )
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="frozen_clip",
-            version="openai/clip-vit-large-patch14",
-            max_length=77,
-        )
-    )
-    c.diffusion = ml_collections.ConfigDict(
-        dict(
-            schedule="scaled_linear",
-            num_timesteps=1000,
-            beta_start=0.00085,
-            beta_end=0.012,
-            parameterization="eps",
-            loss_type="l2",
-            scale_factor=0.18215,
-            scale_by_std=False,
-        )
-    )
-    c.latent = ml_collections.ConfigDict(
-        dict(
-            image_size=64,
-            channels=4,
-        )
-    )
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="laion",
-            image_size=512,
-            channels=3,
-        )
-    )
-    return c
+    c.diffusion = presets.diffusion("sd")
+    c.latent = dict(image_size=64, channels=4)
+    c.data = dict(name="laion", image_size=512, channels=3)
+    return experiment.finalize(c, arg)

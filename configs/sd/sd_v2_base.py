@@ -7,38 +7,30 @@ Parameters: U-Net 865.9M (OpenCLIP ViT-H/14 text encoder is external).
   python -m ldm_jax.summary --config configs/sd/sd_v2_base.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
-import pathlib
-
 import ml_collections
 
-from ldm_jax.config.files import load_config_file
-
-BASE = pathlib.Path(__file__).with_name("sd_v1.py")
+from ldm_jax.config import experiment, presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The model config: `BASE` (SD v1) with the differences below; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
-    c = load_config_file(BASE)
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
+    c = ml_collections.ConfigDict()
     c.name = "sd_v2_base"
     c.reference = "Stability-AI/stablediffusion configs/stable-diffusion/v2-inference.yaml"
-    unet = c.model.unet
-    del unet["num_heads"]
-    unet.num_head_channels = 64
-    unet.use_linear_in_transformer = True
-    unet.context_dim = 1024
-    c.model.cond_stage = ml_collections.ConfigDict(
-        dict(
-            kind="frozen_openclip",
-            arch="ViT-H-14",
-            version="laion2b_s32b_b79k",
-            layer="penultimate",
-            max_length=77,
-        )
+    c.model = dict(
+        conditioning_key="crossattn",
+        first_stage=presets.first_stage("kl_f8"),
+        unet=presets.unet("sd_v2"),
+        cond_stage=presets.cond_stage("frozen_openclip_vit_h14"),
     )
-    return c
+    c.diffusion = presets.diffusion("sd")
+    c.latent = dict(image_size=64, channels=4)
+    c.data = dict(name="laion", image_size=512, channels=3)
+    return experiment.finalize(c, arg)

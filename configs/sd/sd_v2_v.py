@@ -7,27 +7,30 @@ Parameters: U-Net 865.9M (OpenCLIP ViT-H/14 text encoder is external).
   python -m ldm_jax.summary --config configs/sd/sd_v2_v.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
+The file states the model, diffusion and the paper's data as presets
+(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
+experiment config, and the argument `tiny` gives the seconds-long variant for tests.
 """
 
 from __future__ import annotations
 
-import pathlib
-
 import ml_collections
 
-from ldm_jax.config.files import load_config_file
-
-BASE = pathlib.Path(__file__).with_name("sd_v2_base.py")
+from ldm_jax.config import experiment, presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The model config: `BASE` with the differences below; takes no argument."""
-    if arg:
-        raise ValueError(f"Unknown config argument {arg!r}; this config takes none.")
-    c = load_config_file(BASE)
+    """The experiment config; `arg`: None or "tiny" (see `ldm_jax.config.experiment`)."""
+    c = ml_collections.ConfigDict()
     c.name = "sd_v2_v"
     c.reference = "Stability-AI/stablediffusion configs/stable-diffusion/v2-inference-v.yaml"
-    c.diffusion.parameterization = "v"
-    c.latent.image_size = 96
-    c.data.image_size = 768
-    return c
+    c.model = dict(
+        conditioning_key="crossattn",
+        first_stage=presets.first_stage("kl_f8"),
+        unet=presets.unet("sd_v2"),
+        cond_stage=presets.cond_stage("frozen_openclip_vit_h14"),
+    )
+    c.diffusion = presets.diffusion("sd", prediction_type="v_prediction")
+    c.latent = dict(image_size=96, channels=4)
+    c.data = dict(name="laion", image_size=768, channels=3)
+    return experiment.finalize(c, arg)
