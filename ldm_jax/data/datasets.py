@@ -145,11 +145,12 @@ def _unprepared_message(name: str, builder: Any, data_dir: str) -> str:
     manual_arg = f", manual_dir={manual_dir!r}" if manual else ""
     return (
         f"tfds dataset {name!r} is not prepared in {builder.data_dir} and ldm_jax never "
-        f"downloads. {manual_note}Prepare it once as array_record (network needed, TensorFlow not):"
+        f"downloads. {manual_note}Prepare it once as array_record (network needed):"
         f' python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
         f"data_dir={data_dir!r}).download_and_prepare(file_format='array_record', "
         f'download_config=tfds.download.DownloadConfig(try_download_gcs=False{manual_arg}))" '
-        f"(or: tfds build {name} --file_format=array_record --data_dir={data_dir}"
+        f"(or, where TensorFlow is installed: tfds build {name} --file_format=array_record "
+        f"--data_dir={data_dir}"
         f"{' --manual_dir=' + manual_dir if manual else ''}), then pass the same data_dir; or "
         + _FOLDER_HINT
         + "."
