@@ -21,6 +21,51 @@ from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.latent_denoiser import LatentDenoiser
 from ldm_jax.models.vq_autoencoder import VQModel
 
+# What a model is conditioned on, as the trainers feed it (see `condition_kind`).
+CONDITION_KINDS = (
+    "none",  # unconditional
+    "class",  # crossattn to a class embedding (ClassEmbedder)
+    "adm",  # class labels added to the U-Net's time embedding
+    "text",  # crossattn to the jointly trained BERT text encoder (token ids)
+    "context",  # crossattn to fixed per-caption context embeddings (SD tiny variants)
+    "superres",  # concat: the low-resolution image
+    "inpaint",  # concat: the masked image's latent and the mask
+    "semantic",  # concat: a one-hot segmentation map through the spatial rescaler
+    "hybrid_inpaint",  # hybrid: concat as SD inpainting + crossattn to fixed text context
+)
+
+
+def condition_kind(config: ml_collections.ConfigDict) -> str:
+    """One of `CONDITION_KINDS`, from the conditioning key and the cond stage's kind."""
+    model = model_config(config)
+    key = model.get("conditioning_key")
+    kind = (model.get("cond_stage") or {"kind": "none"})["kind"]
+    if key is None:
+        return "none"
+    if key == "adm":
+        return "adm"
+    text = {"bert": "text", "frozen_clip": "context", "frozen_openclip": "context"}
+    if key == "crossattn" and kind == "class":
+        return "class"
+    if key == "crossattn" and kind in text:
+        return text[kind]
+    if key == "concat":
+        table = {"identity": "superres", "none": "superres", "first_stage": "inpaint"}
+        table["spatial_rescaler"] = "semantic"
+        if kind in table:
+            return table[kind]
+    if key == "hybrid" and kind in ("frozen_clip", "frozen_openclip"):
+        return "hybrid_inpaint"
+    raise ValueError(
+        f"config.model: no training recipe for conditioning_key={key!r} with cond_stage kind "
+        f"{kind!r}."
+    )
+
+
+def downsampling_factor(config: ml_collections.ConfigDict) -> int:
+    """f of the first stage: 2 ** (len(ch_mult) - 1)."""
+    return 2 ** (len(model_config(config)["first_stage"]["ch_mult"]) - 1)
+
 
 def build_autoencoder(config: ml_collections.ConfigDict) -> AutoencoderKL | VQModel:
     """The first stage (KL for the quickstart; KL or VQ for `config.model.first_stage`)."""
@@ -92,5 +137,5 @@ def build_schedule(config: ml_collections.ConfigDict) -> diffusion.NoiseSchedule
         num_timesteps=d.num_timesteps,
         beta_start=d.beta_start,
         beta_end=d.beta_end,
-        rescale_zero_snr=d.rescale_zero_snr,
+        rescale_zero_snr=d.get("rescale_zero_snr", False),
     )

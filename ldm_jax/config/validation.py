@@ -5,6 +5,8 @@ from __future__ import annotations
 import ml_collections
 
 from ldm_jax import diffusion
+from ldm_jax.config.builders import condition_kind
+from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import (
     COMPUTE_DTYPES,
     LATENT_CACHES,
@@ -12,6 +14,7 @@ from ldm_jax.config.options import (
     mesh_config,
     train_options,
 )
+from ldm_jax.diffusion.loss_weights import LOSS_TYPES
 from ldm_jax.models.unet import REMAT_POLICIES
 from ldm_jax.parallel import sharding
 
@@ -19,6 +22,10 @@ STAGES = ("autoencoder", "ldm", "both")
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 SAMPLERS = tuple(diffusion.SAMPLERS)
 CONDITIONING = ("class", "none")
+FIRST_STAGE_KINDS = ("kl", "vq")
+FROZEN_TEXT_ENCODERS = ("frozen_clip", "frozen_openclip")
+# Condition kinds (`builders.condition_kind`) the on-disk latent cache stores.
+DISK_CACHE_KINDS = ("none", "class", "adm")
 
 
 class ConfigError(ValueError):
@@ -49,10 +56,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """
     if "stage" not in config:
         raise ConfigError(
-            "config.stage is missing: this looks like a model-zoo config (config.model, e.g. "
-            "configs/paper/*.py), which describes networks for `python -m ldm_jax.summary` and "
-            "`python -m ldm_jax.convert`; the trainer takes experiment configs with stage, data, "
-            "model and train sections, such as configs/quickstart.py."
+            "config.stage is missing: this is a model description without training sections; "
+            "paper and SD configs complete themselves with `experiment.finalize(c, arg)` "
+            "(ldm_jax/config/experiment.py), as configs/quickstart.py states every section."
         )
     _require(config.stage in STAGES, "stage", f"{config.stage!r} is not one of {STAGES}.")
     data = config.data
@@ -62,6 +68,30 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "must name a dataset, e.g. 'fashion_mnist'.",
     )
     _positive_ints(config, "data", ("image_size", "channels"))
+    if has_model_section(config):
+        _validate_model(config)
+    else:
+        _validate_quickstart_networks(config)
+    for section in ("autoencoder_train", "train"):
+        _positive_ints(
+            config,
+            section,
+            ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"),
+        )
+        lr = config[section].learning_rate
+        _require(
+            isinstance(lr, float) and lr > 0,
+            f"{section}.learning_rate",
+            f"must be a positive float, got {lr!r}.",
+        )
+    if "diffusion" in config:
+        _validate_diffusion(config)
+    _validate_rest(config)
+
+
+def _validate_quickstart_networks(config: ml_collections.ConfigDict) -> None:
+    """The quickstart schema's autoencoder, unet and conditioning sections."""
+    data = config.data
     ae = config.autoencoder
     _require(len(ae.ch_mult) >= 1, "autoencoder.ch_mult", "needs at least one level.")
     f = 2 ** (len(ae.ch_mult) - 1)
@@ -79,18 +109,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             ae.ch * mult % groups == 0,
             "autoencoder.ch",
             f"width ch*mult={ae.ch * mult} is not divisible by num_groups={groups}.",
-        )
-    for section in ("autoencoder_train", "train"):
-        _positive_ints(
-            config,
-            section,
-            ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"),
-        )
-        lr = config[section].learning_rate
-        _require(
-            isinstance(lr, float) and lr > 0,
-            f"{section}.learning_rate",
-            f"must be a positive float, got {lr!r}.",
         )
     unet = config.unet
     _positive_ints(config, "unet", ("model_channels", "num_res_blocks", "transformer_depth"))
@@ -120,6 +138,58 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"{cond.kind!r} is not one of {CONDITIONING}.",
     )
     _require(0.0 <= cond.drop_prob < 1.0, "conditioning.drop_prob", "must be in [0, 1).")
+
+
+def _validate_model(config: ml_collections.ConfigDict) -> None:
+    """The paper schema (`config.model`) as the trainers use it."""
+    model, data = config.model, config.data
+    fs = model.first_stage
+    _require(
+        fs.kind in FIRST_STAGE_KINDS,
+        "model.first_stage.kind",
+        f"{fs.kind!r} is not one of {FIRST_STAGE_KINDS}.",
+    )
+    f = 2 ** (len(fs.ch_mult) - 1)
+    _require(
+        data.image_size % f == 0,
+        "data.image_size",
+        f"{data.image_size} is not divisible by the first stage's downsampling factor f={f}.",
+    )
+    unet = model.get("unet")
+    if unet is None:
+        _require(
+            config.stage == "autoencoder",
+            "stage",
+            f"{config.stage!r} needs a U-Net (config.model.unet); this config describes a first "
+            "stage only: use --config.stage=autoencoder.",
+        )
+        return
+    _require(
+        unet.image_size == data.image_size // f,
+        "model.unet.image_size",
+        f"is {unet.image_size} but data.image_size={data.image_size} / f={f} gives latents of "
+        f"{data.image_size // f}; set --config.model.unet.image_size={data.image_size // f}.",
+    )
+    cond = model.get("cond_stage") or {}
+    if cond.get("kind") in FROZEN_TEXT_ENCODERS and not config.train.get("fixed_text_context"):
+        raise ConfigError(
+            f"config.model.cond_stage.kind={cond.get('kind')!r}: the frozen CLIP/OpenCLIP text "
+            "encoder of Stable Diffusion arrives with a later issue (issue 13) and cannot train "
+            "yet; the config's ':tiny' variant trains on fixed context embeddings meanwhile."
+        )
+    kind = condition_kind(config)
+    drop = config.train.get("cond_drop_prob", 0.0)
+    _require(0.0 <= drop < 1.0, "train.cond_drop_prob", f"must be in [0, 1), got {drop!r}.")
+    cache = train_options(config.train).latent_cache
+    _require(
+        cache != "disk" or kind in DISK_CACHE_KINDS,
+        "train.latent_cache",
+        f"'disk' stores class-conditional and unconditional latents only; this model's "
+        f"condition is {kind!r}: use --config.train.latent_cache=memory.",
+    )
+
+
+def _validate_diffusion(config: ml_collections.ConfigDict) -> None:
     diff = config.diffusion
     _require(
         diff.schedule in SCHEDULES,
@@ -141,6 +211,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "diffusion.loss_weighting",
         f"{diff.loss_weighting!r} is not one of {diffusion.WEIGHTINGS}.",
     )
+    loss_type = diff.get("loss_type", "l2")
+    _require(
+        loss_type in LOSS_TYPES,
+        "diffusion.loss_type",
+        f"{loss_type!r} is not one of {LOSS_TYPES}.",
+    )
+
+
+def _validate_rest(config: ml_collections.ConfigDict) -> None:
+    diff = config.get("diffusion") or ml_collections.ConfigDict(dict(num_timesteps=1000))
     _require(0.0 < config.train.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1).")
     sample = config.sample
     _require(

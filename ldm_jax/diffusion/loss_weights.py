@@ -13,6 +13,7 @@ from ldm_jax.diffusion.objectives import PREDICTION_TYPES, eps_mse_loss
 from ldm_jax.diffusion.schedules import NoiseSchedule
 
 WEIGHTINGS = ("simple", "min_snr")
+LOSS_TYPES = ("l2", "l1")
 
 
 def snr(schedule: NoiseSchedule, t: jax.Array) -> jax.Array:
@@ -117,6 +118,15 @@ def loss_weight(
     return w.astype(jnp.float32)
 
 
+def l1_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """Per-example mean absolute error over the non-batch axes, in float32 (the reference's
+    `loss_type="l1"`). pred, target: [B, ...] -> float32 [B]."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {pred.shape} and target {target.shape} shapes differ.")
+    err = jnp.abs(pred.astype(jnp.float32) - target.astype(jnp.float32))  # [B, ...]
+    return jnp.mean(err.reshape(err.shape[0], -1), axis=-1)  # [B]
+
+
 def weighted_mse_loss(
     pred: jax.Array,
     target: jax.Array,
@@ -124,17 +134,23 @@ def weighted_mse_loss(
     t: jax.Array,
     weighting: str = "simple",
     prediction_type: str = "epsilon",
+    loss_type: str = "l2",
     **weight_kwargs,
 ) -> jax.Array:
-    """`eps_mse_loss(pred, target) * loss_weight(schedule, t, ...)`, per example.
+    """The per-example regression error times `loss_weight(schedule, t, ...)`.
 
     Args:
         pred: [B, ...] network output.
         target: [B, ...] `objectives.training_target` of the same prediction_type.
         schedule, t, weighting, prediction_type, weight_kwargs: see `loss_weight`.
+        loss_type: "l2" (mean squared error, `eps_mse_loss`) or "l1" (mean absolute error), as
+            the reference's `loss_type`.
 
     Returns:
         float32 [B]; the caller reduces over the batch.
     """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"Unknown loss_type {loss_type!r}; valid: {LOSS_TYPES}.")
     weights = loss_weight(schedule, t, weighting, prediction_type, **weight_kwargs)  # [B]
-    return weights * eps_mse_loss(pred, target)
+    error = eps_mse_loss(pred, target) if loss_type == "l2" else l1_loss(pred, target)
+    return weights * error

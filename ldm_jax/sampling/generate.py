@@ -8,12 +8,14 @@ evaluator use.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from ldm_jax import diffusion
 from ldm_jax.config import builders
@@ -43,6 +45,26 @@ def encode_images(ae: AutoencoderKL | VQModel, ae_params: Any, x: jax.Array) -> 
     return ae.apply({"params": ae_params}, x, method=ae.encode).mean
 
 
+def fixed_text_context(captions: Sequence[str], length: int, dim: int) -> np.ndarray:
+    """A deterministic stand-in for a frozen text encoder: one fixed embedding per caption.
+
+    Stable Diffusion's frozen CLIP/OpenCLIP text encoders arrive with issue 13; until then the
+    SD tiny variants cross-attend to these. Caption s maps to standard normal tokens drawn with
+    the seed SHA-256(s) (so equal captions share an embedding, and the empty caption "" is the
+    unconditional one), scaled by 1/sqrt(dim). They carry the caption's identity, not its
+    meaning.
+
+    Returns:
+      float32 [N, length, dim].
+    """
+    out = np.empty((len(captions), length, dim), np.float32)
+    for i, caption in enumerate(captions):
+        seed = int.from_bytes(hashlib.sha256(caption.encode("utf-8")).digest()[:8], "little")
+        rng = np.random.default_rng(seed)
+        out[i] = rng.standard_normal((length, dim), dtype=np.float32) / np.sqrt(dim)
+    return out
+
+
 def null_label(denoiser: LatentDenoiser) -> int | None:
     """The class label of the unconditional branch, or None when the model has none."""
     cond = denoiser.cond_stage_model
@@ -65,7 +87,8 @@ def make_sampler(
       -> images [B, H, W, C] float32 in [-1, 1], where `shape` (static) is the latent shape
       (B, h, w, c), `cond` the condition y of the denoiser (a pytree with leading batch B, or
       None) and `uncond` the y of the unconditional branch (leading batch 1 or B), or None for
-      no classifier-free guidance.
+      no classifier-free guidance. For "hybrid" models y is {"context": [B, L, D], "concat":
+      [B, h, w, c']}.
     """
     ae = builders.build_autoencoder(config)
     denoiser: LatentDenoiser = builders.build_denoiser(config)
@@ -77,6 +100,10 @@ def make_sampler(
         z_T = jax.random.normal(noise_rng, shape, jnp.float32)  # [B, h, w, c]
 
         def model_fn(x, t, y):
+            if denoiser.conditioning_key == "hybrid":
+                return denoiser.apply(
+                    {"params": ldm_params}, x, t, y["context"], concat=y["concat"]
+                )
             return denoiser.apply({"params": ldm_params}, x, t, y)
 
         if uncond is None:

@@ -1,21 +1,33 @@
-"""Stage 1: train the KL autoencoder on images (reconstruction + KL)."""
+"""Stage 1: train the first stage on images.
+
+KL autoencoder: per-example summed L1 (+ l2_weight * squared error) + kl_weight * KL, as the
+reference's `LPIPSWithDiscriminator` without LPIPS and GAN. VQ autoencoder: mean L1 (+ l2_weight
+* mean squared error) + codebook_weight * the quantiser's codebook/commitment loss, as the
+reference's `VQLPIPSWithDiscriminator` without LPIPS and GAN. The full perceptual and adversarial
+loss of the paper's first stages is a later issue.
+"""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from ldm_jax.config import builders
 from ldm_jax.config.options import train_options
-from ldm_jax.data import datasets, pipeline
+from ldm_jax.data import pipeline
 from ldm_jax.losses.autoencoder_loss import kl_autoencoder_loss, psnr
 from ldm_jax.models.autoencoder import AutoencoderKL
+from ldm_jax.models.vq_autoencoder import VQModel
 from ldm_jax.sampling import images as image_grid
+from ldm_jax.trainers import latents
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.gradients import accumulate_gradients
@@ -36,7 +48,30 @@ def checkpoint_dir(workdir: str) -> str:
     return layout.checkpoint_dir(workdir, "autoencoder")
 
 
-def make_train_step(ae: AutoencoderKL, tx, kl_weight: float, l2_weight: float, accum: int = 1):
+def vq_loss_fn(ae: VQModel, l2_weight: float, codebook_weight: float):
+    """(params, batch, rng) -> (loss, metrics) of a VQ first stage (see the module docstring)."""
+
+    def loss_fn(params, batch, rng):
+        images = batch["image"]  # [B, H, W, C]
+        x_rec, qloss, _ = ae.apply({"params": params}, images)
+        diff = x_rec.astype(jnp.float32) - images
+        l1, mse = jnp.mean(jnp.abs(diff)), jnp.mean(diff**2)
+        loss = l1 + l2_weight * mse + codebook_weight * qloss
+        metrics = {"l1": l1, "mse": mse, "codebook": qloss}
+        metrics["psnr"] = jnp.mean(psnr(images, x_rec.astype(jnp.float32)))
+        return loss, metrics
+
+    return loss_fn
+
+
+def make_train_step(
+    ae: AutoencoderKL | VQModel,
+    tx: optax.GradientTransformation,
+    kl_weight: float,
+    l2_weight: float,
+    accum: int = 1,
+    codebook_weight: float = 1.0,
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """The (state, batch) -> (state, metrics) update (to be jitted with shardings)."""
 
     def loss_fn(params, batch, rng):
@@ -49,6 +84,9 @@ def make_train_step(ae: AutoencoderKL, tx, kl_weight: float, l2_weight: float, a
         metrics["psnr"] = jnp.mean(psnr(images, x_rec.astype(jnp.float32)))
         return jnp.mean(loss), metrics
 
+    if isinstance(ae, VQModel):
+        loss_fn = vq_loss_fn(ae, l2_weight, codebook_weight)
+
     def train_step(state: TrainState, batch):
         rng, step_rng = jax.random.split(state.rng)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -60,7 +98,9 @@ def make_train_step(ae: AutoencoderKL, tx, kl_weight: float, l2_weight: float, a
     return train_step
 
 
-def state_init_fn(ae: AutoencoderKL, config: ml_collections.ConfigDict, tx):
+def state_init_fn(
+    ae: AutoencoderKL | VQModel, config: ml_collections.ConfigDict, tx: optax.GradientTransformation
+) -> Callable[[jax.Array], TrainState]:
     """rng -> a fresh stage-1 state, its kernels boxed with logical axis names."""
     size, ch = config.data.image_size, config.data.channels
 
@@ -72,13 +112,15 @@ def state_init_fn(ae: AutoencoderKL, config: ml_collections.ConfigDict, tx):
     return init
 
 
-def init_state(ae: AutoencoderKL, config: ml_collections.ConfigDict, tx) -> TrainState:
+def init_state(
+    ae: AutoencoderKL | VQModel, config: ml_collections.ConfigDict, tx: optax.GradientTransformation
+) -> TrainState:
     """A fresh stage-1 state on the default device (benchmarks and tests; training shards it)."""
     init = state_init_fn(ae, config, tx)
     return jax.jit(lambda r: nn.unbox(init(r)))(jax.random.PRNGKey(config.seed))
 
 
-def restore_params(workdir: str, config: ml_collections.ConfigDict):
+def restore_params(workdir: str, config: ml_collections.ConfigDict) -> Any:
     """Latest stage-1 parameters of a workdir (raises MissingCheckpointError if none)."""
     ae = builders.build_autoencoder(config)
     tx = optimizer_for(config.autoencoder_train)
@@ -101,7 +143,7 @@ def _check_channels(batch: dict[str, np.ndarray], config: ml_collections.ConfigD
         )
 
 
-def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter):
+def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter) -> Any:
     """Trains (or resumes, or extends) stage 1 up to `config.autoencoder_train.steps`.
 
     Runs on the config's mesh; with several processes each loads its rows of every batch.
@@ -125,9 +167,7 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
         opts.grad_accum_steps,
     )
     state = sharded.state
-    source = datasets.get_data_source(
-        config.data.name, config.data.train_split, config.data.data_dir or None
-    )
+    source = latents.data_source(config)
     loader = pipeline.make_train_loader(
         source,
         batch_size=tcfg.batch_size,
@@ -149,13 +189,18 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
     train_step = compiled_step(
         "autoencoder",
         make_train_step(
-            ae.clone(dtype=opts.dtype), tx, tcfg.kl_weight, tcfg.l2_weight, opts.grad_accum_steps
+            ae.clone(dtype=opts.dtype),
+            tx,
+            tcfg.kl_weight,
+            tcfg.l2_weight,
+            opts.grad_accum_steps,
+            tcfg.get("codebook_weight", 1.0),
         ),
         sharded,
         {"image": first["image"]},
         tcfg.batch_size,
     )
-    recon = jax.jit(lambda p, x: ae.apply({"params": p}, x))
+    recon = jax.jit(lambda p, x: ae.apply({"params": p}, x)[0])  # KL and VQ: x_rec first
 
     def on_step(step, state):
         every = tcfg.sample_every
@@ -165,7 +210,7 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
                 params = replicated_to_host(params, sharded.mesh)
             if jax.process_index() != 0:
                 return
-            x_rec, _ = recon(params, eval_images)
+            x_rec = recon(params, eval_images)
             grid = image_grid.make_grid(np.concatenate([eval_images, np.asarray(x_rec)]), columns=8)
             image_grid.save_png(layout.sample_path(workdir, step, prefix="autoencoder_"), grid)
             writer.image(step, "autoencoder/reconstructions", grid)

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
+import optax
 
 from ldm_jax import diffusion
 from ldm_jax.config import builders
 from ldm_jax.config.options import train_options
-from ldm_jax.data import datasets, pipeline
-from ldm_jax.data import latents_in_memory as latent_cache
-from ldm_jax.data import latents_on_disk as latent_store
-from ldm_jax.models.conditioning import drop_labels
+from ldm_jax.models.latent_denoiser import LatentDenoiser
 from ldm_jax.sampling import images as image_grid
-from ldm_jax.sampling.generate import make_generate_fn
+from ldm_jax.sampling.generate import make_generate_fn, make_sampler
+from ldm_jax.trainers import captions, latents
+from ldm_jax.trainers.conditions import Conditions, make_conditions, sample_inputs
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.gradients import accumulate_gradients
@@ -34,15 +34,16 @@ from ldm_jax.training.sharded_stage import (
     replicated_to_host,
 )
 from ldm_jax.training.state import TrainState, apply_gradients, create_state
-from ldm_jax.workdir import latent_cache as latent_cache_writer
 from ldm_jax.workdir import layout
+
+StepFn = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
 
 
 def checkpoint_dir(workdir: str) -> str:
     return layout.checkpoint_dir(workdir, "ldm")
 
 
-def training_denoiser(config: ml_collections.ConfigDict):
+def training_denoiser(config: ml_collections.ConfigDict) -> LatentDenoiser:
     """The config's denoiser with the stage's compute dtype and U-Net remat policy applied."""
     opts = train_options(config.train)
     denoiser = builders.build_denoiser(config)
@@ -50,16 +51,23 @@ def training_denoiser(config: ml_collections.ConfigDict):
     return denoiser.clone(diffusion_model=unet)
 
 
-def make_train_step(config: ml_collections.ConfigDict, tx, scale_factor: float):
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    tx: optax.GradientTransformation,
+    scale_factor: float,
+    conditions: Conditions | None = None,
+) -> StepFn:
     """The (state, batch) -> (state, metrics) update (to be jitted with shardings).
 
-    A batch holds the posterior "mean" and "logvar" [B, h, w, c] and "label" [B]; z is
-    resampled from the posterior every step and scaled by `scale_factor`.
+    A batch holds the latents ("mean" [B, h, w, c] and, for a KL first stage, "logvar"; z is
+    resampled from the posterior every step and scaled by `scale_factor`) and the arrays of its
+    condition (`conditions.keys`; see `trainers/conditions.py`). `conditions` defaults to those
+    of a class-conditional or unconditional model.
     """
     denoiser = training_denoiser(config)
     schedule = builders.build_schedule(config)
-    drop_prob = config.conditioning.drop_prob
-    null_class = config.data.num_classes
+    conditions = make_conditions(config) if conditions is None else conditions
+    vq = latents.is_vq(config)
     ema_decay = config.train.ema_decay
     accum = train_options(config.train).grad_accum_steps
     d = config.diffusion
@@ -67,16 +75,23 @@ def make_train_step(config: ml_collections.ConfigDict, tx, scale_factor: float):
     def loss_fn(params, batch, rngs):
         z_rng, step_rng = rngs
         t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(step_rng, 4)
-        std = jnp.exp(0.5 * batch["logvar"])
-        z0 = (batch["mean"] + std * jax.random.normal(z_rng, std.shape)) * scale_factor
+        if vq:
+            z0 = batch["mean"] * scale_factor
+        else:
+            std = jnp.exp(0.5 * batch["logvar"])
+            z0 = (batch["mean"] + std * jax.random.normal(z_rng, std.shape)) * scale_factor
         t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps, jnp.int32)  # [B]
         noise = jax.random.normal(noise_rng, z0.shape, jnp.float32)
         z_t = diffusion.q_sample(schedule, z0, t, noise)  # [B, h, w, c]
-        labels = None
-        if denoiser.cond_stage_model is not None:
-            labels = drop_labels(drop_rng, batch["label"], drop_prob, null_class)
+        y, concat = conditions.train(batch, drop_rng)
         out = denoiser.apply(
-            {"params": params}, z_t, t, labels, deterministic=False, rngs={"dropout": dropout_rng}
+            {"params": params},
+            z_t,
+            t,
+            y,
+            deterministic=False,
+            concat=concat,
+            rngs={"dropout": dropout_rng},
         )
         target = diffusion.training_target(schedule, z0, t, noise, d.prediction_type)
         loss = diffusion.weighted_mse_loss(
@@ -86,6 +101,7 @@ def make_train_step(config: ml_collections.ConfigDict, tx, scale_factor: float):
             t,
             d.loss_weighting,
             d.prediction_type,
+            loss_type=d.get("loss_type", "l2"),
             min_snr_gamma=d.min_snr_gamma,
             original_elbo_weight=d.original_elbo_weight,
         )  # [B]
@@ -99,6 +115,12 @@ def make_train_step(config: ml_collections.ConfigDict, tx, scale_factor: float):
         return apply_gradients(state, grads, tx, rng, ema_decay), {"loss": loss}
 
     return train_step
+
+
+def step_keys(config: ml_collections.ConfigDict, conditions: Conditions) -> tuple[str, ...]:
+    """The batch arrays the train step reads."""
+    lat = ("mean",) if latents.is_vq(config) else ("mean", "logvar")
+    return lat + conditions.keys
 
 
 def state_init_fn(config: ml_collections.ConfigDict, tx):
@@ -142,71 +164,11 @@ def restore(workdir: str, config: ml_collections.ConfigDict) -> tuple[TrainState
     return sharded.state, sharded.meta
 
 
-def encode_train_set(config: ml_collections.ConfigDict, ae_params) -> dict[str, np.ndarray]:
-    """Encodes the training split once: posterior mean/log-variance and labels, in memory."""
-    ae = builders.build_autoencoder(config)
-    source = datasets.get_data_source(
-        config.data.name, config.data.train_split, config.data.data_dir or None
-    )
-    images, labels = pipeline.load_split_arrays(source, config.data.image_size)
-    encode = jax.jit(
-        lambda x: (lambda q: (q.mean, q.logvar))(
-            ae.apply({"params": ae_params}, x, method=ae.encode)
-        )
-    )
-    mean, logvar = latent_cache.encode_arrays(encode, images)
-    if labels is None:
-        labels = np.zeros((len(images),), np.int32)
-    return {"mean": mean, "logvar": logvar, "label": labels}
-
-
-def latent_loader_factory(config: ml_collections.ConfigDict, workdir: str, ae_params):
-    """(shard_index=0, shard_count=1) -> a resumable loader of latent batches.
-
-    `config.train.latent_cache`: "memory" encodes the training split on every (re)start;
-    "disk" reads `<workdir>/latents` (`python -m ldm_jax.cache_latents`), writing it first when
-    missing (process 0 writes, the others wait and open it).
-    """
-    tcfg = config.train
-    if train_options(tcfg).latent_cache == "disk":
-        directory = layout.latent_cache_dir(workdir)
-        failure = None
-        if jax.process_index() == 0:
-            log.info("ldm: latent cache %s", directory)
-            try:
-                store = latent_cache_writer.ensure_latent_cache(workdir, config, ae_params)
-            except Exception as e:  # Re-raised below, once every process knows.
-                failure = e
-        if jax.process_count() > 1:
-            ok = multihost_utils.broadcast_one_to_all(np.int32(failure is None))
-            if not int(ok) and jax.process_index() != 0:
-                raise RuntimeError(f"ldm: process 0 could not write the latent cache {directory}.")
-        if failure is not None:
-            raise failure
-        if jax.process_index() != 0:
-            store = latent_cache_writer.open_latent_cache(directory, config, ae_params)
-        return functools.partial(
-            latent_store.make_store_loader, store, batch_size=tcfg.batch_size, seed=config.seed
-        )
-    log.info("ldm: encoding the training set with the first stage ...")
-    arrays = encode_train_set(config, ae_params)
-    return functools.partial(
-        latent_cache.make_latent_loader, arrays, batch_size=tcfg.batch_size, seed=config.seed
-    )
-
-
-def scale_factor_from_batch(batch: dict[str, np.ndarray], seed: int) -> float:
-    """`scale_by_std`: 1 / std of z sampled from the first batch's posteriors."""
-    rng = np.random.default_rng(seed)
-    z = batch["mean"] + np.exp(0.5 * batch["logvar"]) * rng.standard_normal(batch["mean"].shape)
-    return float(1.0 / np.std(z))
-
-
 def sample_grid(
     config: ml_collections.ConfigDict,
-    generate,
-    ae_params,
-    ema_params,
+    generate: Callable[..., jax.Array],
+    ae_params: Any,
+    ema_params: Any,
     scale_factor: float,
     seed: int,
 ) -> np.ndarray:
@@ -225,7 +187,63 @@ def sample_grid(
     return image_grid.make_grid(np.asarray(images), columns=s.per_class)
 
 
-def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer: MetricWriter):
+def make_grid_fn(
+    config: ml_collections.ConfigDict,
+    conditions: Conditions,
+    first_batch: dict[str, np.ndarray],
+    ae_params: Any,
+) -> Callable[[Any, float], np.ndarray]:
+    """(EMA params, scale factor) -> a sample grid: one row per class for class labels and
+    unconditional models (`sample_grid`); otherwise up to 8 samples conditioned on the first
+    batch's conditions (captions, low-resolution images, masked images, maps)."""
+    s = config.sample
+    if conditions.kind in ("none", "class", "adm"):
+        generate = make_generate_fn(config, s.sampler, s.steps)
+        return lambda ema, sf: sample_grid(config, generate, ae_params, ema, sf, config.seed)
+    num = min(8, len(first_batch["mean"]))
+    cond, uncond = sample_inputs(conditions, first_batch, num)
+    sample = make_sampler(config, s.sampler, s.steps)
+    h, w, c = first_batch["mean"].shape[1:]
+
+    def grid(ema: Any, scale_factor: float) -> np.ndarray:
+        images = sample(
+            ae_params,
+            ema,
+            cond,
+            uncond,
+            jax.random.PRNGKey(config.seed),
+            jnp.float32(s.guidance_scale),
+            jnp.float32(s.eta),
+            jnp.float32(scale_factor),
+            shape=(num, h, w, c),
+        )
+        return image_grid.make_grid(np.asarray(images), columns=num)
+
+    return grid
+
+
+def _scale_factor(
+    config: ml_collections.ConfigDict, meta: dict[str, Any], make_loader: Callable[..., Any]
+) -> float:
+    if meta:
+        return float(meta["scale_factor"])
+    if config.diffusion.scale_by_std:
+        # The whole first global batch, identical on every process.
+        vq = latents.is_vq(config)
+        scale = latents.scale_factor_from_batch(next(make_loader()), config.seed, vq)
+        log.info("ldm: scale_by_std -> scale_factor = %.4f", scale)
+        return scale
+    return float(config.diffusion.scale_factor)
+
+
+def _only(batches: Iterator[dict[str, np.ndarray]], keys: tuple[str, ...]) -> Iterator[dict]:
+    for batch in batches:
+        yield {k: batch[k] for k in keys}
+
+
+def train_ldm(
+    config: ml_collections.ConfigDict, workdir: str, ae_params: Any, writer: MetricWriter
+) -> TrainState:
     """Trains (or resumes, or extends) stage 2 up to `config.train.steps`; returns the state.
 
     Runs on the config's mesh; with several processes each loads its rows of every batch.
@@ -235,14 +253,8 @@ def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer
     ckpt = Checkpointer(checkpoint_dir(workdir), tcfg.keep_checkpoints)
     sharded = init_or_restore(state_init_fn(config, tx), init_rng(config), config, ckpt)
     state, meta = sharded.state, sharded.meta
-    check_batch_size(
-        "ldm",
-        "train",
-        tcfg.batch_size,
-        sharded.mesh,
-        sharded.rules,
-        train_options(tcfg).grad_accum_steps,
-    )
+    accum = train_options(tcfg).grad_accum_steps
+    check_batch_size("ldm", "train", tcfg.batch_size, sharded.mesh, sharded.rules, accum)
     if meta:
         log.info("ldm: resuming from step %d", int(state.step))
     if int(state.step) >= tcfg.steps:
@@ -250,28 +262,22 @@ def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer
         return state
     if jax.process_count() > 1:
         ae_params = replicated_to_host(ae_params, sharded.mesh)  # Encoding runs per process.
-    make_loader = latent_loader_factory(config, workdir, ae_params)
+    make_loader = latents.latent_loader_factory(config, workdir, ae_params)
     loader = make_loader(shard_index=jax.process_index(), shard_count=jax.process_count())
     if meta:
         loader.set_state(meta["data"])
-        scale_factor = float(meta["scale_factor"])
-    elif config.diffusion.scale_by_std:
-        # The whole first global batch, identical on every process.
-        scale_factor = scale_factor_from_batch(next(make_loader()), config.seed)
-        log.info("ldm: scale_by_std -> scale_factor = %.4f", scale_factor)
-    else:
-        scale_factor = float(config.diffusion.scale_factor)
+    scale_factor = _scale_factor(config, meta, make_loader)
     writer.scalars(int(state.step), {"ldm/scale_factor": scale_factor})
-    batches = iter(loader)
+    tokenizer = None
+    if builders.condition_kind(config) == "text":
+        tokenizer = captions.load_tokenizer(config, workdir)
+    conditions = make_conditions(config, ae_params, scale_factor, tokenizer)
+    keys = step_keys(config, conditions)
+    batches = _only(iter(loader), keys)
     first_batch = next(batches)
-    train_step = compiled_step(
-        "ldm",
-        make_train_step(config, tx, scale_factor),
-        sharded,
-        first_batch,
-        tcfg.batch_size,
-    )
-    generate = make_generate_fn(config, config.sample.sampler, config.sample.steps)
+    step_fn = make_train_step(config, tx, scale_factor, conditions)
+    train_step = compiled_step("ldm", step_fn, sharded, first_batch, tcfg.batch_size)
+    grid_fn = make_grid_fn(config, conditions, first_batch, ae_params)
 
     def on_step(step, state):
         every = tcfg.sample_every
@@ -281,7 +287,7 @@ def train_ldm(config: ml_collections.ConfigDict, workdir: str, ae_params, writer
                 ema = replicated_to_host(ema, sharded.mesh)
             if jax.process_index() != 0:
                 return
-            grid = sample_grid(config, generate, ae_params, ema, scale_factor, config.seed)
+            grid = grid_fn(ema, scale_factor)
             image_grid.save_png(layout.sample_path(workdir, step), grid)
             writer.image(step, "ldm/samples", grid)
 
