@@ -310,9 +310,15 @@ def prepare(plan: FolderPlan, data_dir: str) -> LdmImageFolder:
                 file_format=FILE_FORMAT,
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False),
             )
-    except Exception:
+    except Exception as e:
         if builder().is_prepared():  # Another process prepared the same folder meanwhile.
             return builder()
+        for split, files in plan.files.items():
+            if set(files) <= set(b.skipped):
+                raise ValueError(
+                    f"None of the {len(files)} image files of split {split!r} in {plan.root} "
+                    f"could be read (e.g. {files[0]}): replace or remove the broken files."
+                ) from e
         raise
     if b.skipped:
         logging.warning(

@@ -153,3 +153,10 @@ def test_missing_and_empty_folders_name_the_path_and_the_fix(tmp_path):
         )
     with pytest.raises(ValueError, match="needs data.path"):
         datasets.get_data_source("image_folder", "train", str(tmp_path), image_size=SIZE)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=f"None of the 1 image files of split 'train' in {broken}"):
+        datasets.get_data_source(
+            "image_folder", "train", str(tmp_path / "tfds"), path=str(broken), image_size=SIZE
+        )
