@@ -23,7 +23,7 @@ def _gradient(h: int, w: int, c: int = 3) -> np.ndarray:
 
 @pytest.fixture
 def odd_folder(tmp_path):
-    """cats/{non-square jpeg, grey png}, dogs/{rgba png, 16-bit png, corrupt png}, and clutter."""
+    """cats/{non-square jpeg, grey png}, dogs/{rgba png, 16-bit png, corrupt png, cmyk jpeg}."""
     root = tmp_path / "pets"
     (root / "cats").mkdir(parents=True)
     (root / "dogs").mkdir()
@@ -35,6 +35,8 @@ def odd_folder(tmp_path):
     Image.fromarray(np.concatenate([rgba, alpha], -1), "RGBA").save(root / "dogs" / "c_rgba.png")
     deep = (np.arange(24 * 24).reshape(24, 24) * 113 % 65536).astype(np.uint16)
     Image.fromarray(deep).save(root / "dogs" / "d_16bit.png")
+    cmyk = Image.fromarray(_gradient(10, 14)).convert("CMYK")
+    cmyk.save(root / "dogs" / "f_cmyk.jpeg", quality=95)
     (root / "dogs" / "e_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (root / "dogs" / "notes.txt").write_text("not an image")
     Image.fromarray(_gradient(8, 8)).save(root / ".hidden" / "x.png")
@@ -68,19 +70,26 @@ def test_odd_files_round_trip(odd_folder, tmp_path, caplog):
     assert "Skipped 1 unreadable" in caplog.text and "e_corrupt.png" in caplog.text
     assert source.skipped == ("dogs/e_corrupt.png",)
     names = [source[i]["file_name"] for i in range(len(source))]
-    assert names == ["cats/a_rgb.JPG", "cats/b_grey.png", "dogs/c_rgba.png", "dogs/d_16bit.png"]
-    assert [source[i]["label"] for i in range(4)] == [0, 0, 1, 1]
+    assert names == [
+        "cats/a_rgb.JPG",
+        "cats/b_grey.png",
+        "dogs/c_rgba.png",
+        "dogs/d_16bit.png",
+        "dogs/f_cmyk.jpeg",
+    ]
+    assert [source[i]["label"] for i in range(5)] == [0, 0, 1, 1, 1]
     assert source.plan.class_names == ("cats", "dogs")
-    stored = [source[i]["image"] for i in range(4)]
-    assert [s.shape for s in stored] == [(8, 13, 3), (12, 8, 3), (8, 8, 3), (8, 8, 3)]
+    stored = [source[i]["image"] for i in range(5)]
+    shapes = [(8, 13, 3), (12, 8, 3), (8, 8, 3), (8, 8, 3), (8, 11, 3)]
+    assert [s.shape for s in stored] == shapes
     for name, image in zip(names, stored, strict=True):
         np.testing.assert_array_equal(image, _expected(odd_folder, name), err_msg=name)
-    # Alpha composited over white: the transparent left column is white before resizing.
     batch = pipeline.load_split_dict(source, SIZE)
-    assert batch["image"].shape == (4, 8, 8, 3) and batch["image"].dtype == np.float32
-    np.testing.assert_array_equal(batch["label"], [0, 0, 1, 1])
+    assert batch["image"].shape == (5, 8, 8, 3) and batch["image"].dtype == np.float32
+    np.testing.assert_array_equal(batch["label"], [0, 0, 1, 1, 1])
     assert "caption" not in batch and "segmentation" not in batch
-    centre = [stored[0][:, 2:10], stored[1][2:10], stored[2], stored[3]]  # (13-8)//2, (12-8)//2
+    # Centre crops: (13 - 8) // 2, (12 - 8) // 2, (11 - 8) // 2.
+    centre = [stored[0][:, 2:10], stored[1][2:10], stored[2], stored[3], stored[4][:, 1:9]]
     for got, want in zip(batch["image"], centre, strict=True):
         np.testing.assert_allclose(got, want / 127.5 - 1.0, atol=1e-6)
     grey = datasets.get_data_source(
