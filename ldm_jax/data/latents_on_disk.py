@@ -227,6 +227,20 @@ def _remove_leftovers(directory: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _check_target(directory: str, metadata: Mapping[str, Any], overwrite: bool) -> None:
+    """Raises unless `directory` may be written (absent, or replaceable with `overwrite`)."""
+    clash = [k for k in _RESERVED_METADATA if k in metadata]
+    if clash:
+        raise ValueError(f"Reserved metadata keys {clash}.")
+    if os.path.exists(directory):
+        if not overwrite:
+            raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it.")
+        if not is_complete(directory) and os.listdir(directory):
+            raise FileExistsError(
+                f"{directory} exists and is not a latent cache; remove it or write elsewhere."
+            )
+
+
 def write_latent_store(
     directory: str,
     chunks: Iterable[Mapping[str, np.ndarray]],
@@ -251,16 +265,7 @@ def write_latent_store(
     Returns:
       The opened cache.
     """
-    clash = [k for k in _RESERVED_METADATA if k in metadata]
-    if clash:
-        raise ValueError(f"Reserved metadata keys {clash}.")
-    if os.path.exists(directory):
-        if not overwrite:
-            raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it.")
-        if not is_complete(directory) and os.listdir(directory):
-            raise FileExistsError(
-                f"{directory} exists and is not a latent cache; remove it or write elsewhere."
-            )
+    _check_target(directory, metadata, overwrite)
     chunks = iter(chunks)
     first = next(chunks, None)
     if first is None:
