@@ -173,9 +173,11 @@ def plan_folder(path: str, image_size: int, channels: int = 3) -> FolderPlan:
     root = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder {root} does not exist: " + _hint(root))
-    if not isinstance(image_size, int) or image_size <= 0:
+    if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer):
+        raise ValueError(f"image_folder needs an integer image_size, got {image_size!r}.")
+    if image_size <= 0:
         raise ValueError(f"image_folder needs a positive image_size, got {image_size!r}.")
-    image_files.check_channels(channels)
+    image_size, channels = int(image_size), image_files.check_channels(channels)
     paths = _list_images(root)
     if not paths:
         raise ValueError(f"Image folder {root} holds no image files: " + _hint(root))
