@@ -227,12 +227,7 @@ def load_compvis(
       UnsafeCheckpointError: the pickle references a global outside the allow-list.
     """
     params = _yaml(config_yaml)
-    if ckpt_path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        tensors = load_file(ckpt_path)
-    else:
-        tensors = load_state_dict(ckpt_path, allow_placeholders)
+    tensors = _read_tensors(ckpt_path, allow_placeholders)
     unet = ccfg.unet_from_yaml(params["unet_config"])
     first = ccfg.first_stage_from_yaml(params["first_stage_config"])
     cond_cfg = params.get("cond_stage_config", "__is_unconditional__")
@@ -241,63 +236,17 @@ def load_compvis(
     if key not in (None, "crossattn", "concat", "hybrid", "adm"):
         raise ccfg.UnsupportedConfigError(f"conditioning_key={key!r} is not supported.")
 
-    model_tensors = _ema_view(tensors, use_ema)
-    in_ch = unet_in_channels(params, first)
-    side = 2 ** (len(unet.channel_mult) - 1)
-    ctx = None if unet.context_dim is None else jnp.zeros((1, 1, unet.context_dim))
-    y = None if unet.num_classes is None else jnp.zeros((1,), jnp.int32)
-    unet_abs = abstract_params(unet, jnp.zeros((1, side, side, in_ch)), jnp.zeros((1,)), ctx, y=y)
-    unet_params = assemble(
-        unet_abs,
-        _part(model_tensors, "diffusion_model."),
-        flax_path_to_compvis,
-        source=f"U-Net (model.diffusion_model.*) of {ckpt_path}",
-    )
+    unet_params = _unet_params(unet, unet_in_channels(params, first), tensors, use_ema, ckpt_path)
     f = first.downsample_factor
-    fs_abs = abstract_params(first, jnp.zeros((1, f, f, first.in_channels)))
     fs_params = assemble(
-        fs_abs,
+        abstract_params(first, jnp.zeros((1, f, f, first.in_channels))),
         _part(tensors, "first_stage_model."),
         flax_path_to_compvis,
         ignore=lambda k: k.startswith("loss."),
         source=f"first stage (first_stage_model.*) of {ckpt_path}",
     )
-    cond_params, tokenizer = None, None
-    if isinstance(cond, BERTEmbedder):
-        cond_params = assemble(
-            abstract_params(cond, jnp.zeros((1, 1), jnp.int32)),
-            _part(tensors, "cond_stage_model."),
-            flax_path_to_xtransformers,
-            source=f"text cond stage (cond_stage_model.transformer.*) of {ckpt_path}",
-        )
-        if vocab is not None:
-            tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond.max_seq_len)
-            top = max(tokenizer.vocab.values())
-            if top >= cond.vocab_size:
-                raise WeightMismatchError(
-                    f"{vocab} has token ids up to {top}; the text embedder has "
-                    f"{cond.vocab_size} embeddings."
-                )
-    elif cond is not None:
-        example = jnp.zeros((1,), jnp.int32)
-        if isinstance(cond, SpatialRescaler):
-            in_ch = dict(cond_cfg.get("params", {})).get("in_channels", 3)
-            example = jnp.zeros((1, 8, 8, in_ch), jnp.float32)
-        cond_abs = abstract_params(cond, example)
-        cond_params = assemble(
-            cond_abs,
-            _part(tensors, "cond_stage_model."),
-            flax_path_to_compvis,
-            source=f"cond stage (cond_stage_model.*) of {ckpt_path}",
-        )
-    known = ("model.", "model_ema.", "first_stage_model.")
-    # `__is_first_stage__` registers the first stage again as cond_stage_model.
-    if cond is not None or ignore_cond_stage or ccfg._target(cond_cfg) == "__is_first_stage__":
-        known += ("cond_stage_model.",)
-    stray = sorted(k for k in tensors if not k.startswith(known) and not _SCHEDULE_BUFFERS.match(k))
-    if stray:
-        raise WeightMismatchError(f"{ckpt_path}: unexpected tensors: {stray[:20]}")
-
+    cond_params, tokenizer = _cond_stage_params(cond, cond_cfg, tensors, ckpt_path, vocab)
+    _check_no_stray(tensors, cond, cond_cfg, ignore_cond_stage, ckpt_path)
     if "betas" in tensors:
         schedule = diffusion.NoiseSchedule.from_betas(np.asarray(tensors["betas"], np.float64))
     else:
@@ -317,6 +266,74 @@ def load_compvis(
         config=params,
         tokenizer=tokenizer,
     )
+
+
+def _read_tensors(ckpt_path: str, allow_placeholders: bool) -> dict[str, np.ndarray]:
+    """Every tensor of a `.ckpt` (restricted unpickler) or `.safetensors` file."""
+    if ckpt_path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(ckpt_path)
+    return load_state_dict(ckpt_path, allow_placeholders)
+
+
+def _unet_params(unet: UNetModel, in_ch: int, tensors: dict, use_ema: bool, ckpt_path: str):
+    """The U-Net's parameters from `model.diffusion_model.*` (or their EMA copies)."""
+    side = 2 ** (len(unet.channel_mult) - 1)
+    ctx = None if unet.context_dim is None else jnp.zeros((1, 1, unet.context_dim))
+    y = None if unet.num_classes is None else jnp.zeros((1,), jnp.int32)
+    unet_abs = abstract_params(unet, jnp.zeros((1, side, side, in_ch)), jnp.zeros((1,)), ctx, y=y)
+    return assemble(
+        unet_abs,
+        _part(_ema_view(tensors, use_ema), "diffusion_model."),
+        flax_path_to_compvis,
+        source=f"U-Net (model.diffusion_model.*) of {ckpt_path}",
+    )
+
+
+def _cond_stage_params(cond, cond_cfg, tensors: dict, ckpt_path: str, vocab: str | None):
+    """(tau_theta's parameters or None, a WordPiece tokenizer for a text model or None)."""
+    if isinstance(cond, BERTEmbedder):
+        cond_params = assemble(
+            abstract_params(cond, jnp.zeros((1, 1), jnp.int32)),
+            _part(tensors, "cond_stage_model."),
+            flax_path_to_xtransformers,
+            source=f"text cond stage (cond_stage_model.transformer.*) of {ckpt_path}",
+        )
+        if vocab is None:
+            return cond_params, None
+        tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond.max_seq_len)
+        top = max(tokenizer.vocab.values())
+        if top >= cond.vocab_size:
+            raise WeightMismatchError(
+                f"{vocab} has token ids up to {top}; the text embedder has "
+                f"{cond.vocab_size} embeddings."
+            )
+        return cond_params, tokenizer
+    if cond is None:
+        return None, None
+    example = jnp.zeros((1,), jnp.int32)
+    if isinstance(cond, SpatialRescaler):
+        in_ch = dict(cond_cfg.get("params", {})).get("in_channels", 3)
+        example = jnp.zeros((1, 8, 8, in_ch), jnp.float32)
+    cond_params = assemble(
+        abstract_params(cond, example),
+        _part(tensors, "cond_stage_model."),
+        flax_path_to_compvis,
+        source=f"cond stage (cond_stage_model.*) of {ckpt_path}",
+    )
+    return cond_params, None
+
+
+def _check_no_stray(tensors, cond, cond_cfg, ignore_cond_stage: bool, ckpt_path: str) -> None:
+    """Refuses tensors that belong to no part of the model (schedule buffers aside)."""
+    known = ("model.", "model_ema.", "first_stage_model.")
+    # `__is_first_stage__` registers the first stage again as cond_stage_model.
+    if cond is not None or ignore_cond_stage or ccfg._target(cond_cfg) == "__is_first_stage__":
+        known += ("cond_stage_model.",)
+    stray = sorted(k for k in tensors if not k.startswith(known) and not _SCHEDULE_BUFFERS.match(k))
+    if stray:
+        raise WeightMismatchError(f"{ckpt_path}: unexpected tensors: {stray[:20]}")
 
 
 def unet_in_channels(params: dict, first: Any) -> int:
