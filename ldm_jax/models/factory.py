@@ -58,7 +58,7 @@ def first_stage_config(cfg: Mapping[str, Any] | Spec) -> Any:
 def unet_config(cfg: Mapping[str, Any] | Spec) -> UNetConfig:
     """The typed `unet` section; the reference's run-time options `use_checkpoint` and
     `use_fp16` are dropped (here they are `train.remat` and `train.compute_dtype`)."""
-    if isinstance(cfg, Mapping):
+    if not isinstance(cfg, Spec):
         cfg = {k: v for k, v in cfg.items() if k not in UNetConfig.RUNTIME_REFERENCE_FIELDS}
     return UNetConfig.from_dict(cfg)
 
