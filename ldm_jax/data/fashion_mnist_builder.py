@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 
-from ldm_jax.data import fashion_mnist_idx
+from ldm_jax.data import fashion_mnist_idx, tfds_quiet
 
 IMAGE_SHAPE = (28, 28, 1)
 FILE_FORMAT = "array_record"
@@ -33,6 +34,12 @@ class FashionMnistDebian(tfds.core.GeneratorBasedBuilder):
     # tfds' own `code_path` lookup needs the `importlib_resources` backport for packages installed
     # as plain folders; give the path directly (same value, one dependency less).
     code_path = epath.Path(__file__)
+
+    def _log_download_bytes(self) -> None:  # tfds prints these to stdout; nothing to add.
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -66,9 +73,11 @@ def prepare(data_dir: str) -> FashionMnistDebian:
     Raises:
       FileNotFoundError: the Debian IDX files are missing (the message says how to install them).
     """
-    builder = FashionMnistDebian(data_dir=data_dir, file_format=FILE_FORMAT)
-    if not builder.is_prepared():
-        # Read the files first so a missing package fails fast with the install hint.
-        fashion_mnist_idx.read_idx_arrays("test")
-        builder.download_and_prepare(file_format=FILE_FORMAT, download_config=DOWNLOAD_CONFIG)
+    with tfds_quiet.quiet():
+        builder = FashionMnistDebian(data_dir=data_dir, file_format=FILE_FORMAT)
+        if not builder.is_prepared():
+            # Read the files first so a missing package fails fast with the install hint.
+            fashion_mnist_idx.read_idx_arrays("test")
+            logging.info("Preparing Fashion-MNIST into %s (once, about 5 s)", data_dir)
+            builder.download_and_prepare(file_format=FILE_FORMAT, download_config=DOWNLOAD_CONFIG)
     return builder

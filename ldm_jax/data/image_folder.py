@@ -31,7 +31,6 @@ any tfds dataset, and a small folder costs well under a second to prepare.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -45,7 +44,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from ldm_jax.data import image_files
+from ldm_jax.data import image_files, tfds_quiet
 
 SPLIT_FOLDERS = ("train", "test", "validation")
 METADATA_FILE = "metadata.jsonl"
@@ -227,6 +226,12 @@ class LdmImageFolder(tfds.core.GeneratorBasedBuilder):
         self.skipped: list[str] = []
         super().__init__(**kwargs)
 
+    def _log_download_bytes(self) -> None:  # tfds prints to stdout; `prepare` logs instead.
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
     def _info(self) -> tfds.core.DatasetInfo:
         plan = self._plan
         features: dict[str, Any] = {
@@ -281,40 +286,37 @@ class LdmImageFolder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata[f"skipped_{split}"] = [r for r in self.skipped if r in in_split]
 
 
-@contextlib.contextmanager
-def _quiet_tfds() -> Iterator[None]:
-    """Hides tfds' progress bars while preparing (they break into our own output)."""
-    from tensorflow_datasets.core.utils import tqdm_utils
-
-    active = tqdm_utils._active  # noqa: SLF001 - tfds has no public getter.
-    tqdm_utils.display_progress_bar(False)
-    try:
-        yield
-    finally:
-        tqdm_utils.display_progress_bar(active)
-
-
 def prepare(plan: FolderPlan, data_dir: str) -> LdmImageFolder:
     """Prepares the plan into `data_dir/image_folder/<key>` unless already there; the builder."""
-    folder_dir = os.path.join(data_dir, "image_folder", plan.key)
+    with tfds_quiet.quiet():
+        builder = _prepare(plan, os.path.join(data_dir, "image_folder", plan.key))
+    if builder.skipped:
+        logging.warning(
+            "Skipped %d unreadable image file(s) of %s (first: %s).",
+            len(builder.skipped),
+            plan.root,
+            ", ".join(builder.skipped[:_MAX_LOGGED]),
+        )
+    if plan.left_out:
+        logging.info("%d image(s) not named in %s left out.", len(plan.left_out), METADATA_FILE)
+    return builder
 
-    def builder() -> LdmImageFolder:
-        return LdmImageFolder(plan=plan, data_dir=folder_dir, file_format=FILE_FORMAT)
 
-    b = builder()
+def _prepare(plan: FolderPlan, folder_dir: str) -> LdmImageFolder:
+    b = LdmImageFolder(plan=plan, data_dir=folder_dir, file_format=FILE_FORMAT)
     if b.is_prepared():
         return b
     total = sum(len(v) for v in plan.files.values())
     logging.info("Preparing %d images of %s into %s", total, plan.root, folder_dir)
     try:
-        with _quiet_tfds():
-            b.download_and_prepare(
-                file_format=FILE_FORMAT,
-                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-            )
+        b.download_and_prepare(
+            file_format=FILE_FORMAT,
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
     except Exception as e:
-        if builder().is_prepared():  # Another process prepared the same folder meanwhile.
-            return builder()
+        other = LdmImageFolder(plan=plan, data_dir=folder_dir, file_format=FILE_FORMAT)
+        if other.is_prepared():  # Another process prepared the same folder meanwhile.
+            return other
         for split, files in plan.files.items():
             if set(files) <= set(b.skipped):
                 raise ValueError(
@@ -322,16 +324,7 @@ def prepare(plan: FolderPlan, data_dir: str) -> LdmImageFolder:
                     f"could be read (e.g. {files[0]}): replace or remove the broken files."
                 ) from e
         raise
-    if b.skipped:
-        logging.warning(
-            "Skipped %d unreadable image file(s) of %s (first: %s).",
-            len(b.skipped),
-            plan.root,
-            ", ".join(b.skipped[:_MAX_LOGGED]),
-        )
-    if plan.left_out:
-        logging.info("%d image(s) not named in %s left out.", len(plan.left_out), METADATA_FILE)
-    return builder()
+    return b
 
 
 class FolderSource(Sequence):
