@@ -3,8 +3,8 @@
 A full workdir (any model the paper schema describes: unconditional, class, text, concat-
 conditioned; KL or VQ first stage) is
   config.json                 `model` (the paper schema built by `models.factory`), `diffusion`
-                              (schedule, prediction type, scale factor), `sample` defaults, `data`
-                              (image size and channels) and `imported` (where it came from);
+                              (every `config.schema.DiffusionConfig` field), `sample` defaults,
+                              `data` (image size and channels) and `imported` (its source);
   checkpoints/autoencoder/0   orbax `state` {step, params} of the first stage;
   checkpoints/ldm/0           orbax `state` {step, ema_params} of the denoiser (U-Net +
                               tau_theta, `LatentDenoiser` tree), `meta` {scale_factor};
@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from ldm_jax import diffusion
-from ldm_jax.config import builders
+from ldm_jax.config import builders, schema
 from ldm_jax.interop import compvis_config as ccfg
 from ldm_jax.interop import model_spec
 from ldm_jax.interop.compvis import CompVisLDM, unet_in_channels
@@ -37,8 +37,6 @@ from ldm_jax.models.unet import UNetModel
 from ldm_jax.models.vq_autoencoder import VQModel
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.workdir import layout
-
-_PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -76,7 +74,8 @@ def write_workdir(
       first_stage_params: the autoencoder's parameters.
       denoiser_params: the `LatentDenoiser` tree {"diffusion_model": ..., ["cond_stage_model"]}.
       scale_factor: the latent scale.
-      diffusion_fields: schedule, num_timesteps, beta_start, beta_end, prediction_type.
+      diffusion_fields: schedule, num_timesteps, beta_start, beta_end, prediction_type; the
+        other `config.schema.DiffusionConfig` fields take their defaults.
       source: provenance, stored as `config.imported`.
       vocab: a text model's WordPiece vocabulary, copied into the workdir.
 
@@ -108,15 +107,8 @@ def write_workdir(
         num_classes=max(num_classes, 0),
     )
     config.model = model
-    config.diffusion = dict(
-        scale_by_std=False,
-        scale_factor=float(scale_factor),
-        rescale_zero_snr=False,
-        loss_weighting="simple",
-        min_snr_gamma=5.0,
-        original_elbo_weight=0.0,
-        **diffusion_fields,
-    )
+    diffusion_section = dict(diffusion_fields, scale_factor=float(scale_factor))
+    config.diffusion = schema.DiffusionConfig.from_dict(diffusion_section).to_dict()
     config.sample = _sample_defaults(model)
     config.imported = source
     _check_tree(
@@ -217,7 +209,7 @@ def write_compvis_workdir(
         float(p.get("linear_end", 2e-2)),
         betas,
     )
-    fields["prediction_type"] = _PREDICTION[ldm.parameterization]
+    fields["prediction_type"] = schema.PREDICTION_TYPE_OF_PARAMETERIZATION[ldm.parameterization]
     params = {"diffusion_model": ldm.unet_params}
     if ldm.cond_stage_params:
         params["cond_stage_model"] = ldm.cond_stage_params
