@@ -14,12 +14,13 @@ import json
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from ldm_jax.cli_errors import user_errors_as_exit
+from ldm_jax import cli_errors
 from ldm_jax.config.defaults import with_defaults
 from ldm_jax.config.validation import validate_config
+from ldm_jax.training import logging as log
 from ldm_jax.workdir.latent_cache import cache_workdir_latents
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with a stage-1 checkpoint.")
@@ -54,10 +55,10 @@ def _cache() -> dict:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    with user_errors_as_exit(PROGRAM):
-        logging.set_verbosity(logging.WARNING)
+    log.show_own_status_only()
+    with cli_errors.user_errors_as_exit(PROGRAM):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         try:
             report = _cache()
         except FileExistsError as e:  # --out names a folder that is not a cache.
@@ -66,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_errors.run(main, PROGRAM)

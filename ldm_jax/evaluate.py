@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from ldm_jax.cli_errors import user_errors_as_exit
+from ldm_jax import cli_errors
 from ldm_jax.config.validation import SAMPLERS
 from ldm_jax.evaluation.report import evaluate
+from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import load_trained_ldm
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
@@ -34,12 +35,14 @@ _CLASSIFIER_DIR = flags.DEFINE_string(
 )
 flags.mark_flags_as_required(["workdir"])
 
+PROGRAM = "python -m ldm_jax.evaluate"
+
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    with user_errors_as_exit("python -m ldm_jax.evaluate"):
-        logging.set_verbosity(logging.WARNING)
+    log.show_own_status_only()
+    with cli_errors.user_errors_as_exit(PROGRAM):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         trained = load_trained_ldm(_WORKDIR.value)
         cfg = trained.config.sample
         guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
@@ -59,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_errors.run(main, PROGRAM)

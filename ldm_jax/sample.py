@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from ldm_jax.cli_errors import user_errors_as_exit
+from ldm_jax import cli_errors
 from ldm_jax.config.validation import SAMPLERS
 from ldm_jax.sampling import images as image_grid
 from ldm_jax.sampling.image_inputs import ImageInputError
 from ldm_jax.sampling.tasks import TASKS, SampleInputError, SampleRequest, run
+from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import WorkdirError, load_trained_ldm
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training or imported workdir to sample from.")
@@ -51,10 +52,10 @@ PROGRAM = "python -m ldm_jax.sample"
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    with user_errors_as_exit(PROGRAM):
-        logging.set_verbosity(logging.WARNING)
+    log.show_own_status_only()
+    with cli_errors.user_errors_as_exit(PROGRAM):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         request = SampleRequest(
             task=_TASK.value,
             num=_NUM.value,
@@ -78,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_errors.run(main, PROGRAM)

@@ -14,15 +14,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from ldm_jax import cli_errors
 from ldm_jax.models import factory
+from ldm_jax.training import logging as log
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model config file.", lock_config=True)
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON line of counts instead of a table.")
 _DEPTH = flags.DEFINE_integer("depth", 1, "Module nesting depth of the table rows.")
 flags.mark_flags_as_required(["config"])
+
+PROGRAM = "python -m ldm_jax.summary"
 
 _REFERENCE_NAMES = {
     "unet": "model.diffusion_model",
@@ -67,9 +71,17 @@ def format_table(parts: Mapping[str, Any], depth: int = 1) -> str:
 
 
 def main(argv):
+    log.show_own_status_only()
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        cli_errors.usage_error(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
+    if "model" not in config:
+        path = config_flags.get_config_filename(flags.FLAGS["config"])
+        cli_errors.usage_error(
+            PROGRAM,
+            f"{path} has no model section (summary counts the model configs under "
+            "configs/paper and configs/sd).",
+        )
     parts = factory.part_params(config.model)
     if _JSON.value:
         counts = {k: None if v is None else factory.count_params(v) for k, v in parts.items()}
@@ -80,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_errors.run(main, PROGRAM)

@@ -16,7 +16,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from ldm_jax.cli_errors import user_errors_as_exit
+from ldm_jax import cli_errors
 from ldm_jax.parallel import distributed
 from ldm_jax.trainers.run import run
 from ldm_jax.training import logging as log
@@ -38,11 +38,14 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this proc
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+PROGRAM = "python -m ldm_jax.train"
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    with user_errors_as_exit("python -m ldm_jax.train"):
-        log.show_own_status_only()
+    log.show_own_status_only()
+    with cli_errors.user_errors_as_exit(PROGRAM):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         try:
             distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         except ValueError as e:
@@ -54,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_errors.run(main, PROGRAM)

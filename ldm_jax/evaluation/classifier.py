@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -24,9 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import app
 
 from ldm_jax.data.fashion_mnist_idx import read_idx_arrays
 from ldm_jax.evaluation.metrics import make_classify_fn
+from ldm_jax.training import logging as log
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 1)
@@ -175,7 +176,7 @@ def train_classifier(
         ~0.7 points of test accuracy at this training length).
       seed: seeds initialisation, batch order, augmentation and dropout.
       model: the module to train; defaults to `FashionClassifier()`.
-      log_every: print the running loss every this many steps (0: silent).
+      log_every: log the running loss every this many steps (0: silent).
 
     Returns:
       `(params, test_accuracy)`.
@@ -219,7 +220,9 @@ def train_classifier(
         if log_every:
             running.append(loss)
             if (step + 1) % log_every == 0:
-                print(f"step {step + 1}/{num_steps} loss {float(np.mean(running)):.4f}")
+                log.info(
+                    "classifier: step %d/%d loss %.4f", step + 1, num_steps, float(np.mean(running))
+                )
                 running = []
     return params, accuracy(model, params, test_images, test_labels)
 
@@ -298,7 +301,7 @@ def get_or_train_classifier(
     model = FashionClassifier()
     if os.path.exists(os.path.join(cache_dir, PARAMS_FILE)):
         params, meta = load_classifier(cache_dir)
-        print(f"Loaded classifier from {cache_dir}: test accuracy {meta['test_accuracy']:.4f}")
+        log.info("Loaded classifier from %s: test accuracy %.4f", cache_dir, meta["test_accuracy"])
         return params, meta
     train_x, train_y = read_idx_arrays("train")
     test_x, test_y = read_idx_arrays("test")
@@ -317,12 +320,19 @@ def get_or_train_classifier(
         "model": {f: getattr(model, f) for f in ("widths", "feature_dim", "dropout_rate")},
     }
     save_classifier(cache_dir, params, meta)
-    print(
-        f"Trained classifier in {meta['train_seconds']} s: test accuracy {test_acc:.4f}; "
-        f"saved to {cache_dir}"
+    log.info(
+        "Trained classifier in %s s: test accuracy %.4f; saved to %s",
+        meta["train_seconds"],
+        test_acc,
+        cache_dir,
     )
     return params, meta
 
 
+def _main(argv: list[str]) -> None:
+    log.show_own_status_only()
+    get_or_train_classifier(argv[1] if len(argv) > 1 else None, log_every=200)
+
+
 if __name__ == "__main__":
-    get_or_train_classifier(sys.argv[1] if len(sys.argv) > 1 else None, log_every=200)
+    app.run(_main)

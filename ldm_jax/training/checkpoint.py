@@ -32,7 +32,12 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            # Synchronous saves: the loop waits for each checkpoint anyway, and an asynchronous
+            # manager counts that wait as "waiting for the previous save" and warns about it
+            # in the middle of the progress bar when it exceeds a second.
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+            ),
             item_names=("state", "meta"),
         )
         self._swept = False
@@ -52,7 +57,6 @@ class Checkpointer:
             ),
             force=True,
         )
-        self._manager.wait_until_finished()
 
     def _remove_unfinished_saves(self) -> None:
         """Deletes temporary folders left by an earlier process killed while saving (process 0).

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging as logging_std
 import os
+import sys
 import time
 from typing import Any
 
 import jax
 import numpy as np
 import tqdm
-from absl import logging
+from absl import flags, logging
 from tensorboardX import SummaryWriter
 
 
@@ -85,35 +86,56 @@ def info(message: str, *args: Any) -> None:
     """Logs a status line (absl INFO, %-style `args`) on process 0 only.
 
     Every status message of the library goes through here (no bare `print`), so multi-process
-    runs print each line once and `--verbosity`/`--logtostderr` control it like any absl log.
+    runs print each line once and `--verbosity`/`--log_dir` control it like any absl log. The
+    line names the caller's file and line, not this wrapper's.
     """
     if jax.process_index() == 0:
-        logging.info(message, *args)
+        logging.info(message, *args, stacklevel=2)
 
 
 def warning(message: str, *args: Any) -> None:
-    """Logs a warning (absl WARNING) on process 0 only."""
+    """Logs a warning (absl WARNING) on process 0 only, naming the caller's file and line."""
     if jax.process_index() == 0:
-        logging.warning(message, *args)
+        logging.warning(message, *args, stacklevel=2)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class _OwnInfoOnly(logging_std.Filter):
     """Passes warnings and errors from anywhere, but INFO and below only from ldm_jax."""
 
     def filter(self, record: logging_std.LogRecord) -> bool:
-        return record.levelno >= logging_std.WARNING or _PACKAGE_DIR in record.pathname
+        return record.levelno >= logging_std.WARNING or record.pathname.startswith(_PACKAGE_DIR)
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+class _AboveProgressBars:
+    """A stderr stream for the absl handler that writes log lines above the active tqdm bars
+    (clearing and redrawing them, as `tqdm.write` does) instead of into a half-drawn bar."""
+
+    def write(self, text: str) -> None:
+        tqdm.tqdm.write(text, file=sys.stderr, end="")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def close(self) -> None:  # absl closes its stream at exit; stderr stays open.
+        pass
 
 
 def show_own_status_only() -> None:
-    """absl at INFO for ldm_jax's status lines; other libraries (orbax, jax) at WARNING.
+    """Shows ldm_jax's status lines at INFO and only warnings or errors of other libraries.
 
-    Called by the entry points: orbax logs every checkpoint step at INFO and would break into
-    the progress bar.
+    Called first by every entry point (under `absl.app.run`): absl then logs at INFO, where jax
+    ("Unable to initialize backend ...") and orbax (every checkpoint step) would fill stderr and
+    break into the progress bars. An explicit `--verbosity` is kept. Log lines go above the
+    progress bars.
     """
-    logging.set_verbosity(logging.INFO)
-    for target in (logging_std.getLogger("absl"), logging.get_absl_handler()):
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.INFO)
+    handler = logging.get_absl_handler()
+    for target in (logging_std.getLogger("absl"), handler):
         if not any(isinstance(f, _OwnInfoOnly) for f in target.filters):
             target.addFilter(_OwnInfoOnly())
+    if handler.python_handler.stream is sys.stderr:
+        handler.python_handler.stream = _AboveProgressBars()

@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding
 from ldm_jax.config.options import mesh_config
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.parallel import sharding
+from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.step_compiler import compile_train_step
 
@@ -107,8 +108,8 @@ def compiled_step(
 ) -> Callable[[Any, dict[str, np.ndarray]], tuple[Any, dict[str, jax.Array]]]:
     """Compiles `step_fn` ahead of time and returns (state, host batch) -> (state, metrics).
 
-    `host_batch` is one batch of this process's rows (for shapes and dtypes). Process 0 prints
-    the compiled memory analysis as one JSON line.
+    `host_batch` is one batch of this process's rows (for shapes and dtypes). Process 0 logs
+    the compiled memory analysis (a JSON object) in one status line.
     """
     batch_sh = sharded.batch_sharding
     check_process_rows(sharded.mesh, batch_sh, global_batch_size)
@@ -120,13 +121,12 @@ def compiled_step(
     compiled, memory = compile_train_step(
         step_fn, abstract_state, sharded.shardings, abstract_batch, batch_sh, sharded.mesh
     )
-    if jax.process_index() == 0:
-        print(
-            json.dumps(
-                {"stage": name, "mesh": dict(sharded.mesh.shape), "compiled_memory_bytes": memory}
-            ),
-            flush=True,
-        )
+    log.info(
+        "%s: compiled the train step for mesh %s; memory per device (bytes): %s",
+        name,
+        dict(sharded.mesh.shape),
+        json.dumps(memory),
+    )
 
     def step(state, batch):
         return compiled(state, sharding.put_batch(batch, batch_sh, global_batch_size))
