@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.test_cli import assert_quiet_stderr
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "quickstart.py")
 
@@ -37,6 +39,8 @@ def test_train_resume_extend_then_sample(tmp_path, tfds_dir):
     train = ["ldm_jax.train", f"--config={CONFIG}:tiny", f"--workdir={workdir}"]
     first = _run(train + ["--config.train.steps=2"], tfds_dir)
     assert "ldm:" in first.stderr and "steps/s" in first.stderr  # progress bar
+    assert_quiet_stderr(first.stderr)  # no jax/orbax chatter; each status line once
+    assert len(first.stdout.strip().splitlines()) == 1  # the JSON result line only
     for path in (
         "config.json",
         "checkpoints/autoencoder/3",
@@ -133,6 +137,14 @@ def test_bad_config_value_fails_fast_with_one_line_naming_the_field(tmp_path, tf
     assert "error: config.data.image_size: 30 is not divisible" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")  # nothing was started
+
+    typo = [f"--config={CONFIG}", f"--workdir={tmp_path / 'run'}", "--config.train.stesp=10"]
+    proc = _run(["ldm_jax.train", *typo], tfds_dir, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"python -m ldm_jax.train: error: unknown config key --config.train.stesp (not in "
+        f"{CONFIG}). Did you mean --config.train.steps?"
+    ]
 
 
 def test_sigterm_during_training_checkpoints_and_exits(tmp_path, tfds_dir):
