@@ -112,14 +112,14 @@ class Spec:
                 hint = closest(kind, cls.KINDS) if isinstance(kind, str) else ""
                 raise ValueError(f"{where}.kind: {kind!r} is not one of {tuple(cls.KINDS)}{hint}.")
             return cls.KINDS[kind].from_dict(values, where)
-        if cls.KIND is not None:
-            values.pop("kind", None)
+        if cls.KIND is not None and values.pop("kind", cls.KIND) != cls.KIND:
+            raise ValueError(f"{where}.kind: {cls.__name__} is kind {cls.KIND!r}.")
         return cls._from_values(values, where)
 
     @classmethod
     def _from_values(cls, values: dict[str, Any], where: str) -> Any:
         names, hints = cls.field_names(), _type_hints(cls)
-        kind = f" (kind {cls.KIND!r})" if cls.KIND else ""
+        kind = f" for kind {cls.KIND!r}" if cls.KIND else ""
         for key in values:
             if key not in names:
                 owners = [k for k, c in (cls.KINDS or {}).items() if key in c.field_names()]
