@@ -7,9 +7,9 @@ Parameters: see tests/configs/test_paper_counts.py (diffusers-checked).
   python -m ldm_jax.summary --config configs/paper/vq_f8_n256.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).
-The file states the model, diffusion and the paper's data as presets
-(`ldm_jax/config/presets.py`) plus differences; `experiment.finalize` completes it into an
-experiment config, and the argument `tiny` gives the seconds-long variant for tests.
+The first stage is a preset (`ldm_jax/config/presets.py`); `experiment.finalize` completes the
+file into an autoencoder experiment config, and the argument `tiny` gives the seconds-long
+variant for tests.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "vq_f8_n256"
     c.reference = "models/first_stage_models/vq-f8-n256/config.yaml"
-    c.model = dict(
-        first_stage=presets.first_stage("vq_f8_n256"),
-    )
+    c.model = dict(first_stage=presets.first_stage("vq_f8_n256"))
     c.data = dict(name="open_images_v4", image_size=256, channels=3)
     return experiment.finalize(c, arg)
