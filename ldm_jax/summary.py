@@ -18,6 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from ldm_jax import cli_errors
+from ldm_jax.config import schema
 from ldm_jax.models import factory
 from ldm_jax.training import logging as log
 
@@ -82,6 +83,10 @@ def main(argv):
             f"{path} has no model section (summary counts the model configs under "
             "configs/paper and configs/sd).",
         )
+    try:
+        schema.ModelConfig.from_dict(config.model)
+    except ValueError as e:  # names the field and the closest valid name
+        cli_errors.usage_error(PROGRAM, str(e))
     parts = factory.part_params(config.model)
     if _JSON.value:
         counts = {k: None if v is None else factory.count_params(v) for k, v in parts.items()}

@@ -87,3 +87,7 @@ def test_summary_cli_json_and_table():
     table = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert "input_blocks_1_1" in table and "label_emb" not in table
     assert f"{counts['unet']:,}" in table and "cond_stage_model" in table
+    bad = subprocess.run(
+        [*cmd, "--config.model.cond_stage.kind=clas"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "did you mean 'class'" in bad.stderr.strip().splitlines()[-1]
