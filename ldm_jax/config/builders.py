@@ -7,6 +7,7 @@ and an imported checkpoint describe their networks in one schema.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -15,7 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from ldm_jax import diffusion
-from ldm_jax.config.model_config import model_config
+from ldm_jax.config.model_config import has_model_section, model_config
+from ldm_jax.data import datasets
 from ldm_jax.models import factory
 from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.latent_denoiser import LatentDenoiser
@@ -89,7 +91,8 @@ def denoiser_example_inputs(config: ml_collections.ConfigDict) -> tuple[Any, ...
 
     y is what the cond stage takes (labels [1], token ids [1, L], a map [1, H, W, C]) or, without
     one, what the U-Net receives (concat channels [1, h, w, c'] or context [1, 1, D]); None for
-    unconditional models.
+    unconditional models. "hybrid" models get (z, t, context, True, concat): the positional
+    `deterministic` and `concat` arguments of `LatentDenoiser.__call__`.
     """
     model = model_config(config)
     unet, cond = model["unet"], model.get("cond_stage") or {"kind": "none"}
@@ -107,7 +110,10 @@ def denoiser_example_inputs(config: ml_collections.ConfigDict) -> tuple[Any, ...
         scale = cond.get("multiplier", 0.5) ** cond.get("n_stages", 1)
         side = round(h / scale)
         return z, t, jnp.zeros((1, side, side, cond["in_channels"]), jnp.float32)
-    if key in ("concat", "hybrid") and extra > 0:
+    if key == "hybrid":
+        context = jnp.zeros((1, 1, unet["context_dim"]), jnp.float32)
+        return z, t, context, True, jnp.zeros((1, h, w, extra), jnp.float32)
+    if key == "concat" and extra > 0:
         return z, t, jnp.zeros((1, h, w, extra), jnp.float32)
     if key == "adm":
         return z, t, jnp.zeros((1,), jnp.int32)
@@ -138,4 +144,27 @@ def build_schedule(config: ml_collections.ConfigDict) -> diffusion.NoiseSchedule
         beta_start=d.beta_start,
         beta_end=d.beta_end,
         rescale_zero_snr=d.get("rescale_zero_snr", False),
+    )
+
+
+def build_data_source(config: ml_collections.ConfigDict, split: str | None = None) -> Sequence:
+    """The config's random-access source of `split` (default `data.train_split`).
+
+    Quickstart-schema configs call `datasets.get_data_source` as they always have; experiment
+    configs pass the data section's path, image size, channels, classes and the seed (used by
+    generated datasets such as synthetic_shapes).
+    """
+    d = config.data
+    split = d.train_split if split is None else split
+    if not has_model_section(config):
+        return datasets.get_data_source(d.name, split, d.data_dir or None)
+    return datasets.get_data_source(
+        d.name,
+        split,
+        d.data_dir or None,
+        path=d.get("path", ""),
+        image_size=d.image_size,
+        channels=d.channels,
+        num_classes=d.get("num_classes") or None,
+        seed=config.seed,
     )

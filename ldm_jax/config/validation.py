@@ -164,12 +164,6 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
             "stage only: use --config.stage=autoencoder.",
         )
         return
-    _require(
-        unet.image_size == data.image_size // f,
-        "model.unet.image_size",
-        f"is {unet.image_size} but data.image_size={data.image_size} / f={f} gives latents of "
-        f"{data.image_size // f}; set --config.model.unet.image_size={data.image_size // f}.",
-    )
     cond = model.get("cond_stage") or {}
     if cond.get("kind") in FROZEN_TEXT_ENCODERS and not config.train.get("fixed_text_context"):
         raise ConfigError(
@@ -177,6 +171,12 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
             "encoder of Stable Diffusion arrives with a later issue (issue 13) and cannot train "
             "yet; the config's ':tiny' variant trains on fixed context embeddings meanwhile."
         )
+    _require(
+        unet.image_size == data.image_size // f,
+        "model.unet.image_size",
+        f"is {unet.image_size} but data.image_size={data.image_size} / f={f} gives latents of "
+        f"{data.image_size // f}; set --config.model.unet.image_size={data.image_size // f}.",
+    )
     kind = condition_kind(config)
     drop = config.train.get("cond_drop_prob", 0.0)
     _require(0.0 <= drop < 1.0, "train.cond_drop_prob", f"must be in [0, 1), got {drop!r}.")

@@ -21,13 +21,13 @@ import numpy as np
 import optax
 
 from ldm_jax.config import builders
+from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import train_options
 from ldm_jax.data import pipeline
 from ldm_jax.losses.autoencoder_loss import kl_autoencoder_loss, psnr
 from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.vq_autoencoder import VQModel
 from ldm_jax.sampling import images as image_grid
-from ldm_jax.trainers import latents
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.gradients import accumulate_gradients
@@ -143,6 +143,23 @@ def _check_channels(batch: dict[str, np.ndarray], config: ml_collections.ConfigD
         )
 
 
+def _image_loader(config: ml_collections.ConfigDict) -> Any:
+    """The training images; experiment configs also convert channels and crop as configured."""
+    d = config.data
+    extra = {}
+    if has_model_section(config):
+        extra = dict(channels=d.channels, crop=d.get("crop", "center"))
+    return pipeline.make_train_loader(
+        builders.build_data_source(config),
+        batch_size=config.autoencoder_train.batch_size,
+        image_size=d.image_size,
+        seed=config.seed,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        **extra,
+    )
+
+
 def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter) -> Any:
     """Trains (or resumes, or extends) stage 1 up to `config.autoencoder_train.steps`.
 
@@ -167,15 +184,7 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
         opts.grad_accum_steps,
     )
     state = sharded.state
-    source = latents.data_source(config)
-    loader = pipeline.make_train_loader(
-        source,
-        batch_size=tcfg.batch_size,
-        image_size=config.data.image_size,
-        seed=config.seed,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-    )
+    loader = _image_loader(config)
     if sharded.meta:
         loader.set_state(sharded.meta["data"])
         log.info("autoencoder: resuming from step %d", int(state.step))

@@ -11,8 +11,7 @@ used as is.
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -24,9 +23,9 @@ from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.config.options import train_options
 from ldm_jax.config.validation import ConfigError
-from ldm_jax.data import datasets, pipeline
 from ldm_jax.data import latents_in_memory as latent_cache
 from ldm_jax.data import latents_on_disk as latent_store
+from ldm_jax.data import pipeline
 from ldm_jax.trainers import captions, conditions
 from ldm_jax.training import logging as log
 from ldm_jax.workdir import latent_cache as latent_cache_writer
@@ -40,35 +39,12 @@ def is_vq(config: ml_collections.ConfigDict) -> bool:
     return model_config(config)["first_stage"]["kind"] == "vq"
 
 
-def data_source(config: ml_collections.ConfigDict, split: str | None = None) -> Sequence[dict]:
-    """The config's random-access training source (`data.get_data_source`).
-
-    Quickstart-schema configs call it as they always have; paper configs pass the data
-    section's path, image size, channels, classes and the seed (for generated datasets).
-    """
-    d = config.data
-    split = d.train_split if split is None else split
-    params = inspect.signature(datasets.get_data_source).parameters
-    if not has_model_section(config) or "path" not in params:
-        return datasets.get_data_source(d.name, split, d.data_dir or None)
-    return datasets.get_data_source(
-        d.name,
-        split,
-        d.data_dir or None,
-        path=d.get("path", ""),
-        image_size=d.image_size,
-        channels=d.channels,
-        num_classes=d.get("num_classes") or None,
-        seed=config.seed,
-    )
-
-
 def load_train_split(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     """The training split in memory: "image" [N, H, W, C] in [-1, 1], "label" [N] and, where the
     dataset has them, "caption" [N] (str) and "segmentation" [N, H, W]."""
-    source = data_source(config)
+    source = builders.build_data_source(config)
     d = config.data
-    if has_model_section(config) and hasattr(pipeline, "load_split_dict"):
+    if has_model_section(config):
         split = dict(
             pipeline.load_split_dict(source, d.image_size, d.channels, crop=d.get("crop", "center"))
         )

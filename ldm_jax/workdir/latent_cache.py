@@ -22,10 +22,12 @@ import ml_collections
 import numpy as np
 
 from ldm_jax.config import builders
+from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import default_mesh_config
-from ldm_jax.data import datasets, pipeline
 from ldm_jax.data import latents_in_memory as latent_cache
 from ldm_jax.data import latents_on_disk as latent_store
+from ldm_jax.data import pipeline
+from ldm_jax.models.vq_autoencoder import VQModel
 from ldm_jax.training.checkpoint import MissingCheckpointError
 from ldm_jax.workdir import layout
 from ldm_jax.workdir.reader import load_config, load_first_stage_params
@@ -108,8 +110,17 @@ def open_latent_cache(
 
 
 def make_encode_fn(config: ml_collections.ConfigDict, ae_params: Any) -> latent_cache.EncodeFn:
-    """Jitted images [b, H, W, C] -> (mean, logvar) [b, h, w, c] (as `encode_train_set`)."""
+    """Jitted images [b, H, W, C] -> (mean, logvar) [b, h, w, c] (as `encode_train_set`);
+    a VQ first stage gives (h before quantisation, zeros)."""
     ae = builders.build_autoencoder(config)
+    if isinstance(ae, VQModel):
+
+        @jax.jit
+        def encode_vq(x):
+            h = ae.apply({"params": ae_params}, x, method=ae.encode_to_prequant)
+            return h, jax.numpy.zeros_like(h)
+
+        return encode_vq
 
     @jax.jit
     def encode(x):
@@ -128,12 +139,16 @@ def image_chunks(
       {"image": float32 [n, H, W, C] in [-1, 1], "label": int32 [n]} (zeros if no labels).
     """
     d = config.data
-    source = datasets.get_data_source(d.name, d.train_split, d.data_dir or None)
+    source = builders.build_data_source(config)
     getitems = getattr(source, "__getitems__", None)
     for start in range(0, len(source), chunk_size):
         indices = list(range(start, min(len(source), start + chunk_size)))
         examples = getitems(indices) if getitems else [source[i] for i in indices]
-        chunk = pipeline.preprocess_examples(examples, d.image_size)
+        if has_model_section(config):
+            chunk = pipeline.preprocess_batch(examples, d.image_size, channels=d.channels)
+            chunk = {k: v for k, v in chunk.items() if k in ("image", "label")}
+        else:
+            chunk = pipeline.preprocess_examples(examples, d.image_size)
         if "label" not in chunk:
             chunk["label"] = np.zeros((len(indices),), np.int32)  # [n]
         yield chunk

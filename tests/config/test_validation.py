@@ -80,3 +80,55 @@ def test_configs_missing_optional_fields_get_defaults():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.py not found"):
         load_config_file(tmp_path / "nope.py")
+
+
+def paper_config(name, arg=None):
+    return load_config_file(os.path.join(ROOT, "configs", name), arg)
+
+
+@pytest.mark.parametrize("arg", [None, "tiny"])
+def test_every_paper_config_is_a_valid_experiment(arg):
+    """Each paper/SD config finalizes into a valid experiment; the full SD configs say what is
+    missing (the frozen text encoder, issue 13) in one line."""
+    from ldm_jax.config.defaults import with_defaults
+
+    names = [f"paper/{n}" for n in sorted(os.listdir(os.path.join(ROOT, "configs", "paper")))]
+    names += [f"sd/{n}" for n in sorted(os.listdir(os.path.join(ROOT, "configs", "sd")))]
+    for name in (n for n in names if n.endswith(".py")):
+        config = with_defaults(paper_config(name, arg))
+        if name.startswith("sd/") and arg is None:
+            with pytest.raises(ConfigError, match=r"issue 13.*:tiny") as e:
+                validate_config(config)
+            assert "\n" not in str(e.value)
+            continue
+        validate_config(config)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model.unet.image_size", 16, r"config\.model\.unet\.image_size: is 16 .*image_size=8"),
+        ("diffusion.loss_type", "huber", r"config\.diffusion\.loss_type: 'huber'"),
+        ("train.cond_drop_prob", 1.0, r"config\.train\.cond_drop_prob"),
+        ("train.latent_cache", "disk", r"config\.train\.latent_cache: 'disk' .*'text'"),
+        ("data.image_size", 30, r"config\.data\.image_size: 30 .* f=4"),
+    ],
+)
+def test_bad_experiment_values_name_the_field(field, value, message):
+    name = "paper/txt2img_1p4b.py" if "cache" in field else "paper/bsr_sr.py"
+    config = paper_config(name, "tiny")
+    section, _, name = field.rpartition(".")
+    node = config
+    for part in section.split("."):
+        node = node[part]
+    node[name] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_first_stage_only_config_trains_only_stage_one():
+    config = paper_config("paper/kl_f8.py")
+    assert config.stage == "autoencoder"
+    config.stage = "both"
+    with pytest.raises(ConfigError, match=r"config\.stage: 'both' needs a U-Net"):
+        validate_config(config)

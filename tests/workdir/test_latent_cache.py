@@ -12,7 +12,7 @@ import pytest
 from ldm_jax.config import builders
 from ldm_jax.data import latents_on_disk as latent_store
 from ldm_jax.trainers import autoencoder as train_autoencoder
-from ldm_jax.trainers import ldm as train_ldm
+from ldm_jax.trainers import latents
 from ldm_jax.training.checkpoint import MissingCheckpointError
 from ldm_jax.training.optimizer import make_optimizer
 from ldm_jax.workdir import latent_cache as latent_cache_writer
@@ -45,7 +45,7 @@ def cache(config, ae_params, tmp_path_factory):
 
 
 def test_cache_equals_the_in_memory_encoding_bitwise(cache, config, ae_params):
-    expected = train_ldm.encode_train_set(config, ae_params)
+    expected = latents.encode_train_set(config, ae_params)
     got = cache.load_arrays()
     assert cache.num_examples == 600 and cache.latent_shape == builders.latent_shape(config)
     assert got.keys() == expected.keys()
