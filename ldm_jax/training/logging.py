@@ -126,16 +126,17 @@ class _AboveProgressBars:
 def show_own_status_only() -> None:
     """Shows ldm_jax's status lines at INFO and only warnings or errors of other libraries.
 
-    Called first by every entry point (under `absl.app.run`): absl then logs at INFO, where jax
-    ("Unable to initialize backend ...") and orbax (every checkpoint step) would fill stderr and
-    break into the progress bars. An explicit `--verbosity` is kept. Log lines go above the
-    progress bars.
+    Called first by every entry point (under `absl.app.run`, which logs at INFO): jax ("Unable
+    to initialize backend ...") and orbax (every checkpoint step) would otherwise fill stderr and
+    break into the progress bars. An explicit `--verbosity` shows every library's log at that
+    level, as absl does. Log lines are written above the progress bars.
     """
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.INFO)
     handler = logging.get_absl_handler()
+    if handler.python_handler.stream is sys.stderr:
+        handler.python_handler.stream = _AboveProgressBars()
+    if flags.FLAGS["verbosity"].present:
+        return
+    logging.set_verbosity(logging.INFO)
     for target in (logging_std.getLogger("absl"), handler):
         if not any(isinstance(f, _OwnInfoOnly) for f in target.filters):
             target.addFilter(_OwnInfoOnly())
-    if handler.python_handler.stream is sys.stderr:
-        handler.python_handler.stream = _AboveProgressBars()
