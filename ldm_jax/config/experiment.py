@@ -188,7 +188,9 @@ def _make_tiny(c: ml_collections.ConfigDict) -> None:
     c.autoencoder_train.update(
         steps=2, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=2, sample_every=0
     )
+    # Three steps: the warm-up's first step has learning rate 0 and the U-Net's output layer is
+    # zero at init, so the loss depends on the network from the third step on.
     c.train.update(
-        steps=2, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=2, sample_every=0
+        steps=3, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=3, sample_every=0
     )
     c.sample.update(steps=2, per_class=1)

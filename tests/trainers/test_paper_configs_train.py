@@ -169,7 +169,7 @@ def test_stable_diffusion_tiny_and_full_message(first_stages, tmp_path):
     for name in ("sd_v1", "sd_v1_inpainting"):
         workdir = tmp_path / name
         train(f"sd/{name}.py:tiny", workdir, *borrow(first_stages["kl_f8"]))
-        assert (workdir / "samples" / "step_2.png").is_file()  # conditioned in-training grid
+        assert (workdir / "samples" / "step_3.png").is_file()  # conditioned in-training grid
     proc = _cli(
         "ldm_jax.train",
         f"--config={CONFIGS / 'sd/sd_v1.py'}",
