@@ -160,6 +160,35 @@ def _image_loader(config: ml_collections.ConfigDict) -> Any:
     )
 
 
+def _reconstruction_hook(
+    config: ml_collections.ConfigDict,
+    ae: AutoencoderKL | VQModel,
+    eval_images: np.ndarray,
+    mesh: Any,
+    workdir: str,
+    writer: MetricWriter,
+) -> Callable[[int, TrainState], None]:
+    """on_step: every `sample_every` steps and at the end, a grid of the first batch's first
+    images over their reconstructions."""
+    tcfg = config.autoencoder_train
+    recon = jax.jit(lambda p, x: ae.apply({"params": p}, x)[0])  # KL and VQ: x_rec first
+
+    def on_step(step: int, state: TrainState) -> None:
+        every = tcfg.sample_every
+        if step == tcfg.steps or (every and step % every == 0):
+            params = state.params
+            if jax.process_count() > 1:
+                params = replicated_to_host(params, mesh)
+            if jax.process_index() != 0:
+                return
+            x_rec = recon(params, eval_images)
+            grid = image_grid.make_grid(np.concatenate([eval_images, np.asarray(x_rec)]), columns=8)
+            image_grid.save_png(layout.sample_path(workdir, step, prefix="autoencoder_"), grid)
+            writer.image(step, "autoencoder/reconstructions", grid)
+
+    return on_step
+
+
 def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter) -> Any:
     """Trains (or resumes, or extends) stage 1 up to `config.autoencoder_train.steps`.
 
@@ -175,13 +204,9 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
     ckpt = Checkpointer(checkpoint_dir(workdir), tcfg.keep_checkpoints)
     rng = jax.random.PRNGKey(config.seed)
     sharded = init_or_restore(state_init_fn(ae, config, tx), rng, config, ckpt)
+    accum = opts.grad_accum_steps
     check_batch_size(
-        "autoencoder",
-        "autoencoder_train",
-        tcfg.batch_size,
-        sharded.mesh,
-        sharded.rules,
-        opts.grad_accum_steps,
+        "autoencoder", "autoencoder_train", tcfg.batch_size, sharded.mesh, sharded.rules, accum
     )
     state = sharded.state
     loader = _image_loader(config)
@@ -194,7 +219,6 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
     batches = iter(loader)
     first = next(batches)
     _check_channels(first, config)
-    eval_images = first["image"][:8]
     train_step = compiled_step(
         "autoencoder",
         make_train_step(
@@ -209,20 +233,7 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
         {"image": first["image"]},
         tcfg.batch_size,
     )
-    recon = jax.jit(lambda p, x: ae.apply({"params": p}, x)[0])  # KL and VQ: x_rec first
-
-    def on_step(step, state):
-        every = tcfg.sample_every
-        if step == tcfg.steps or (every and step % every == 0):
-            params = state.params
-            if jax.process_count() > 1:
-                params = replicated_to_host(params, sharded.mesh)
-            if jax.process_index() != 0:
-                return
-            x_rec = recon(params, eval_images)
-            grid = image_grid.make_grid(np.concatenate([eval_images, np.asarray(x_rec)]), columns=8)
-            image_grid.save_png(layout.sample_path(workdir, step, prefix="autoencoder_"), grid)
-            writer.image(step, "autoencoder/reconstructions", grid)
+    on_step = _reconstruction_hook(config, ae, first["image"][:8], sharded.mesh, workdir, writer)
 
     state = run_loop(
         name="autoencoder",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -51,6 +51,14 @@ def training_denoiser(config: ml_collections.ConfigDict) -> LatentDenoiser:
     return denoiser.clone(diffusion_model=unet)
 
 
+def sample_latents(batch: dict[str, jax.Array], rng: jax.Array, vq: bool) -> jax.Array:
+    """z ~ q(z|x) from the cached posterior (KL), or the cached h itself (VQ)."""
+    if vq:
+        return batch["mean"]
+    std = jnp.exp(0.5 * batch["logvar"])
+    return batch["mean"] + std * jax.random.normal(rng, std.shape)
+
+
 def make_train_step(
     config: ml_collections.ConfigDict,
     tx: optax.GradientTransformation,
@@ -75,11 +83,7 @@ def make_train_step(
     def loss_fn(params, batch, rngs):
         z_rng, step_rng = rngs
         t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(step_rng, 4)
-        if vq:
-            z0 = batch["mean"] * scale_factor
-        else:
-            std = jnp.exp(0.5 * batch["logvar"])
-            z0 = (batch["mean"] + std * jax.random.normal(z_rng, std.shape)) * scale_factor
+        z0 = sample_latents(batch, z_rng, vq) * scale_factor  # [B, h, w, c]
         t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps, jnp.int32)  # [B]
         noise = jax.random.normal(noise_rng, z0.shape, jnp.float32)
         z_t = diffusion.q_sample(schedule, z0, t, noise)  # [B, h, w, c]
@@ -241,6 +245,31 @@ def _only(batches: Iterator[dict[str, np.ndarray]], keys: tuple[str, ...]) -> It
         yield {k: batch[k] for k in keys}
 
 
+class StageInputs(NamedTuple):
+    """The loader of (latent, condition) batches, the latent scale and the conditions."""
+
+    loader: Any
+    scale_factor: float
+    conditions: Conditions
+
+
+def prepare_inputs(
+    config: ml_collections.ConfigDict, workdir: str, ae_params: Any, meta: dict[str, Any]
+) -> StageInputs:
+    """Encodes (or opens) the latents, restores the loader position and the scale factor
+    (`meta` of a restored checkpoint, or {}), and builds the conditions."""
+    make_loader = latents.latent_loader_factory(config, workdir, ae_params)
+    loader = make_loader(shard_index=jax.process_index(), shard_count=jax.process_count())
+    if meta:
+        loader.set_state(meta["data"])
+    scale_factor = _scale_factor(config, meta, make_loader)
+    tokenizer = None
+    if builders.condition_kind(config) == "text":
+        tokenizer = captions.load_tokenizer(config, workdir)
+    conditions = make_conditions(config, ae_params, scale_factor, tokenizer)
+    return StageInputs(loader, scale_factor, conditions)
+
+
 def train_ldm(
     config: ml_collections.ConfigDict, workdir: str, ae_params: Any, writer: MetricWriter
 ) -> TrainState:
@@ -262,18 +291,10 @@ def train_ldm(
         return state
     if jax.process_count() > 1:
         ae_params = replicated_to_host(ae_params, sharded.mesh)  # Encoding runs per process.
-    make_loader = latents.latent_loader_factory(config, workdir, ae_params)
-    loader = make_loader(shard_index=jax.process_index(), shard_count=jax.process_count())
-    if meta:
-        loader.set_state(meta["data"])
-    scale_factor = _scale_factor(config, meta, make_loader)
+    inputs = prepare_inputs(config, workdir, ae_params, meta)
+    loader, scale_factor, conditions = inputs.loader, inputs.scale_factor, inputs.conditions
     writer.scalars(int(state.step), {"ldm/scale_factor": scale_factor})
-    tokenizer = None
-    if builders.condition_kind(config) == "text":
-        tokenizer = captions.load_tokenizer(config, workdir)
-    conditions = make_conditions(config, ae_params, scale_factor, tokenizer)
-    keys = step_keys(config, conditions)
-    batches = _only(iter(loader), keys)
+    batches = _only(iter(loader), step_keys(config, conditions))
     first_batch = next(batches)
     step_fn = make_train_step(config, tx, scale_factor, conditions)
     train_step = compiled_step("ldm", step_fn, sharded, first_batch, tcfg.batch_size)
