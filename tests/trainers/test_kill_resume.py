@@ -181,12 +181,12 @@ def test_sigkill_mid_step_in_autoencoder_training_resumes_bitwise(reference, tmp
 
     proc = _train(workdir, tfds_dir, stage_only, kill_at="autoencoder:step:7")
     _assert_killed(proc)
-    assert "autoencoder: resuming from step 3" in proc.stdout + proc.stderr
+    assert proc.stderr.count("autoencoder: resuming from step 3") == 1  # once, on stderr
     assert _latest(workdir, "autoencoder") == 6  # steps 7 and up are lost: the rerun redoes them
 
     proc = _train(workdir, tfds_dir, stage_only)
     _assert_finished(proc)
-    assert "autoencoder: resuming from step 6" in proc.stdout + proc.stderr
+    assert proc.stderr.count("autoencoder: resuming from step 6") == 1  # once, on stderr
     assert _leftovers(workdir, "autoencoder") == []
     _assert_same_checkpoint(workdir, reference, "autoencoder", STEPS)
 
@@ -204,7 +204,7 @@ def test_sigkill_mid_step_in_ldm_training_resumes_bitwise(reference, tmp_path, t
 
     proc = _train(workdir, tfds_dir)
     _assert_finished(proc)
-    assert "ldm: resuming from step 3" in proc.stdout + proc.stderr
+    assert proc.stderr.count("ldm: resuming from step 3") == 1  # once, on stderr
     _assert_same_checkpoint(workdir, reference, "ldm", STEPS)
 
 
@@ -236,13 +236,13 @@ def test_sigkill_during_checkpoint_write_keeps_the_previous_one(reference, tmp_p
     # Preemption: SIGTERM after step 7, and SIGKILL (grace period over) during that save.
     proc = _train(workdir, tfds_dir, stage_only, kill_at="autoencoder:term:7,autoencoder:write:7")
     _assert_killed(proc)
-    assert "autoencoder: resuming from step 3" in proc.stdout + proc.stderr
+    assert proc.stderr.count("autoencoder: resuming from step 3") == 1  # once, on stderr
     assert _latest(workdir, "autoencoder") == 6
     assert _leftovers(workdir, "autoencoder") == [f"7{TMP}"]
 
     proc = _train(workdir, tfds_dir, stage_only)
     _assert_finished(proc)
-    assert "autoencoder: resuming from step 6" in proc.stdout + proc.stderr
+    assert proc.stderr.count("autoencoder: resuming from step 6") == 1  # once, on stderr
     # Step 7 is never saved again, so only the Checkpointer's sweep removes its folder.
     assert _leftovers(workdir, "autoencoder") == []
     _assert_same_checkpoint(workdir, reference, "autoencoder", STEPS)
