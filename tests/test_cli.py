@@ -8,6 +8,7 @@ of `test_end_to_end.py` and `test_install.py` apply to a real training run's std
 
 from __future__ import annotations
 
+import ast
 import collections
 import logging as logging_std
 import os
@@ -182,3 +183,28 @@ def test_status_lines_name_their_caller():
     assert {r.pathname for r in records} == {os.path.abspath(__file__)}
     line = absl_logging.PythonFormatter().format(records[0])
     assert " test_cli.py:" in line and line.endswith("] status 3")
+
+
+# Modules that print their results (output, not status): the entry points, and the benchmark
+# runner that streams one JSON line per benchmark for `python -m ldm_jax.bench`.
+_PRINTS_OUTPUT = {"train", "sample", "evaluate", "convert", "summary", "cache_latents", "bench"}
+_PRINTS_OUTPUT |= {"benchmarks.train_steps"}
+
+
+def test_library_code_has_no_bare_print():
+    package = os.path.join(ROOT, "ldm_jax")
+    found = []
+    for folder, _, files in os.walk(package):
+        for name in (f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            module = os.path.relpath(path, package)[:-3].replace(os.sep, ".")
+            if module in _PRINTS_OUTPUT:
+                continue
+            with open(path) as f:
+                tree = ast.parse(f.read())
+            found += [
+                f"{module}:{node.lineno}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
+            ]
+    assert not found, f"print() in library code (use ldm_jax.training.logging.info): {found}"
