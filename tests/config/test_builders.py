@@ -169,3 +169,26 @@ def test_unconditional_denoiser_refuses_labels():
     z, t = jnp.zeros((1, 16, 16, 2)), jnp.zeros((1,), jnp.int32)
     with pytest.raises(ValueError, match="unconditional"):
         denoiser.init(jax.random.PRNGKey(0), z, t, jnp.zeros((1,), jnp.int32))
+
+
+def test_every_paper_config_has_a_condition_kind_and_hybrid_models_initialise():
+    """Each paper/SD model maps onto one training recipe; the hybrid SD inpainting U-Net gets
+    both context and concat channels at init (its parameter tree then has 9 input channels)."""
+    root = os.path.join(ROOT, "configs")
+    expected = {
+        "paper/bsr_sr.py": "superres",
+        "paper/inpainting_big.py": "inpaint",
+        "paper/semantic_synthesis256.py": "semantic",
+        "paper/txt2img_1p4b.py": "text",
+        "paper/layout2img_openimages256.py": "text",
+        "paper/cin256_v2.py": "class",
+        "paper/celebahq_ldm_vq4.py": "none",
+        "sd/sd_v1.py": "context",
+        "sd/sd_v1_inpainting.py": "hybrid_inpaint",
+    }
+    for name, kind in expected.items():
+        assert builders.condition_kind(load_config_file(os.path.join(root, name))) == kind, name
+    tiny = load_config_file(os.path.join(root, "sd/sd_v1_inpainting.py"), "tiny")
+    params = builders.abstract_denoiser_params(tiny)
+    kernel = params["diffusion_model"]["input_blocks_0_0"]["kernel"]
+    assert kernel.shape[2] == 9  # z (4) + mask (1) + masked-image latent (4)
