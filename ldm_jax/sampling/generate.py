@@ -45,6 +45,35 @@ def encode_images(ae: AutoencoderKL | VQModel, ae_params: Any, x: jax.Array) -> 
     return ae.apply({"params": ae_params}, x, method=ae.encode).mean
 
 
+def inpainting_condition(
+    ae: AutoencoderKL | VQModel, ae_params: Any, images: jax.Array, mask: jax.Array, f: int
+) -> jax.Array:
+    """The paper's inpainting condition [B, h, w, c + 1]: the unscaled latent (the reference's
+    first-stage `encode`) of the image with the masked pixels black (-1), then the mask at every
+    f-th pixel in [-1, 1]. images [B, H, W, C] in [-1, 1]; mask [B, H, W, 1], 1 = fill in."""
+    masked = (1.0 - mask) * (images + 1.0) - 1.0
+    latent = jax.lax.stop_gradient(encode_images(ae, ae_params, masked))  # [B, h, w, c]
+    small = mask[:, ::f, ::f] * 2.0 - 1.0  # [B, h, w, 1]
+    return jnp.concatenate([latent, small.astype(latent.dtype)], axis=-1)
+
+
+def sd_inpainting_condition(
+    ae: AutoencoderKL | VQModel,
+    ae_params: Any,
+    images: jax.Array,
+    mask: jax.Array,
+    f: int,
+    scale_factor: float | jax.Array,
+) -> jax.Array:
+    """Stable Diffusion inpainting's concat channels [B, h, w, 1 + c]: the mask in {0, 1} at every
+    f-th pixel, then the scaled latent of the image with the masked pixels 0 (runwayml's
+    `LatentInpaintDiffusion`)."""
+    masked = images * (1.0 - mask)
+    latent = jax.lax.stop_gradient(encode_images(ae, ae_params, masked)) * scale_factor
+    small = mask[:, ::f, ::f]  # [B, h, w, 1]
+    return jnp.concatenate([small.astype(latent.dtype), latent], axis=-1)
+
+
 def fixed_text_context(captions: Sequence[str], length: int, dim: int) -> np.ndarray:
     """A deterministic stand-in for a frozen text encoder: one fixed embedding per caption.
 

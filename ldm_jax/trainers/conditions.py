@@ -37,7 +37,11 @@ import numpy as np
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.models.conditioning import drop_labels
-from ldm_jax.sampling.generate import encode_images, fixed_text_context
+from ldm_jax.sampling.generate import (
+    fixed_text_context,
+    inpainting_condition,
+    sd_inpainting_condition,
+)
 from ldm_jax.trainers import masks
 
 CONTEXT_LENGTH = 77  # tokens of the (stand-in) CLIP context
@@ -100,29 +104,19 @@ def downsample(images: jax.Array, f: int) -> jax.Array:
 def inpainting_inputs(
     ae: Any, ae_params: Any, images: jax.Array, rng: jax.Array, f: int
 ) -> jax.Array:
-    """The paper's inpainting condition: [latent of the masked image, mask] [B, h, w, c + 1].
-
-    As `sampling/tasks.py`: masked pixels are -1, the latent is unscaled, the mask (1 = fill in)
-    is taken at every f-th pixel and mapped to [-1, 1].
-    """
+    """The paper's inpainting condition under a random large mask (`generate.inpainting_condition`,
+    what `sampling/tasks.py` feeds)."""
     mask = masks.large_masks(rng, images.shape[0], images.shape[1])  # [B, H, W, 1]
-    masked = (1.0 - mask) * (images + 1.0) - 1.0
-    latent = jax.lax.stop_gradient(encode_images(ae, ae_params, masked))  # [B, h, w, c]
-    small = mask[:, ::f, ::f] * 2.0 - 1.0  # [B, h, w, 1]
-    return jnp.concatenate([latent, small.astype(latent.dtype)], axis=-1)
+    return inpainting_condition(ae, ae_params, images, mask, f)
 
 
 def sd_inpainting_inputs(
     ae: Any, ae_params: Any, images: jax.Array, rng: jax.Array, f: int, scale_factor: float
 ) -> jax.Array:
-    """SD inpainting's concat channels [B, h, w, 1 + c]: the mask in {0, 1} at latent size, then
-    the scaled latent of the image with the masked pixels set to 0 (as runwayml's
-    `LatentInpaintDiffusion`)."""
+    """SD inpainting's concat channels under a random large mask
+    (`generate.sd_inpainting_condition`)."""
     mask = masks.large_masks(rng, images.shape[0], images.shape[1])  # [B, H, W, 1]
-    masked = images * (1.0 - mask)
-    latent = jax.lax.stop_gradient(encode_images(ae, ae_params, masked)) * scale_factor
-    small = mask[:, ::f, ::f]  # [B, h, w, 1]
-    return jnp.concatenate([small.astype(latent.dtype), latent], axis=-1)
+    return sd_inpainting_condition(ae, ae_params, images, mask, f, scale_factor)
 
 
 def context_dim(config: ml_collections.ConfigDict) -> int:
