@@ -1,4 +1,12 @@
-"""Stage 2: train the latent diffusion model on the frozen first stage's latents."""
+"""Stage 2: train the latent diffusion model on the frozen first stage's latents.
+
+The latents and the condition arrays come from `trainers/latents.py`; what the denoiser receives
+for each conditioning (class, adm, text, fixed context, super-resolution, inpainting, semantic,
+hybrid), with condition dropout, from `trainers/conditions.py`. The regression target and loss
+(`diffusion.prediction_type`, `loss_type` l2 | l1, `loss_weighting`) are read from
+`config.diffusion`. One sharded, AOT-compiled step with donated state; a resumed run continues
+bitwise (all randomness comes from the state's key, the loader position is checkpointed).
+"""
 
 from __future__ import annotations
 
