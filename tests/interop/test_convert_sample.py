@@ -193,11 +193,12 @@ def diffusers_pair(tmp_path):
     return tmp_path, unet, vae
 
 
-def test_diffusers_round_trip(diffusers_pair):
+def test_diffusers_round_trip(diffusers_pair, capsys):
     tmp_path, unet, vae = diffusers_pair
     out = str(tmp_path / "wd")
     argv = ["diffusers", "--unet", str(tmp_path / "unet"), "--vae", str(tmp_path / "vqvae")]
     assert convert.main([*argv, "--out", out]) == 0
+    assert capsys.readouterr().out.splitlines() == [json.dumps({"out": out, "source": "diffusers"})]
     trained = load_trained_ldm(out)
     assert trained.scale_factor == 0.5 and trained.config.model.first_stage.kind == "vq"
     assert trained.config.diffusion.beta_start == 0.0015  # the paper's LDM schedule by default
