@@ -309,8 +309,8 @@ def train_ldm(
     grid_fn = make_grid_fn(config, conditions, first_batch, ae_params)
 
     def on_step(step, state):
-        every = tcfg.sample_every
-        if step == tcfg.steps or (every and step % every == 0):
+        every, at_end = tcfg.sample_every, tcfg.get("final_samples", True)
+        if (step == tcfg.steps and at_end) or (every and step % every == 0):
             ema = state.ema_params
             if jax.process_count() > 1:
                 ema = replicated_to_host(ema, sharded.mesh)

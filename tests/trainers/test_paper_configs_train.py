@@ -3,9 +3,11 @@
 `python -m ldm_jax.train --config configs/paper/X.py:tiny` trains a few steps on generated
 `synthetic_shapes` data, then `python -m ldm_jax.sample --task <its task>` writes a PNG of the
 right size. To keep CI time small the first stages are trained once (vq_f4, kl_f8: the stage-1
-tests) and the LDM configs borrow them with `--config.train.first_stage_workdir` (which is
-itself under test); the CLIs compile with XLA's cheap optimisation level (tiny programs, a few
-steps: compiling dominates).
+tests; every tiny first stage of a kind and f has the same shapes) and the LDM configs borrow
+them with `--config.train.first_stage_workdir` (itself under test); the tiny runs end without an
+in-training grid (the sample CLI samples), except Stable Diffusion's, which the sample CLI cannot
+condition yet; the CLIs compile with XLA's cheap optimisation level (tiny programs, a few steps:
+compiling dominates).
 """
 
 from __future__ import annotations
@@ -77,6 +79,18 @@ def tiles(rows: int, columns: int) -> tuple[int, int]:
 
 def borrow(first_stage: pathlib.Path) -> tuple[str, str]:
     return "--config.stage=ldm", f"--config.train.first_stage_workdir={first_stage}"
+
+
+def _ldm_params(workdir: pathlib.Path) -> dict[str, np.ndarray]:
+    """The latest LDM checkpoint's parameters and EMA parameters, flattened."""
+    from flax import traverse_util
+
+    from ldm_jax.workdir.reader import restore_state
+
+    state, meta, step = restore_state(str(workdir / "checkpoints" / "ldm"))
+    assert step == 3
+    flat = traverse_util.flatten_dict({k: state[k] for k in ("params", "ema_params")}, sep="/")
+    return {k: np.asarray(v) for k, v in flat.items()} | {"scale": np.asarray(meta["scale_factor"])}
 
 
 def _png(path: pathlib.Path, array: np.ndarray) -> str:
@@ -154,15 +168,25 @@ def test_concat_superres_inpainting_semantic(first_stages, tmp_path):
     labels = _png(tmp_path / "labels.png", rng.integers(0, 5, (SIZE, SIZE), np.uint8))
     assert sample(sem, "semantic", f"--image={labels}").shape[:2] == tiles(1, 1)
 
-    # inpainting_big's first stage has no attention (vq_f4_noattn): it trains its own, and
-    # its U-Net regresses with the L1 loss.
+    # inpainting_big (VQ-f4 without attention, like every tiny first stage) regresses with L1.
     inp = tmp_path / "inpainting"
-    train("paper/inpainting_big.py:tiny", inp)
+    train("paper/inpainting_big.py:tiny", inp, *borrow(first_stages["vq_f4"]))
     image = _png(tmp_path / "image.png", rng.integers(0, 255, (SIZE, SIZE, 3), np.uint8))
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[8:24, 8:24] = 255
     mask = _png(tmp_path / "mask.png", mask)
     assert sample(inp, "inpaint", f"--image={image}", f"--mask={mask}").shape[:2] == tiles(1, 1)
+
+    # Bitwise resume: 2 steps, then extended to 3 = 3 straight steps (the masks are drawn in the
+    # step from the state's key; the first stage is a constant of the step).
+    split = tmp_path / "inpainting_split"
+    fs = borrow(first_stages["vq_f4"])
+    train("paper/inpainting_big.py:tiny", split, *fs, "--config.train.steps=2")
+    train("paper/inpainting_big.py:tiny", split, *fs)
+    straight, resumed = (_ldm_params(w) for w in (inp, split))
+    assert straight.keys() == resumed.keys()
+    for key, value in straight.items():
+        np.testing.assert_array_equal(value, resumed[key], err_msg=key)
 
 
 def test_stable_diffusion_tiny_and_full_message(first_stages, tmp_path):
