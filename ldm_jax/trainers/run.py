@@ -48,7 +48,7 @@ def first_stage_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
     params = load_first_stage_params(other, config)
     log.info("ldm: first stage from %s", other)
     own = Checkpointer(layout.checkpoint_dir(workdir, "autoencoder"), 1)
-    if own.latest_step() is None and jax.process_index() == 0:
+    if own.latest_step() is None:  # Every process takes part in an orbax save.
         own.save(0, {"step": jnp.zeros((), jnp.int32), "params": params}, {"from": other})
     own.close()
     return params
