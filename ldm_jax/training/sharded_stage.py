@@ -109,7 +109,7 @@ def compiled_step(
     """Compiles `step_fn` ahead of time and returns (state, host batch) -> (state, metrics).
 
     `host_batch` is one batch of this process's rows (for shapes and dtypes). Process 0 logs
-    the compiled memory analysis (a JSON object) in one status line.
+    the mesh and compiled memory analysis as a JSON object in one status line.
     """
     batch_sh = sharded.batch_sharding
     check_process_rows(sharded.mesh, batch_sh, global_batch_size)
@@ -122,10 +122,9 @@ def compiled_step(
         step_fn, abstract_state, sharded.shardings, abstract_batch, batch_sh, sharded.mesh
     )
     log.info(
-        "%s: compiled the train step for mesh %s; memory per device (bytes): %s",
+        "%s: compiled the train step: %s",
         name,
-        dict(sharded.mesh.shape),
-        json.dumps(memory),
+        json.dumps({"mesh": dict(sharded.mesh.shape), "compiled_memory_bytes": memory}),
     )
 
     def step(state, batch):
