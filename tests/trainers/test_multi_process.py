@@ -90,7 +90,7 @@ def _two_processes(workdir: str, tfds_dir: str, extra: list[str]) -> None:
     outputs = [p.communicate(timeout=900) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         _check(p, out, err)
-    assert '"fsdp": 8' in outputs[0][0]  # The compiled-step line names the global mesh.
+    assert '"fsdp": 8' in outputs[0][1]  # The compiled-step status line (stderr) names the mesh.
 
 
 def _losses(workdir: str) -> dict[str, list[float]]:
