@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from ldm_jax.data import batch_indices
+from ldm_jax.data import batch_indices, tfds_quiet
 from ldm_jax.data import latents_in_memory as latent_cache
 
 DATASET_NAME = "latent_cache"
@@ -290,10 +290,11 @@ def write_latent_store(
             data_dir=tmp,
             file_format=FILE_FORMAT,
         )
-        builder.download_and_prepare(
-            file_format=FILE_FORMAT,
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-        )
+        with tfds_quiet.quiet():
+            builder.download_and_prepare(
+                file_format=FILE_FORMAT,
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+            )
         shutil.rmtree(os.path.join(tmp, "downloads"), ignore_errors=True)
         _replace(tmp, directory)
     except BaseException:
