@@ -173,7 +173,7 @@ def _make_tiny(c: ml_collections.ConfigDict) -> None:
             model_channels=32,
             channel_mult=(1, 2),
             num_res_blocks=1,
-            attention_resolutions=(2,),
+            attention_resolutions=(),  # attention (and cross-attention) in the middle block only
             num_heads=2,
             num_head_channels=-1,
             transformer_depth=1,
