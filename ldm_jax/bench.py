@@ -2,10 +2,11 @@
 
 Model benchmarks (random weights; the same work as `python -m ldm_jax.benchmarks.peers`):
 
-  python -m ldm_jax.bench unet|autoencoder|sample|attention|groupnorm
+  python -m ldm_jax.bench unet|unet_forward|unet_train|autoencoder|sample|attention|groupnorm
       [--preset sd_small_cpu|quickstart|<config path>] [--batch 0] [--repeats 5] [--remat none]
 
-  unet: forward, then the training step (peak RSS is the process's, so the forward comes first).
+  unet: unet_forward, then unet_train (peak RSS is the process's high-water mark: run
+    unet_train alone for the training step's own peak).
   sample: 50-step DDIM + guidance (--sample_steps). attention, groupnorm: microbenchmarks.
 
 Trainer-step benchmarks of an experiment config (see `ldm_jax.benchmarks.train_steps`):
@@ -24,7 +25,7 @@ from ldm_jax.benchmarks.presets import get_preset
 from ldm_jax.benchmarks.timing import emit
 from ldm_jax.cli_errors import user_errors_as_exit
 
-COMMANDS = ("unet", "autoencoder", "sample", "attention", "groupnorm")
+COMMANDS = ("unet", "unet_forward", "unet_train", "autoencoder", "sample", "attention", "groupnorm")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
@@ -53,11 +54,13 @@ def run_command(
     if command == "groupnorm":
         return [emit(r) for r in micro_benches.bench_groupnorm(repeats, batch)]
     preset = get_preset(preset_name, batch)
-    if command == "unet":
-        return [
-            emit(model_benches.bench_unet_forward(preset, repeats)),
-            emit(model_benches.bench_unet_train(preset, repeats, remat)),
-        ]
+    results = []
+    if command in ("unet", "unet_forward"):
+        results.append(emit(model_benches.bench_unet_forward(preset, repeats)))
+    if command in ("unet", "unet_train"):
+        results.append(emit(model_benches.bench_unet_train(preset, repeats, remat)))
+    if results:
+        return results
     if command == "sample":
         return [emit(model_benches.bench_sample(preset, repeats, sample_steps))]
     return [emit(model_benches.bench_autoencoder(preset, repeats))]

@@ -1,6 +1,7 @@
 """The PyTorch/diffusers peer of `python -m ldm_jax.bench`; prints the same JSON fields.
 
-  python -m ldm_jax.benchmarks.peers unet|autoencoder|sample|attention|groupnorm
+  python -m ldm_jax.benchmarks.peers
+      unet|unet_forward|unet_train|autoencoder|sample|attention|groupnorm
       [--preset sd_small_cpu|quickstart] [--batch 0] [--repeats 5] [--sample_steps 50]
       [--threads 0 (torch's default)]
 
@@ -17,7 +18,7 @@ from ldm_jax.benchmarks.peers import torch_benches as tb
 from ldm_jax.benchmarks.presets import get_preset
 from ldm_jax.benchmarks.timing import emit
 
-COMMANDS = ("unet", "autoencoder", "sample", "attention", "groupnorm")
+COMMANDS = ("unet", "unet_forward", "unet_train", "autoencoder", "sample", "attention", "groupnorm")
 
 
 def run_command(command: str, preset_name: str, batch: int, repeats: int, sample_steps: int):
@@ -30,11 +31,13 @@ def run_command(command: str, preset_name: str, batch: int, repeats: int, sample
     if command == "groupnorm":
         return [emit(r) for r in tb.bench_groupnorm(repeats, batch)]
     preset = get_preset(preset_name, batch)
-    if command == "unet":
-        return [
-            emit(tb.bench_unet_forward(preset, repeats)),
-            emit(tb.bench_unet_train(preset, repeats)),
-        ]
+    results = []
+    if command in ("unet", "unet_forward"):
+        results.append(emit(tb.bench_unet_forward(preset, repeats)))
+    if command in ("unet", "unet_train"):
+        results.append(emit(tb.bench_unet_train(preset, repeats)))
+    if results:
+        return results
     if command == "sample":
         return [emit(tb.bench_sample(preset, repeats, sample_steps))]
     return [emit(tb.bench_autoencoder(preset, repeats))]
