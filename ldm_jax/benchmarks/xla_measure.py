@@ -31,10 +31,12 @@ def compile_timed(fn: Any, *args: Any) -> tuple[Any, float]:
 def xla_flops(fn: Any, *args: Any) -> float | None:
     """FLOPs of one call of `fn(*args)` from XLA's cost analysis (attention as einsum).
 
-    `fn` must be loop-free apart from attention (a sampler's loop is counted by the caller).
+    `fn` must be loop-free apart from attention (a sampler's loop is counted by the caller). It
+    is traced afresh through a new wrapper: JAX caches traces per function object, and a trace
+    made outside the override would keep the blocked kernel's loop.
     """
     with attention_kernels.override("einsum"):
-        analysis = jax.jit(fn).lower(*args).cost_analysis()
+        analysis = jax.jit(lambda *a: fn(*a)).lower(*args).cost_analysis()
     if isinstance(analysis, list | tuple):
         analysis = analysis[0] if analysis else None
     flops = (analysis or {}).get("flops")
