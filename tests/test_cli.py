@@ -188,7 +188,7 @@ def test_status_lines_name_their_caller():
 # Modules that print their results (output, not status): the entry points, and the benchmark
 # runner that streams one JSON line per benchmark for `python -m ldm_jax.bench`.
 _PRINTS_OUTPUT = {"train", "sample", "evaluate", "convert", "summary", "cache_latents", "bench"}
-_PRINTS_OUTPUT |= {"benchmarks.train_steps"}
+_PRINTS_OUTPUT |= {"benchmarks.train_steps", "benchmarks.timing"}
 
 
 def test_library_code_has_no_bare_print():

@@ -10,25 +10,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ldm_jax.models import attention_kernels
 from ldm_jax.models.layers import Dtype, GroupNorm32, conv1x1
 from ldm_jax.models.partitioning import EMBED, HEADS, MLP, conv_kernel, dense_kernel
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Multi-head attention core.
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str = "auto"
+) -> jax.Array:
+    """Multi-head attention core (see `attention_kernels` for the implementations).
 
     Args:
       q: [B, Lq, heads, d] queries.
       k: [B, Lk, heads, d] keys.
       v: [B, Lk, heads, d] values.
+      implementation: "auto" (chosen per backend and size) or one of
+        `attention_kernels.IMPLEMENTATIONS`.
 
     Returns:
       [B, Lq, heads, d], softmax computed in float32.
     """
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale  # [B, h, Lq, Lk]
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return attention_kernels.attention(q, k, v, implementation)
 
 
 class AttnBlock(nn.Module):

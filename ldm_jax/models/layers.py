@@ -6,20 +6,71 @@ Submodule names follow the paper's reference code (`norm1`, `conv1`, `temb_proj`
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ldm_jax.models.partitioning import conv_kernel, dense_kernel
 
 Dtype = Any
 
 
+def group_norm(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int, epsilon: float
+) -> jax.Array:
+    """GroupNorm in float32 over [B, ..., C] (statistics over all positions of each group).
+
+    The per-channel sums are reduced over positions first ([B, N, C] -> [B, C], C contiguous)
+    and folded into groups with a one-hot [C, G] matmul: on XLA:CPU this is about 10x faster
+    than reducing a [B, N, G, C/G] view, whose innermost axis is only C/G wide. The variance is
+    E[x^2] - E[x]^2 clipped at 0, as flax's `nn.GroupNorm`.
+
+    Args:
+      x: [B, ..., C] input (any float dtype).
+      scale: [C] gain. bias: [C] offset.
+      num_groups: G; C must be divisible by it.
+      epsilon: added to the variance.
+
+    Returns:
+      float32 array of x's shape.
+    """
+    b, c = x.shape[0], x.shape[-1]
+    xf = x.reshape(b, -1, c).astype(jnp.float32)  # [B, N, C]
+    onehot = jnp.asarray(np.arange(c)[:, None] // (c // num_groups) == np.arange(num_groups))
+    onehot = onehot.astype(jnp.float32)  # [C, G]
+    fold = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+    count = xf.shape[1] * (c // num_groups)
+    mean = fold(jnp.sum(xf, axis=1), onehot) / count  # [B, G]
+    mean_sq = fold(jnp.sum(xf * xf, axis=1), onehot) / count  # [B, G]
+    inv = jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + epsilon)  # [B, G]
+    gain = fold(inv, onehot.T) * scale.astype(jnp.float32)  # [B, C]
+    offset = bias.astype(jnp.float32) - fold(mean, onehot.T) * gain  # [B, C]
+    return (xf * gain[:, None] + offset[:, None]).reshape(x.shape)
+
+
+class _NormParams(nn.Module):
+    """Holds GroupNorm's `scale` (ones) and `bias` (zeros) at flax `nn.GroupNorm`'s paths."""
+
+    features: int
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        scale = self.param("scale", nn.initializers.ones, (self.features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        return scale, bias
+
+
 class GroupNorm32(nn.Module):
     """GroupNorm computed in float32 whatever the input dtype (the paper's `GroupNorm32`).
+
+    Parameters live at `norm/scale` and `norm/bias`, where flax's `nn.GroupNorm` keeps them
+    (weight import maps onto these paths); the computation is `group_norm`.
 
     Attributes:
       num_groups: number of channel groups (32 in the paper).
@@ -37,14 +88,8 @@ class GroupNorm32(nn.Module):
             raise ValueError(
                 f"GroupNorm: {channels} channels not divisible by {self.num_groups} groups."
             )
-        norm = nn.GroupNorm(
-            num_groups=self.num_groups,
-            epsilon=self.epsilon,
-            dtype=jnp.float32,
-            param_dtype=self.param_dtype,
-            name="norm",
-        )
-        return norm(x.astype(jnp.float32)).astype(x.dtype)
+        scale, bias = _NormParams(channels, self.param_dtype, name="norm")()
+        return group_norm(x, scale, bias, self.num_groups, self.epsilon).astype(x.dtype)
 
 
 def conv3x3(
