@@ -21,12 +21,13 @@ import ml_collections
 
 from ldm_jax.config import defaults
 from ldm_jax.config.options import default_mesh_config
+from ldm_jax.models import factory
 
 TINY = "tiny"
 TINY_IMAGE_SIZE = 32
 TINY_CLASSES = 4
 TINY_CONTEXT_DIM = 32
-FROZEN_TEXT_ENCODERS = ("frozen_clip", "frozen_openclip")
+FROZEN_TEXT_ENCODERS = factory.EXTERNAL_COND_STAGES
 
 
 def _downsampling(first_stage: Any) -> int:
@@ -194,7 +195,7 @@ def _make_tiny(c: ml_collections.ConfigDict) -> None:
     c.train.update(
         steps=3, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=3, sample_every=0
     )
-    # The sample CLI checks sampling; Stable Diffusion's conditions have no sample task yet, so
-    # their tiny runs end with a conditioned grid instead.
+    # Tiny runs end without a grid (the sample CLI samples them), except Stable Diffusion's,
+    # which end with a grid conditioned on the first batch's captions.
     c.train.final_samples = c.train.fixed_text_context
     c.sample.update(steps=2, per_class=1)

@@ -15,6 +15,7 @@ from ldm_jax.config.options import (
     train_options,
 )
 from ldm_jax.diffusion.loss_weights import LOSS_TYPES
+from ldm_jax.models import factory
 from ldm_jax.models.unet import REMAT_POLICIES
 from ldm_jax.parallel import sharding
 
@@ -23,7 +24,7 @@ SCHEDULES = ("linear", "scaled_linear", "cosine")
 SAMPLERS = tuple(diffusion.SAMPLERS)
 CONDITIONING = ("class", "none")
 FIRST_STAGE_KINDS = ("kl", "vq")
-FROZEN_TEXT_ENCODERS = ("frozen_clip", "frozen_openclip")
+FROZEN_TEXT_ENCODERS = factory.EXTERNAL_COND_STAGES
 # Condition kinds (`builders.condition_kind`) the on-disk latent cache stores.
 DISK_CACHE_KINDS = ("none", "class", "adm")
 

@@ -74,6 +74,9 @@ def sd_inpainting_condition(
     return jnp.concatenate([small.astype(latent.dtype), latent], axis=-1)
 
 
+TEXT_CONTEXT_LENGTH = 77  # tokens of Stable Diffusion's CLIP context (and its stand-in)
+
+
 def fixed_text_context(captions: Sequence[str], length: int, dim: int) -> np.ndarray:
     """A deterministic stand-in for a frozen text encoder: one fixed embedding per caption.
 

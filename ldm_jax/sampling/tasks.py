@@ -23,9 +23,17 @@ import numpy as np
 
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
+from ldm_jax.models.factory import EXTERNAL_COND_STAGES as FROZEN_TEXT_ENCODERS
 from ldm_jax.models.tokenizer import WordPieceTokenizer
 from ldm_jax.sampling import image_inputs
-from ldm_jax.sampling.generate import encode_images, make_sampler, null_label
+from ldm_jax.sampling.generate import (
+    TEXT_CONTEXT_LENGTH,
+    fixed_text_context,
+    inpainting_condition,
+    make_sampler,
+    null_label,
+    sd_inpainting_condition,
+)
 from ldm_jax.workdir.reader import TrainedLDM
 
 TASKS = ("generate", "text2img", "superres", "inpaint", "semantic")
@@ -74,8 +82,10 @@ def model_task(model: dict[str, Any]) -> str:
     kind = (model.get("cond_stage") or {"kind": "none"})["kind"]
     if key in (None, "adm") or (key == "crossattn" and kind == "class"):
         return "generate"
-    if key == "crossattn" and kind == "bert":
+    if key == "crossattn" and kind in ("bert", *FROZEN_TEXT_ENCODERS):
         return "text2img"
+    if key == "hybrid" and kind in FROZEN_TEXT_ENCODERS:
+        return "inpaint"  # Stable Diffusion inpainting: mask + masked latent, and a prompt
     if key == "concat":
         table = {"identity": "superres", "none": "superres"}
         table.update(first_stage="inpaint", spatial_rescaler="semantic")
@@ -152,6 +162,11 @@ class _Task:
         if r.prompt is None:
             raise SampleInputError("--task text2img needs --prompt.")
         cond_cfg = self.model["cond_stage"]
+        self.info["prompt"] = r.prompt
+        if cond_cfg["kind"] in FROZEN_TEXT_ENCODERS:
+            self.cond = self._text_context([r.prompt] * r.num)  # [B, 77, D]
+            self.uncond = self._text_context([""])  # [1, 77, D]
+            return
         if not cond_cfg.get("vocab"):
             raise SampleInputError(
                 "This text model's workdir has no vocabulary (config.model.cond_stage.vocab); "
@@ -163,7 +178,18 @@ class _Task:
         tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond_cfg.get("max_seq_len", 77))
         self.cond = tokenizer([r.prompt] * r.num)  # [B, L] int
         self.uncond = tokenizer([""])  # [1, L]: the reference's unconditional prompt
-        self.info["prompt"] = r.prompt
+
+    def _text_context(self, prompts: list[str]) -> np.ndarray:
+        """Context tokens of a frozen CLIP/OpenCLIP model: the fixed per-caption stand-in that
+        the SD tiny variants train on (`generate.fixed_text_context`); real encoders arrive with
+        issue 13."""
+        if not self.config.get("train", {}).get("fixed_text_context"):
+            raise SampleInputError(
+                f"This model's {self.model['cond_stage']['kind']} text encoder is not "
+                "implemented yet (issue 13); only workdirs trained with "
+                "train.fixed_text_context (the SD :tiny variants) sample."
+            )
+        return fixed_text_context(prompts, TEXT_CONTEXT_LENGTH, self.model["unet"]["context_dim"])
 
     def superres(self) -> None:
         r = self.request
@@ -179,7 +205,7 @@ class _Task:
 
     def inpaint(self) -> None:
         r = self.request
-        _reject(r, "inpaint", "--class", "--prompt")
+        _reject(r, "inpaint", "--class")
         if r.image is None or r.mask is None:
             raise SampleInputError("--task inpaint needs --image and --mask (white = fill in).")
         fs = self.model["first_stage"]
@@ -192,15 +218,27 @@ class _Task:
             )
         f = 2 ** (len(fs["ch_mult"]) - 1)
         _divisible(*image.shape[:2], f * 2 ** (self.levels - 1), f"--image {r.image}")
-        # As the reference: masked pixels are black in [0, 1], i.e. -1 in [-1, 1].
-        masked = (1.0 - mask) * (image + 1.0) - 1.0
         ae = builders.build_autoencoder(self.config)
-        latent = jax.jit(lambda p, x: encode_images(ae, p, x))(
-            self.trained.ae_params, masked[None]
-        )  # [1, h, w, c]
-        small = mask[::f, ::f] * 2.0 - 1.0  # nearest resize to the latent grid, in [-1, 1]
-        self.h, self.w = small.shape[:2]
-        self.cond = self._batch(np.concatenate([np.asarray(latent[0]), small], axis=-1))
+        h, w = image.shape[0] // f, image.shape[1] // f
+        if self.model.get("conditioning_key") == "hybrid":  # Stable Diffusion inpainting
+            concat = jax.jit(
+                lambda p, x, m: sd_inpainting_condition(ae, p, x, m, f, self.trained.scale_factor)
+            )(self.trained.ae_params, image[None], mask[None])  # [1, h, w, 1 + c]
+            prompt = "" if r.prompt is None else r.prompt
+            self.cond = {
+                "context": self._text_context([prompt] * r.num),
+                "concat": self._batch(np.asarray(concat[0])),
+            }
+            self.uncond = {"context": self._text_context([""]), "concat": np.asarray(concat)}
+            self.info["prompt"] = prompt
+        else:
+            if r.prompt is not None:
+                raise SampleInputError("--prompt does not apply to this inpainting model.")
+            concat = jax.jit(lambda p, x, m: inpainting_condition(ae, p, x, m, f))(
+                self.trained.ae_params, image[None], mask[None]
+            )  # [1, h, w, c + 1]
+            self.cond = self._batch(np.asarray(concat[0]))
+        self.h, self.w = h, w
 
         def paste(images: np.ndarray) -> np.ndarray:
             return (1.0 - mask) * image + mask * images
@@ -255,7 +293,7 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
     eta = s.eta if request.eta is None else request.eta
     sampler = request.sampler or s.sampler
     sample = make_sampler(config, sampler, steps)
-    batch = request.num if job.cond is None else len(job.cond)
+    batch = request.num if job.cond is None else jax.tree.leaves(job.cond)[0].shape[0]
     images = sample(
         trained.ae_params,
         trained.ldm_params,

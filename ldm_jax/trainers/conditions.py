@@ -38,13 +38,14 @@ from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.models.conditioning import drop_labels
 from ldm_jax.sampling.generate import (
+    TEXT_CONTEXT_LENGTH,
     fixed_text_context,
     inpainting_condition,
     sd_inpainting_condition,
 )
 from ldm_jax.trainers import masks
 
-CONTEXT_LENGTH = 77  # tokens of the (stand-in) CLIP context
+CONTEXT_LENGTH = TEXT_CONTEXT_LENGTH
 # Arrays the latent cache keeps per example for each kind, besides the latents.
 HOST_KEYS = {
     "none": ("label",),

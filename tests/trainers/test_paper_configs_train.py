@@ -5,8 +5,7 @@
 right size. To keep CI time small the first stages are trained once (vq_f4, kl_f8: the stage-1
 tests; every tiny first stage of a kind and f has the same shapes) and the LDM configs borrow
 them with `--config.train.first_stage_workdir` (itself under test); the tiny runs end without an
-in-training grid (the sample CLI samples), except Stable Diffusion's, which the sample CLI cannot
-condition yet; the CLIs compile with XLA's cheap optimisation level (tiny programs, a few steps:
+in-training grid (the sample CLI samples), except sd_v1's (the conditioned-grid path); the CLIs compile with XLA's cheap optimisation level (tiny programs, a few steps:
 compiling dominates).
 """
 
@@ -167,10 +166,23 @@ def test_concat_superres_inpainting_semantic(first_stages, tmp_path):
 
 
 def test_stable_diffusion_tiny_and_full_message(first_stages, tmp_path):
-    for name in ("sd_v1", "sd_v1_inpainting"):
-        workdir = tmp_path / name
-        train(f"sd/{name}.py:tiny", workdir, *borrow(first_stages["kl_f8"]))
-        assert (workdir / "samples" / "step_3.png").is_file()  # conditioned in-training grid
+    txt = tmp_path / "sd_v1"
+    train("sd/sd_v1.py:tiny", txt, *borrow(first_stages["kl_f8"]))
+    assert (txt / "samples" / "step_3.png").is_file()  # conditioned in-training grid
+    assert sample(txt, "text2img", "--prompt=a red circle", num=2).shape[:2] == tiles(1, 2)
+
+    inp = tmp_path / "sd_v1_inpainting"
+    no_grid = "--config.train.final_samples=false"  # the sample CLI checks it instead
+    train("sd/sd_v1_inpainting.py:tiny", inp, *borrow(first_stages["kl_f8"]), no_grid)
+    rng = np.random.default_rng(1)
+    image = _png(tmp_path / "image.png", rng.integers(0, 255, (SIZE, SIZE, 3), np.uint8))
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[:16] = 255
+    mask = _png(tmp_path / "mask.png", mask)
+    out = sample(inp, "inpaint", f"--image={image}", f"--mask={mask}", "--prompt=a blue square")
+    assert out.shape[:2] == tiles(1, 1)
+    kept = np.asarray(Image.open(image))[16:]  # known pixels are pasted back
+    assert np.abs(out[2 + 16 : 2 + SIZE, 2 : 2 + SIZE, :3].astype(int) - kept).max() <= 1
     proc = _cli(
         "ldm_jax.train",
         f"--config={CONFIGS / 'sd/sd_v1.py'}",
