@@ -5,8 +5,8 @@
 right size. To keep CI time small the first stages are trained once (vq_f4, kl_f8: the stage-1
 tests; every tiny first stage of a kind and f has the same shapes) and the LDM configs borrow
 them with `--config.train.first_stage_workdir` (itself under test); the tiny runs end without an
-in-training grid (the sample CLI samples), except sd_v1's (the conditioned-grid path); the CLIs compile with XLA's cheap optimisation level (tiny programs, a few steps:
-compiling dominates).
+in-training grid (the sample CLI samples), except sd_v1's (the conditioned-grid path); the CLIs
+compile with XLA's cheap optimisation level (tiny programs, a few steps: compiling dominates).
 """
 
 from __future__ import annotations
