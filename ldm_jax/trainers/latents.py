@@ -30,6 +30,7 @@ from ldm_jax.trainers import captions, conditions
 from ldm_jax.training import logging as log
 from ldm_jax.workdir import latent_cache as latent_cache_writer
 from ldm_jax.workdir import layout
+from ldm_jax.workdir.latent_cache import make_encode_fn
 
 LoaderFactory = Callable[..., Any]
 
@@ -54,26 +55,6 @@ def load_train_split(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]
     if split.get("label") is None:
         split["label"] = np.zeros((len(split["image"]),), np.int32)
     return split
-
-
-def make_encode_fn(config: ml_collections.ConfigDict, ae_params: Any) -> latent_cache.EncodeFn:
-    """Jitted images [b, H, W, C] -> (mean, logvar) [b, h, w, c]; VQ: (h, zeros)."""
-    ae = builders.build_autoencoder(config)
-    if is_vq(config):
-
-        @jax.jit
-        def encode_vq(x):
-            h = ae.apply({"params": ae_params}, x, method=ae.encode_to_prequant)
-            return h, jax.numpy.zeros_like(h)
-
-        return encode_vq
-
-    @jax.jit
-    def encode(x):
-        q = ae.apply({"params": ae_params}, x, method=ae.encode)
-        return q.mean, q.logvar
-
-    return encode
 
 
 def encode_train_set(
