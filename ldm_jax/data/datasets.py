@@ -11,6 +11,11 @@ Every source has `len(source)` and `source[i]` (and a batched `__getitems__`), c
   captions), prepared once into ``data_dir`` with the shorter side resized to ``image_size``.
 * ``"synthetic_shapes"``: generated coloured shapes with labels, captions and segmentation maps
   (`data/synthetic_shapes.py`); offline, deterministic by ``seed``, nothing stored.
+* ``"noto_emoji"``: every single-code-point emoji of the Debian font ``fonts-noto-color-emoji``
+  rendered over white, with captions (Unicode name + CLDR keywords) and a held-out "test" split
+  (`data/noto_emoji_builder.py`), prepared into ``data_dir`` on first use; stored at 32 or 64 px,
+  the smallest that is at least ``image_size`` (default 64). ``"noto_emoji/32px"`` and
+  ``"noto_emoji/64px"`` name a size directly. Examples add "name", "keywords", "codepoint".
 * Any other name is a tfds catalog name (e.g. ``"celeb_a_hq/256"``, ``"lsun/church_outdoor"``)
   that the user has already prepared in ``data_dir`` in the array_record format. Nothing is ever
   downloaded: an unprepared catalog dataset raises at once with the command that prepares it; a
@@ -28,12 +33,19 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from ldm_jax.data import fashion_mnist_builder, fashion_mnist_idx, image_folder, synthetic_shapes
+from ldm_jax.data import (
+    fashion_mnist_builder,
+    fashion_mnist_idx,
+    image_folder,
+    noto_emoji_builder,
+    synthetic_shapes,
+)
 
 DEFAULT_DATASET = "fashion_mnist"
 _DEBIAN_NAMES = ("fashion_mnist", "fashion_mnist_debian")
 IMAGE_FOLDER = "image_folder"
 SYNTHETIC_SHAPES = "synthetic_shapes"
+NOTO_EMOJI = noto_emoji_builder.NAME
 _FOLDER_HINT = (
     "train on your own copy as a folder of images instead: --config.data.name=image_folder "
     "--config.data.path=/path/to/images (labels from class sub-folders, captions from a "
@@ -94,11 +106,29 @@ def _is_debian(name: str) -> bool:
     return name in _DEBIAN_NAMES
 
 
+def _noto_config(name: str, image_size: int | None = None) -> str | None:
+    """The noto_emoji config ("64px"/"32px") a name selects, or None for other datasets."""
+    base, _, config = name.partition("/")
+    if base != NOTO_EMOJI:
+        return None
+    if not config:
+        return noto_emoji_builder.config_for(image_size)
+    valid = [f"{s}px" for s in noto_emoji_builder.SIZES]
+    if config not in valid:
+        raise ValueError(
+            f"Unknown dataset {name!r}: use {NOTO_EMOJI!r} or one of "
+            + ", ".join(f"'{NOTO_EMOJI}/{v}'" for v in valid)
+            + "."
+        )
+    return config
+
+
 def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any:
     """Returns a prepared tfds builder for `name` (see module docstring).
 
     Args:
-      name: "fashion_mnist" or a tfds catalog name prepared in `data_dir`.
+      name: "fashion_mnist", "noto_emoji" (64 px; "noto_emoji/32px" for 32) or a tfds catalog
+        name prepared in `data_dir`.
       data_dir: tfds data folder; defaults to `default_data_dir()`.
 
     Returns:
@@ -112,6 +142,9 @@ def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any
     data_dir = data_dir or default_data_dir()
     if _is_debian(name):
         return _prepare_debian(data_dir)
+    noto = _noto_config(name)
+    if noto is not None:
+        return noto_emoji_builder.prepare(data_dir, noto)
     if name in (IMAGE_FOLDER, SYNTHETIC_SHAPES):
         raise ValueError(f"{name!r} is not a tfds builder: use get_data_source({name!r}, ...).")
     if name in NOT_IN_TFDS:
@@ -123,7 +156,8 @@ def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any
     except Exception as e:  # tfds raises DatasetNotFoundError, ImportError, ValueError, ...
         raise ValueError(
             f"Unknown dataset name {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            f"Valid names: {DEFAULT_DATASET!r} (offline), {SYNTHETIC_SHAPES!r} (generated), "
+            f"Valid names: {DEFAULT_DATASET!r} and {NOTO_EMOJI!r} (offline), "
+            f"{SYNTHETIC_SHAPES!r} (generated), "
             f"{IMAGE_FOLDER!r} (your images) or a tfds catalog name, see "
             "https://www.tensorflow.org/datasets/catalog/overview; or " + _FOLDER_HINT + "."
         ) from e
@@ -202,14 +236,15 @@ def get_data_source(
     example i). The source can be handed to `grain.MapDataset.source`.
 
     Args:
-      name: "fashion_mnist" (default), "image_folder", "synthetic_shapes" or a tfds catalog name
-        prepared in `data_dir`.
+      name: "fashion_mnist" (default), "image_folder", "synthetic_shapes", "noto_emoji" or a
+        tfds catalog name prepared in `data_dir`.
       split: a split name ("train", "test", ...), optionally tfds-sliced ("train[:1000]").
       data_dir: tfds data folder; defaults to `default_data_dir()`.
       path: the folder of images ("image_folder" only).
       image_size: "image_folder": the stored shorter side (required); "synthetic_shapes": the
-        generated size (default 32). Fashion-MNIST and catalog sources yield stored images: the
-        pipeline resizes them.
+        generated size (default 32); "noto_emoji": picks the stored size, 32 or 64 (the
+        smallest >= image_size; default 64). Fashion-MNIST and catalog sources yield stored
+        images: the pipeline resizes them.
       channels: 1 or 3 for "image_folder" (default 3) and "synthetic_shapes" (default 3).
       num_classes: classes of "synthetic_shapes" (default 6).
       seed: the generation seed of "synthetic_shapes".
@@ -234,8 +269,11 @@ def get_data_source(
             image_size=image_size,
             channels=channels or 3,
         )
-    if _is_debian(name):  # Validate before spending seconds on preparing.
+    noto = _noto_config(name, image_size)
+    if _is_debian(name) or noto:  # Validate before spending seconds on preparing.
         split = _check_split(name, split, ("train", "test"))
+    if noto:
+        return noto_emoji_builder.get_source(split, data_dir or default_data_dir(), noto)
     builder = get_builder(name, data_dir)
     split = _check_split(name, split, tuple(builder.info.splits.keys()))
     return builder.as_data_source(split=split)
@@ -268,11 +306,14 @@ def num_classes(
     """Number of label classes; None if the dataset has no labels.
 
     10 for "fashion_mnist" and `num_classes or 6` for "synthetic_shapes" (both known without
-    preparing); an image folder's from its sub-folders or metadata.jsonl (scanned, not decoded).
+    preparing), None for "noto_emoji"; an image folder's from its sub-folders or metadata.jsonl
+    (scanned, not decoded).
     """
     name = _check_name(name)
     if _is_debian(name):
         return len(fashion_mnist_idx.CLASS_NAMES)
+    if _noto_config(name) is not None:
+        return None
     if name == SYNTHETIC_SHAPES:
         return int(num_classes or synthetic_shapes.DEFAULT_NUM_CLASSES)
     if name == IMAGE_FOLDER:
