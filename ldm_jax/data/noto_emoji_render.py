@@ -6,8 +6,8 @@
   invisible joiners, selectors and tags come back empty too; both are left out. Sequences (ZWJ,
   flags, keycaps, skin tones applied to a base) are not rendered.
 * **Images.** Pillow draws the glyph's colour bitmap (the font is CBDT: only size 109 is valid,
-  136 wide, 128 high, RGBA), which is composited over white, centred on a white square and reduced to
-  the output size with Lanczos (antialiased): uint8 [S, S, 3].
+  136 wide, 128 high, RGBA), which is composited over white, centred on a white square and
+  reduced to the output size with Lanczos (antialiased): uint8 [S, S, 3].
 * **Captions.** ``name`` is the lowercased Unicode name (Python's `unicodedata`), e.g. "grinning
   face" for U+1F600 or "heavy black heart" for U+2764. ``keywords`` are the English CLDR
   annotations of the Debian package ``unicode-cldr-core`` (`cldr_dir()`/annotations/en.xml, then
