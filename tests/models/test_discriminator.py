@@ -16,6 +16,11 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 KEY = jax.random.PRNGKey(3)
 
 
+def _normal(seed: int, *shape: int) -> jax.Array:
+    """Test data from numpy (no per-shape jax.random compilations)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
+
+
 # ---- PyTorch reference (taming-transformers `NLayerDiscriminator` and `ActNorm`, NCHW) ----------
 class TorchActNorm(torch.nn.Module):
     """The reference ActNorm (affine, no logdet): data-dependent init on the first train batch."""
@@ -96,14 +101,34 @@ def _to_nhwc(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy().transpose(0, 2, 3, 1)
 
 
+def _numpy_variables(model: nn.Module, x: jax.Array, seed: int) -> dict:
+    """Variables of `model` drawn with numpy (jax.random compiles slowly per shape here).
+
+    Kernels N(0, 1/fan_in), norm scales 1 + N(0, 0.1^2), biases and ActNorm locs N(0, 0.1^2);
+    statistics at the reference's starting values (running mean 0, var 1, ActNorm not
+    initialised; `test_init_distribution_and_defaults` checks that `init` gives these).
+    """
+    init = lambda x: nn.unbox(model.init(jax.random.PRNGKey(0), x, train=True))
+    shapes = jax.eval_shape(init, x)  # abstract: nothing is compiled
+    rng = np.random.default_rng(seed)
+
+    def param(path, s):
+        noise = rng.standard_normal(s.shape).astype(np.float32)
+        if path[-1].key == "kernel":
+            return jnp.asarray(noise / np.sqrt(np.prod(s.shape[:-1])))
+        return jnp.asarray(0.1 * noise + (1.0 if path[-1].key == "scale" else 0.0))
+
+    stat = lambda path, s: jnp.full(s.shape, float(path[-1].key == "var"), jnp.float32)
+    return {
+        "params": jax.tree_util.tree_map_with_path(param, shapes["params"]),
+        "batch_stats": jax.tree_util.tree_map_with_path(stat, shapes["batch_stats"]),
+    }
+
+
 def _setup(norm: str, n_layers: int, ndf: int = 8, size: int = 32):
     model = NLayerDiscriminator(input_nc=3, ndf=ndf, n_layers=n_layers, norm=norm)
-    keys = jax.random.split(jax.random.PRNGKey(n_layers), 4)
-    xs = [
-        jax.random.normal(k, (2, size, size, 3)) * s + s
-        for k, s in zip(keys[1:], (1, 2, 0.5), strict=True)
-    ]
-    variables = nn.unbox(model.init(keys[0], xs[0], train=True))
+    xs = [_normal(10 * n_layers + i, 2, size, size, 3) * s + s for i, s in enumerate((1, 2, 0.5))]
+    variables = _numpy_variables(model, xs[0], seed=n_layers)
     seq = torch_reference(3, ndf, n_layers, actnorm=norm == "actnorm")
     _copy_into_torch(seq, variables["params"])
     return model, variables, seq, xs
@@ -120,7 +145,7 @@ def _jitted(model):
 def test_forward_parity_train_and_eval(norm, n_layers):
     model, variables, seq, (x1, x2, x3) = _setup(norm, n_layers)
     train, evaluate = _jitted(model)
-    seq.eval()  # before any training step: running averages 0/1, ActNorm loc 0 / scale 1
+    seq.eval()  # before any training step: running averages 0/1, ActNorm not initialised
     np.testing.assert_allclose(evaluate(variables, x1), _to_nhwc(seq(_to_torch(x1))), **TOL)
     seq.train()
     for x in (x1, x2):  # the first batch initialises ActNorm, the second must not
@@ -150,7 +175,7 @@ def test_forward_parity_train_and_eval(norm, n_layers):
 def test_gradients_match_torch_in_train_mode(norm):
     """Input and parameter gradients through batch statistics / the ActNorm initialisation."""
     model, variables, seq, (x, _, _) = _setup(norm, n_layers=2, size=24)
-    w = jax.random.normal(jax.random.PRNGKey(7), (2, 4, 4, 1))  # 24 -> 12 -> 6 -> 5 -> 4
+    w = _normal(7, 2, 4, 4, 1)  # 24 -> 12 -> 6 -> 5 -> 4
 
     def objective(params, x):
         out, _ = model.apply(
@@ -169,9 +194,8 @@ def test_gradients_match_torch_in_train_mode(norm):
 
 def test_actnorm_first_batch_normalises_each_channel():
     model = NLayerDiscriminator(input_nc=3, ndf=8, n_layers=3, norm="actnorm")
-    x1, x2 = (jax.random.uniform(k, (3, 32, 32, 3)) * 4 - 1 for k in jax.random.split(KEY, 2))
-    variables = nn.unbox(model.init(jax.random.PRNGKey(1), x1, train=True))
-    assert all(s["initialized"] == 0 for s in variables["batch_stats"].values())
+    x1, x2 = (jnp.tanh(_normal(seed, 3, 32, 32, 3)) * 2 + 0.5 for seed in (1, 2))
+    variables = _numpy_variables(model, x1, seed=5)
     is_actnorm = lambda mdl, _: isinstance(mdl, ActNorm)
 
     def run(variables, x):
@@ -216,8 +240,12 @@ def test_full_size_parameter_count_equals_reference(norm):
     assert out.shape == (1, 30, 30, 1)
 
 
-def test_init_distribution_and_partitioning():
-    """weights_init: kernels N(0, 0.02), BatchNorm scale N(1, 0.02) and bias 0; torch conv bias."""
+def test_init_distribution_and_defaults():
+    """weights_init: kernels N(0, 0.02), BatchNorm scale N(1, 0.02) and bias 0; torch conv bias.
+
+    Also the partitioning names and the starting statistics (running mean 0 and var 1; ActNorm
+    loc 0, scale 1, offsets 0 and not initialised).
+    """
     model = NLayerDiscriminator(input_nc=3, ndf=64, n_layers=3, norm="batch")
     boxed = jax.jit(lambda k: model.init(k, jnp.zeros((1, 24, 24, 3)), train=True))(KEY)
     params = nn.unbox(boxed)["params"]
@@ -238,15 +266,22 @@ def test_init_distribution_and_partitioning():
     stats = nn.unbox(boxed)["batch_stats"]["main_9"]
     np.testing.assert_array_equal(stats["mean"], 0.0)  # init writes no statistics
     np.testing.assert_array_equal(stats["var"], 1.0)
+    actnorm = jax.jit(lambda x: ActNorm().init(KEY, x, train=True))(jnp.ones((2, 3, 3, 5)))
+    expected = {
+        "params": {"loc": np.zeros(5), "scale": np.ones(5)},
+        "batch_stats": {"loc_offset": np.zeros(5), "scale_offset": np.zeros(5), "initialized": 0},
+    }
+    jax.tree.map(np.testing.assert_array_equal, actnorm, expected)
 
 
 def test_bfloat16_compute_keeps_float32_norms_and_logits():
     model = NLayerDiscriminator(input_nc=1, ndf=8, n_layers=2, norm="batch", dtype=jnp.bfloat16)
-    x = jax.random.normal(KEY, (2, 16, 16, 1))
-    variables = nn.unbox(model.init(jax.random.PRNGKey(1), x, train=True))
-    out, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    x = _normal(3, 2, 16, 16, 1)
+    variables = _numpy_variables(model, x, seed=4)
     ref = NLayerDiscriminator(input_nc=1, ndf=8, n_layers=2, norm="batch")
-    out32, _ = ref.apply(variables, x, train=True, mutable=["batch_stats"])
+    run = lambda m: jax.jit(lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"]))
+    out, state = run(model)(variables, x)
+    out32, _ = run(ref)(variables, x)
     assert out.dtype == jnp.float32 and variables["params"]["main_0"]["kernel"].dtype == jnp.float32
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(state))
     np.testing.assert_allclose(out, out32, atol=0.05 * float(jnp.abs(out32).max()))
