@@ -3,11 +3,19 @@
 E(x) -> `quant_conv` (z_channels -> embed_dim) -> nearest code of `n_embed` -> `post_quant_conv`
 (embed_dim -> z_channels) -> D. The LDM runs on the pre-quantisation latents h = quant_conv(E(x))
 and the codebook is absorbed into the decoder: `decode_latent(h)` quantises before decoding.
+
+Training: `forward_with_codes` gives, in one forward, the reconstruction, the VQ loss, the indices
+and the pre-quantisation latents h. With an EMA codebook (`forward_with_codes(x, ema=True)`) the
+loss is the commitment term alone, the codebook gets zero gradient, and the trainer writes the
+result of `ldm_jax.losses.vq_codebook.ema_update(..., h, indices, ...)` into
+`params["quantize"]["embedding"]["embedding"]` after the optimizer step. `ema` is a call argument,
+not a module field: how the codebook is trained does not change the network or its parameters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -16,7 +24,16 @@ import jax.numpy as jnp
 from ldm_jax.models.autoencoder import Decoder, Encoder, coder_kwargs
 from ldm_jax.models.layers import Dtype
 from ldm_jax.models.partitioning import conv_kernel
-from ldm_jax.models.quantizer import Quantized, VectorQuantizer
+from ldm_jax.models.quantizer import Quantized, VectorQuantizer, vq_loss
+
+
+class VQForward(NamedTuple):
+    """One training forward of `VQModel` (unpacks as a 4-tuple)."""
+
+    x_rec: jax.Array  # [B, H, W, out_ch] float32 reconstruction
+    loss: jax.Array  # [] VQ (codebook + commitment, or commitment only with ema) loss
+    indices: jax.Array  # [B, h, w] int32 code indices
+    h: jax.Array  # [B, h, w, embed_dim] pre-quantisation latents (quant_conv output)
 
 
 class VQModel(nn.Module):
@@ -96,3 +113,20 @@ class VQModel(nn.Module):
         """x -> (reconstruction [B, H, W, out_ch], VQ loss [], indices [B, h, w])."""
         q = self.encode(x, deterministic)
         return self.decode(q.quant, deterministic), q.loss, q.indices
+
+    def forward_with_codes(
+        self, x: jax.Array, deterministic: bool = True, ema: bool = False
+    ) -> VQForward:
+        """x [B, H, W, in_channels] -> `VQForward` (x_rec, loss, indices, h) in one forward.
+
+        The same reconstruction, loss and indices as `__call__`, plus h, the latents the
+        quantiser saw (for the EMA codebook update and dead-code restarts). With `ema=True` the
+        loss is beta * commitment only (`quantizer.vq_loss`), so the codebook gets no gradient.
+        """
+        h = self.encode_to_prequant(x, deterministic)
+        q = self.quantize(h)
+        loss = q.loss
+        if ema:
+            z_q = self.quantize.get_codebook_entry(q.indices)
+            loss = vq_loss(h, z_q, self.beta, self.legacy, ema=True)
+        return VQForward(self.decode(q.quant, deterministic), loss, q.indices, h)
