@@ -26,4 +26,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.reference = "models/first_stage_models/kl-f4/config.yaml"
     c.model = dict(first_stage=presets.first_stage("kl_f4"))
     c.data = dict(name="open_images_v4", image_size=256, channels=3)
+    c.autoencoder_train = presets.first_stage_training("kl_f4")
     return experiment.finalize(c, arg)

@@ -26,4 +26,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.reference = "models/first_stage_models/vq-f8/config.yaml"
     c.model = dict(first_stage=presets.first_stage("vq_f8"))
     c.data = dict(name="open_images_v4", image_size=256, channels=3)
+    c.autoencoder_train = presets.first_stage_training("vq_f8")
     return experiment.finalize(c, arg)

@@ -13,6 +13,7 @@ U-Nets shared by several configs:
   ldm_vq4_uncond (CelebA-HQ, FFHQ, LSUN-Bedrooms LDM-VQ-4), cin256_v2 (also text2img256),
   semantic_synthesis (256 and 512), sd_v1 (SD v1, its inpainting model, txt2img-1p4B),
   sd_v2 (SD 2 base and 768-v)
+First-stage training (the zoo YAMLs' `lossconfig`, as `autoencoder_train`): the same names.
 Condition encoders: frozen_clip_vit_l14 (SD v1), frozen_openclip_vit_h14 (SD 2)
 Diffusion: ldm (the paper's LDMs: scaled_linear 0.0015 -> 0.0195, 1000 steps, eps, L2, latent
   scale 1) and sd (txt2img-1p4B and Stable Diffusion: 0.00085 -> 0.012, scale 0.18215).
@@ -23,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ldm_jax.config import schema
+from ldm_jax.losses.first_stage_loss import FirstStageLossConfig
 from ldm_jax.models.specs import closest
 
 
@@ -62,6 +64,59 @@ FIRST_STAGES: dict[str, dict[str, Any]] = {
     "vq_f8": _ddconfig("vq", 4, (1, 2, 2, 4), (32,), n_embed=16384),
     "vq_f8_n256": _ddconfig("vq", 4, (1, 2, 2, 4), (32,), n_embed=256),
     "vq_f16": _ddconfig("vq", 8, (1, 1, 2, 2, 4), (16,), n_embed=16384),
+}
+
+
+def _kl_loss_training(batch_size: int) -> dict[str, Any]:
+    """`autoencoder_train` of the zoo's KL models: `LPIPSWithDiscriminator(disc_start=50001,
+    kl_weight=1e-6, disc_weight=0.5)`, Adam(0.5, 0.9) at 4.5e-6 x batch (one device), no L2."""
+    loss = dict(perceptual_weight=1.0, disc_weight=0.5, disc_start=50001, adam_b1=0.5, adam_b2=0.9)
+    return dict(
+        batch_size=batch_size,
+        learning_rate=4.5e-6 * batch_size,
+        warmup_steps=0,
+        grad_clip=0.0,
+        kl_weight=1e-6,
+        l2_weight=0.0,
+        loss=loss,
+    )
+
+
+def _vq_loss_training(
+    batch_size: int, disc_start: int, disc_weight: float = 0.75, disc_num_layers: int = 3
+) -> dict[str, Any]:
+    """`autoencoder_train` of the zoo's VQ models: taming's `VQLPIPSWithDiscriminator` with
+    codebook_weight 1, Adam(0.5, 0.9) at 4.5e-6 x batch (one device), no L2."""
+    loss = dict(
+        perceptual_weight=1.0,
+        disc_weight=disc_weight,
+        disc_start=disc_start,
+        disc_num_layers=disc_num_layers,
+        adam_b1=0.5,
+        adam_b2=0.9,
+    )
+    return dict(
+        batch_size=batch_size,
+        learning_rate=4.5e-6 * batch_size,
+        warmup_steps=0,
+        grad_clip=0.0,
+        codebook_weight=1.0,
+        l2_weight=0.0,
+        loss=loss,
+    )
+
+
+# The zoo YAMLs' `lossconfig` and data batch size, as `autoencoder_train` sections.
+FIRST_STAGE_TRAINING: dict[str, dict[str, Any]] = {
+    "kl_f4": _kl_loss_training(10),
+    "kl_f8": _kl_loss_training(4),
+    "kl_f16": _kl_loss_training(6),
+    "kl_f32": _kl_loss_training(6),
+    "vq_f4": _vq_loss_training(8, disc_start=0),
+    "vq_f4_noattn": _vq_loss_training(8, disc_start=11),
+    "vq_f8": _vq_loss_training(10, disc_start=1, disc_weight=0.6, disc_num_layers=2),
+    "vq_f8_n256": _vq_loss_training(10, disc_start=250001),
+    "vq_f16": _vq_loss_training(14, disc_start=250001, disc_num_layers=2),
 }
 
 _SD_V1_UNET = dict(
@@ -175,6 +230,15 @@ def first_stage(name: str, **changes: Any) -> dict[str, Any]:
     """A copy of the first-stage preset `name` with `changes` (checked against the schema)."""
     out = _pick(FIRST_STAGES, "first-stage", name, changes)
     schema.FirstStageConfig.from_dict(out)
+    return out
+
+
+def first_stage_training(name: str, **changes: Any) -> dict[str, Any]:
+    """A copy of the zoo model `name`'s `autoencoder_train` section (its loss and optimizer),
+    with `changes`; the loss section is checked against `FirstStageLossConfig`."""
+    out = _pick(FIRST_STAGE_TRAINING, "first-stage training", name, changes)
+    out["loss"] = dict(out["loss"])
+    FirstStageLossConfig.from_dict(out["loss"])
     return out
 
 

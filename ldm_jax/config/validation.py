@@ -15,7 +15,9 @@ from ldm_jax.config.options import (
     train_options,
 )
 from ldm_jax.diffusion.loss_weights import LOSS_TYPES
+from ldm_jax.losses.first_stage_loss import FirstStageLossConfig
 from ldm_jax.models import factory
+from ldm_jax.models.specs import downsampling_factor
 from ldm_jax.models.unet import REMAT_POLICIES
 from ldm_jax.parallel import sharding
 
@@ -23,7 +25,7 @@ STAGES = ("autoencoder", "ldm", "both")
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 SAMPLERS = tuple(diffusion.SAMPLERS)
 CONDITIONING = ("class", "none")
-FIRST_STAGE_KINDS = ("kl", "vq")
+FIRST_STAGE_KINDS = tuple(factory.FIRST_STAGE_MODULES)
 FROZEN_TEXT_ENCODERS = factory.EXTERNAL_COND_STAGES
 # Condition kinds (`builders.condition_kind`) the on-disk latent cache stores.
 DISK_CACHE_KINDS = ("none", "class", "adm")
@@ -150,7 +152,10 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
         "model.first_stage.kind",
         f"{fs.kind!r} is not one of {FIRST_STAGE_KINDS}.",
     )
-    f = 2 ** (len(fs.ch_mult) - 1)
+    try:
+        f = downsampling_factor(fs)
+    except ValueError as e:  # an unknown or missing field of the kind, named by the schema
+        raise ConfigError(f"config.{e}") from None
     _require(
         data.image_size % f == 0,
         "data.image_size",
@@ -236,7 +241,17 @@ def _validate_rest(config: ml_collections.ConfigDict) -> None:
     )
     for section in ("autoencoder_train", "train"):
         _validate_train_options(config, section)
+    _validate_first_stage_loss(config)
     _validate_mesh(config)
+
+
+def _validate_first_stage_loss(config: ml_collections.ConfigDict) -> None:
+    """`autoencoder_train.loss` (optional): known fields, types and ranges."""
+    loss = config.autoencoder_train.get("loss")
+    try:
+        FirstStageLossConfig.from_dict(dict(loss or {}))
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
 
 
 def _validate_train_options(config: ml_collections.ConfigDict, section: str) -> None:

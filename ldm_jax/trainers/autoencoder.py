@@ -3,8 +3,9 @@
 KL autoencoder: per-example summed L1 (+ l2_weight * squared error) + kl_weight * KL, as the
 reference's `LPIPSWithDiscriminator` without LPIPS and GAN. VQ autoencoder: mean L1 (+ l2_weight
 * mean squared error) + codebook_weight * the quantiser's codebook/commitment loss, as the
-reference's `VQLPIPSWithDiscriminator` without LPIPS and GAN. The full perceptual and adversarial
-loss of the paper's first stages is a later issue.
+reference's `VQLPIPSWithDiscriminator` without LPIPS and GAN. A config whose
+`autoencoder_train.loss` section asks for LPIPS, the PatchGAN, a learned log-variance or the EMA
+codebook trains with the paper's full loss instead (`trainers/autoencoder_gan.py`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import optax
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import train_options
+from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import pipeline
 from ldm_jax.losses.autoencoder_loss import kl_autoencoder_loss, psnr
 from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.vq_autoencoder import VQModel
 from ldm_jax.sampling import images as image_grid
+from ldm_jax.trainers import autoencoder_gan
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.gradients import accumulate_gradients
@@ -120,15 +123,40 @@ def init_state(
     return jax.jit(lambda r: nn.unbox(init(r)))(jax.random.PRNGKey(config.seed))
 
 
+def _stage(
+    ae: AutoencoderKL | VQModel, config: ml_collections.ConfigDict
+) -> tuple[Callable[[jax.Array], Any], Callable[[nn.Module], Callable]]:
+    """(state init fn, module -> train step) for the config's loss: the plain one-optimizer
+    step, or the paper's loss with LPIPS / PatchGAN / EMA codebook (`autoencoder_gan`)."""
+    tcfg = config.autoencoder_train
+    if autoencoder_gan.uses_paper_loss(config):
+        try:
+            autoencoder_gan.check_options(config)
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from None
+        loss_cfg = autoencoder_gan.loss_config(tcfg)
+        ae_tx, disc_tx = autoencoder_gan.optimizers(tcfg, loss_cfg)
+        init = autoencoder_gan.state_init_fn(ae, config, loss_cfg, ae_tx, disc_tx)
+        return init, lambda m: autoencoder_gan.make_train_step(m, config, loss_cfg, ae_tx, disc_tx)
+    tx = optimizer_for(tcfg)
+    return state_init_fn(ae, config, tx), lambda m: make_train_step(
+        m,
+        tx,
+        tcfg.kl_weight,
+        tcfg.l2_weight,
+        train_options(tcfg).grad_accum_steps,
+        tcfg.get("codebook_weight", 1.0),
+    )
+
+
 def restore_params(workdir: str, config: ml_collections.ConfigDict) -> Any:
     """Latest stage-1 parameters of a workdir (raises MissingCheckpointError if none)."""
     ae = builders.build_autoencoder(config)
-    tx = optimizer_for(config.autoencoder_train)
     ckpt = Checkpointer(checkpoint_dir(workdir), config.autoencoder_train.keep_checkpoints)
     if ckpt.latest_step() is None:
         ckpt.restore(None)  # Raises MissingCheckpointError naming the folder.
     rng = jax.random.PRNGKey(config.seed)
-    sharded = init_or_restore(state_init_fn(ae, config, tx), rng, config, ckpt)
+    sharded = init_or_restore(_stage(ae, config)[0], rng, config, ckpt)
     ckpt.close()
     return sharded.state.params
 
@@ -200,10 +228,10 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
     tcfg = config.autoencoder_train
     opts = train_options(tcfg)
     ae = builders.build_autoencoder(config)
-    tx = optimizer_for(tcfg)
+    init, make_step = _stage(ae, config)
     ckpt = Checkpointer(checkpoint_dir(workdir), tcfg.keep_checkpoints)
     rng = jax.random.PRNGKey(config.seed)
-    sharded = init_or_restore(state_init_fn(ae, config, tx), rng, config, ckpt)
+    sharded = init_or_restore(init, rng, config, ckpt)
     accum = opts.grad_accum_steps
     check_batch_size(
         "autoencoder", "autoencoder_train", tcfg.batch_size, sharded.mesh, sharded.rules, accum
@@ -221,14 +249,7 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
     _check_channels(first, config)
     train_step = compiled_step(
         "autoencoder",
-        make_train_step(
-            ae.clone(dtype=opts.dtype),
-            tx,
-            tcfg.kl_weight,
-            tcfg.l2_weight,
-            opts.grad_accum_steps,
-            tcfg.get("codebook_weight", 1.0),
-        ),
+        make_step(ae.clone(dtype=opts.dtype)),
         sharded,
         {"image": first["image"]},
         tcfg.batch_size,

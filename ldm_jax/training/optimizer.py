@@ -19,13 +19,14 @@ def make_optimizer(
     weight_decay: float,
     grad_clip: float,
     schedule: optax.Schedule | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> optax.GradientTransformation:
     """AdamW with global-norm clipping; the learning rate follows `schedule`, by default a
-    linear warm-up over `warmup_steps` to a constant `learning_rate`."""
+    linear warm-up over `warmup_steps` to a constant `learning_rate`; `betas`: Adam's (b1, b2)."""
     if schedule is None:
         schedule = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=weight_decay))
+    parts.append(optax.adamw(schedule, b1=betas[0], b2=betas[1], weight_decay=weight_decay))
     return optax.chain(*parts)
 
 
@@ -50,20 +51,32 @@ def learning_rate_schedule(
     return optax.join_schedules([warmup, decay], [max(warmup_steps, 1)])
 
 
-def optimizer_for(section: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW for a stage's section: its schedule, global-norm clipping and weight decay."""
+def optimizer_for(
+    section: ml_collections.ConfigDict,
+    betas: tuple[float, float] = (0.9, 0.999),
+    learning_rate: float | None = None,
+) -> optax.GradientTransformation:
+    """AdamW for a stage's section: its schedule, global-norm clipping and weight decay.
+
+    Args:
+      section: `config.autoencoder_train` or `config.train`.
+      betas: Adam's (b1, b2).
+      learning_rate: the peak rate (default: the section's `learning_rate`).
+    """
     opts = train_options(section)
+    peak = section.learning_rate if learning_rate is None else learning_rate
     schedule = learning_rate_schedule(
-        section.learning_rate,
+        peak,
         section.warmup_steps,
         section.steps,
         opts.lr_schedule,
         opts.min_lr_ratio,
     )
     return make_optimizer(
-        section.learning_rate,
+        peak,
         section.warmup_steps,
         section.weight_decay,
         section.grad_clip,
         schedule=schedule,
+        betas=betas,
     )
