@@ -18,10 +18,8 @@ import ml_collections
 from ldm_jax import diffusion
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.data import datasets
-from ldm_jax.models import factory
-from ldm_jax.models.autoencoder import AutoencoderKL
+from ldm_jax.models import factory, specs
 from ldm_jax.models.latent_denoiser import LatentDenoiser
-from ldm_jax.models.vq_autoencoder import VQModel
 
 # What a model is conditioned on, as the trainers feed it (see `condition_kind`).
 CONDITION_KINDS = (
@@ -64,21 +62,34 @@ def condition_kind(config: ml_collections.ConfigDict) -> str:
     )
 
 
+def first_stage_kind(config: ml_collections.ConfigDict) -> str:
+    """The first stage's kind: "kl" (always for the quickstart schema), "vq" or "identity"."""
+    return model_config(config)["first_stage"]["kind"]
+
+
 def downsampling_factor(config: ml_collections.ConfigDict) -> int:
-    """f of the first stage: 2 ** (len(ch_mult) - 1)."""
-    return 2 ** (len(model_config(config)["first_stage"]["ch_mult"]) - 1)
+    """f of the first stage (`models.specs.downsampling_factor`: 2 ** (len(ch_mult) - 1) for
+    an autoencoder, 1 for the identity)."""
+    return specs.downsampling_factor(model_config(config)["first_stage"])
 
 
-def build_autoencoder(config: ml_collections.ConfigDict) -> AutoencoderKL | VQModel:
-    """The first stage (KL for the quickstart; KL or VQ for `config.model.first_stage`)."""
+def has_deterministic_latents(config: ml_collections.ConfigDict) -> bool:
+    """Whether the first stage's latents are used as they are (VQ, identity: only their
+    "mean" is cached) rather than sampled from a KL posterior every step."""
+    return specs.has_deterministic_latents(model_config(config)["first_stage"])
+
+
+def build_autoencoder(config: ml_collections.ConfigDict) -> factory.FirstStage:
+    """The first stage (KL for the quickstart; KL, VQ or identity for `config.model`)."""
     return factory.build_first_stage(model_config(config)["first_stage"])
 
 
 def latent_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-    """(h, w, c) of the latent z for one image (the U-Net's `image_size`, the `embed_dim`)."""
+    """(h, w, c) of the latent z for one image (the U-Net's `image_size`, the latent channels:
+    `embed_dim`, or the image channels for the identity first stage)."""
     model = model_config(config)
     side = model["unet"]["image_size"]
-    return side, side, model["first_stage"]["embed_dim"]
+    return side, side, specs.latent_channels(model["first_stage"])
 
 
 def build_denoiser(config: ml_collections.ConfigDict) -> LatentDenoiser:

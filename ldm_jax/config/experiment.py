@@ -6,7 +6,8 @@ dataset (`c.data`) and what differs from the defaults; `finalize` adds every oth
 run needs (stage, seed, data fields, autoencoder_train, train, mesh, sample) with the
 quickstart's training defaults (`config/defaults.py`), and `arg="tiny"` turns the config into a
 seconds-long variant for tests: the same conditioning kind and first-stage kind (and its
-downsampling factor f up to 8) at a few thousand parameters, on `synthetic_shapes` data, a few
+downsampling factor f up to 8; the identity first stage, f = 1, stays pixel space and skips
+stage 1) at a few thousand parameters, on `synthetic_shapes` data, a few
 steps of batch 8. A Stable Diffusion tiny variant trains on fixed per-caption context
 embeddings in place of the frozen CLIP/OpenCLIP text encoder (which arrives with issue 13; see
 `trainers/conditions.py`).
@@ -22,16 +23,13 @@ import ml_collections
 from ldm_jax.config import defaults
 from ldm_jax.config.options import default_mesh_config
 from ldm_jax.models import factory
+from ldm_jax.models.specs import downsampling_factor, latent_channels
 
 TINY = "tiny"
 TINY_IMAGE_SIZE = 32
 TINY_CLASSES = 4
 TINY_CONTEXT_DIM = 32
 FROZEN_TEXT_ENCODERS = factory.EXTERNAL_COND_STAGES
-
-
-def _downsampling(first_stage: Any) -> int:
-    return 2 ** (len(first_stage.ch_mult) - 1)
 
 
 def _num_classes(model: ml_collections.ConfigDict) -> int:
@@ -60,6 +58,9 @@ def _complete(c: ml_collections.ConfigDict) -> None:
     if "data" not in c:
         c.data = ml_collections.ConfigDict()
     fs = c.model.first_stage
+    side = fs.get("resolution") or 256
+    if has_unet and "resolution" not in fs:  # identity: the image side from the U-Net's
+        side = c.model.unet.image_size * downsampling_factor(fs)
     _fill(
         c.data,
         dict(
@@ -67,7 +68,7 @@ def _complete(c: ml_collections.ConfigDict) -> None:
             data_dir="",
             path="",
             train_split="train",
-            image_size=fs.get("resolution", 256),
+            image_size=side,
             channels=fs.get("in_channels", 3),
             num_classes=_num_classes(c.model),
             crop="center",
@@ -107,7 +108,11 @@ def finalize(c: ml_collections.ConfigDict, arg: str | None = None) -> ml_collect
 
 
 def _tiny_first_stage(fs: ml_collections.ConfigDict, image_size: int) -> int:
-    """Shrinks the first stage in place, keeping its kind and f (up to 8); returns f."""
+    """Shrinks the first stage in place (3 image channels), keeping its kind and f (up to 8);
+    returns f."""
+    if fs.kind == "identity":
+        fs.in_channels = 3
+        return 1
     levels = min(len(fs.ch_mult), 4)  # f <= 8
     embed = fs.embed_dim if fs.embed_dim <= 8 else 4
     fs.update(
@@ -120,10 +125,12 @@ def _tiny_first_stage(fs: ml_collections.ConfigDict, image_size: int) -> int:
         embed_dim=embed,
         z_channels=embed,
         num_groups=8,
+        in_channels=3,
+        out_ch=3,
     )
     if fs.kind == "vq":
         fs.n_embed = 64
-    return 2 ** (levels - 1)
+    return downsampling_factor(fs)
 
 
 def _tiny_cond_stage(c: ml_collections.ConfigDict, f: int) -> int:
@@ -131,7 +138,7 @@ def _tiny_cond_stage(c: ml_collections.ConfigDict, f: int) -> int:
     model, cond = c.model, c.model.get("cond_stage")
     kind = cond.kind if cond is not None else "none"
     key = model.get("conditioning_key")
-    embed = model.first_stage.embed_dim
+    embed = latent_channels(model.first_stage)
     if kind == "class":
         null = bool(cond.get("add_null_class", False))
         cond.update(n_classes=TINY_CLASSES + int(null), embed_dim=TINY_CONTEXT_DIM)
@@ -162,11 +169,10 @@ def _make_tiny(c: ml_collections.ConfigDict) -> None:
         num_classes=TINY_CLASSES if _num_classes(c.model) else c.data.num_classes,
     )
     f = _tiny_first_stage(c.model.first_stage, size)
-    c.model.first_stage.update(in_channels=3, out_ch=3)
+    embed = latent_channels(c.model.first_stage)
     unet = c.model.get("unet")
     if unet is not None:
         extra = _tiny_cond_stage(c, f)
-        embed = c.model.first_stage.embed_dim
         unet.update(
             image_size=size // f,
             in_channels=embed + extra,
@@ -184,9 +190,10 @@ def _make_tiny(c: ml_collections.ConfigDict) -> None:
         if unet.get("num_classes") is not None:
             unet.num_classes = TINY_CLASSES
         c.data.num_classes = _num_classes(c.model) or TINY_CLASSES
-        c.stage = "both"
+        # Stage 1 trains too, except for the identity first stage, which has nothing to train.
+        c.stage = "ldm" if c.model.first_stage.kind == "identity" else "both"
     if "latent" in c:
-        c.latent.update(image_size=size // f, channels=c.model.first_stage.embed_dim)
+        c.latent.update(image_size=size // f, channels=embed)
     c.autoencoder_train.update(
         steps=2, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=2, sample_every=0
     )

@@ -35,7 +35,6 @@ def _fields(section: ml_collections.ConfigDict, schema_section: type) -> dict[st
 
 def _quickstart_model(config: ml_collections.ConfigDict) -> dict[str, Any]:
     ae, u, data = config.autoencoder, config.unet, config.data
-    f = 2 ** (len(ae.ch_mult) - 1)
     class_conditional = config.conditioning.kind == "class"
     first_stage = dict(
         kind="kl",
@@ -45,6 +44,7 @@ def _quickstart_model(config: ml_collections.ConfigDict) -> dict[str, Any]:
         resolution=data.image_size,
         double_z=True,
     )
+    f = schema.downsampling_factor(first_stage)
     unet = dict(
         _fields(u, schema.UNetConfig),
         image_size=data.image_size // f,

@@ -4,7 +4,9 @@ One frozen dataclass per section, each with `from_dict(mapping)` (an unknown fie
 `ValueError` naming the closest valid one; wrong types and missing required fields are clear
 errors) and `to_dict()`:
 
-  model.first_stage  `FirstStageConfig` -> `KLConfig` | `VQConfig` by kind;
+  model.first_stage  `FirstStageConfig` -> `KLConfig` | `VQConfig` | `IdentityConfig` by kind
+                     (`downsampling_factor`, `latent_channels`, `has_deterministic_latents`
+                     answer for any kind);
   model.unet         `UNetConfig` (the reference `UNetModel` arguments and defaults);
   model.cond_stage   `CondStageConfig` -> one class per kind (class, bert, spatial_rescaler,
                      identity, first_stage, none, frozen_clip, frozen_openclip);
@@ -36,9 +38,22 @@ from ldm_jax.models.cond_specs import (
     SpatialRescalerCondConfig,
 )
 from ldm_jax.models.latent_denoiser import CONDITIONING_KEYS
-from ldm_jax.models.specs import FirstStageConfig, KLConfig, Spec, UNetConfig, VQConfig, closest
+from ldm_jax.models.specs import (
+    AutoencoderConfig,
+    FirstStageConfig,
+    IdentityConfig,
+    KLConfig,
+    Spec,
+    UNetConfig,
+    VQConfig,
+    closest,
+    downsampling_factor,
+    has_deterministic_latents,
+    latent_channels,
+)
 
 __all__ = [
+    "AutoencoderConfig",
     "BertCondConfig",
     "ClassCondConfig",
     "CondStageConfig",
@@ -48,6 +63,7 @@ __all__ = [
     "FrozenClipCondConfig",
     "FrozenOpenClipCondConfig",
     "IdentityCondConfig",
+    "IdentityConfig",
     "KLConfig",
     "ModelConfig",
     "NoCondConfig",
@@ -55,6 +71,9 @@ __all__ = [
     "SpatialRescalerCondConfig",
     "UNetConfig",
     "VQConfig",
+    "downsampling_factor",
+    "has_deterministic_latents",
+    "latent_channels",
 ]
 
 # The reference's `parameterization` -> our (diffusers') `prediction_type`.

@@ -3,7 +3,8 @@
 A model config (`configs/paper/*.py`, `configs/sd/*.py`, field `model`) has up to three parts,
 each a mapping mirroring the reference YAML's `*_config.params`:
 
-  first_stage: kind "kl" | "vq" and the `ddconfig` (+ embed_dim, n_embed);
+  first_stage: kind "kl" | "vq" and the `ddconfig` (+ embed_dim, n_embed), or "identity"
+               (pixel space: no network, f = 1);
   unet:        the reference `UNetModel` arguments (image_size, in_channels, ...);
   cond_stage:  kind "none" | "class" | "bert" | "spatial_rescaler" | "identity" |
                "first_stage" | "frozen_clip" | "frozen_openclip" and its arguments.
@@ -30,6 +31,7 @@ import numpy as np
 from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.cond_specs import CondStageConfig
 from ldm_jax.models.conditioning import ClassEmbedder, IdentityEncoder, SpatialRescaler
+from ldm_jax.models.identity_first_stage import IdentityFirstStage
 from ldm_jax.models.latent_denoiser import LatentDenoiser
 from ldm_jax.models.specs import FirstStageConfig, Spec, UNetConfig
 from ldm_jax.models.text_encoder import BERTEmbedder
@@ -37,7 +39,10 @@ from ldm_jax.models.unet import UNetModel
 from ldm_jax.models.vq_autoencoder import VQModel
 
 # The module each kind builds.
-FIRST_STAGE_MODULES = {"kl": AutoencoderKL, "vq": VQModel}
+FIRST_STAGE_MODULES = {"kl": AutoencoderKL, "vq": VQModel, "identity": IdentityFirstStage}
+FirstStage = AutoencoderKL | VQModel | IdentityFirstStage
+# First stages with no parameters (no stage 1 to train, no checkpoint to read).
+PARAMETER_FREE_FIRST_STAGES = ("identity",)
 COND_STAGE_MODULES = {
     "class": ClassEmbedder,
     "bert": BERTEmbedder,
@@ -51,8 +56,29 @@ EXTERNAL_COND_STAGES = ("frozen_clip", "frozen_openclip")
 
 
 def first_stage_config(cfg: Mapping[str, Any] | Spec) -> Any:
-    """The typed `first_stage` section (`KLConfig` or `VQConfig`)."""
+    """The typed `first_stage` section (`KLConfig`, `VQConfig` or `IdentityConfig`)."""
     return FirstStageConfig.from_dict(cfg)
+
+
+def first_stage_kind_of(module: nn.Module) -> str:
+    """The `kind` ("kl" | "vq" | "identity") of a first-stage module.
+
+    Raises:
+      TypeError: for a module that is no first stage.
+    """
+    for kind, cls in FIRST_STAGE_MODULES.items():
+        if type(module) is cls:
+            return kind
+    raise TypeError(
+        f"{type(module).__name__} is not a first stage ({', '.join(FIRST_STAGE_MODULES)})."
+    )
+
+
+def has_deterministic_latents(module: nn.Module) -> bool:
+    """Whether a first-stage module's latent is used as it is (VQ: h before quantisation;
+    identity: x), through `encode_to_prequant` / `decode_latent`, rather than sampled from a
+    KL posterior (`encode(x).mean` / `decode`)."""
+    return FirstStageConfig.KINDS[first_stage_kind_of(module)].DETERMINISTIC
 
 
 def unet_config(cfg: Mapping[str, Any] | Spec) -> UNetConfig:
@@ -68,8 +94,9 @@ def cond_stage_config(cfg: Mapping[str, Any] | Spec | None) -> Any:
     return CondStageConfig.from_dict({"kind": "none"} if cfg is None else cfg)
 
 
-def build_first_stage(cfg: Mapping[str, Any] | Spec) -> AutoencoderKL | VQModel:
-    """A KL or VQ autoencoder from `first_stage` (kind, ddconfig fields, embed_dim, n_embed)."""
+def build_first_stage(cfg: Mapping[str, Any] | Spec) -> FirstStage:
+    """A KL or VQ autoencoder (kind, ddconfig fields, embed_dim, n_embed) or the identity
+    first stage (kind "identity", in_channels) from `first_stage`."""
     spec = first_stage_config(cfg)
     return FIRST_STAGE_MODULES[spec.KIND](**spec.module_kwargs())
 
@@ -104,7 +131,8 @@ def example_inputs(part: str, cfg: Mapping[str, Any] | Spec) -> tuple[jax.ShapeD
     f32, i32 = jnp.float32, jnp.int32
     if part == "first_stage":
         fs = first_stage_config(cfg)
-        return (jax.ShapeDtypeStruct((1, fs.resolution, fs.resolution, fs.in_channels), f32),)
+        side = getattr(fs, "resolution", 8)  # identity: no parameters, any side
+        return (jax.ShapeDtypeStruct((1, side, side, fs.in_channels), f32),)
     if part == "unet":
         u = unet_config(cfg)
         x = jax.ShapeDtypeStruct((1, u.image_size, u.image_size, u.in_channels), f32)

@@ -11,9 +11,9 @@ They live in `models/` rather than `config/` because `models/` and `interop/` si
 of the import order (they may not import `config/`) and both need the field lists; `config/`
 imports them from here.
 
-A family with a `kind` (first stage "kl" | "vq"; condition encoders) is one class per kind:
-`FirstStageConfig.from_dict({"kind": "vq", ...})` returns a `VQConfig`, and a field of another
-kind is an unknown field. `from_dict` raises `ValueError` naming an unknown field with the
+A family with a `kind` (first stage "kl" | "vq" | "identity"; condition encoders) is one class
+per kind: `FirstStageConfig.from_dict({"kind": "vq", ...})` returns a `VQConfig`, and a field of
+another kind is an unknown field. `from_dict` raises `ValueError` naming an unknown field with the
 closest valid name, a missing required field, or a value of the wrong type.
 """
 
@@ -186,14 +186,39 @@ def register_kind(base: type[Spec]):
 
 
 # ----------------------------------------------------------------------------------------------
-# First stage: the reference `ddconfig` + embed_dim (+ n_embed), kind "kl" | "vq".
+# First stage: kind "kl" | "vq" (the reference `ddconfig` + embed_dim (+ n_embed)) | "identity".
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FirstStageConfig(Spec):
-    """The autoencoder (`first_stage_config.params`: the `ddconfig` fields + embed_dim).
+    """The first stage (`first_stage_config`); `from_dict` returns the class of its `kind`.
 
-    `FirstStageConfig.from_dict` returns a `KLConfig` or `VQConfig` by `kind`.
+    Kinds: "kl" (`KLConfig`) and "vq" (`VQConfig`), the autoencoders (`AutoencoderConfig`
+    fields), and "identity" (`IdentityConfig`: pixel space, f = 1). Every kind answers
+    `downsampling_factor`, `latent_channels` and `DETERMINISTIC`, so no caller needs to know
+    which fields a kind has.
+    """
+
+    KINDS: ClassVar[dict[str, type[Spec]]] = {}
+    SECTION: ClassVar[str] = "model.first_stage"
+    # Whether E(x) is one latent (VQ's pre-quantisation h, the identity's x) rather than a
+    # posterior to sample from (KL); a deterministic latent is cached as "mean" only.
+    DETERMINISTIC: ClassVar[bool] = True
+
+    @property
+    def downsampling_factor(self) -> int:
+        """f: the latent side is the image side / f."""
+        raise NotImplementedError
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent z the diffusion runs on."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AutoencoderConfig(FirstStageConfig):
+    """The convolutional autoencoders (`ddconfig` fields + embed_dim); base of "kl" and "vq".
 
     Attributes:
       ch: base width of Encoder/Decoder.
@@ -211,9 +236,6 @@ class FirstStageConfig(Spec):
       resamp_with_conv: convolutions in the up/down-samplers.
     """
 
-    KINDS: ClassVar[dict[str, type[Spec]]] = {}
-    SECTION: ClassVar[str] = "model.first_stage"
-
     ch: int
     ch_mult: tuple[int, ...]
     num_res_blocks: int
@@ -228,14 +250,23 @@ class FirstStageConfig(Spec):
     attn_type: Literal["vanilla", "none"] = "vanilla"
     resamp_with_conv: bool = True
 
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.embed_dim
+
 
 @register_kind(FirstStageConfig)
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class KLConfig(FirstStageConfig):
+class KLConfig(AutoencoderConfig):
     """KL-regularised autoencoder (`AutoencoderKL`); `double_z` must be True (as the reference)."""
 
     KIND: ClassVar[str] = "kl"
     NOT_MODULE_FIELDS: ClassVar[tuple[str, ...]] = ("double_z",)
+    DETERMINISTIC: ClassVar[bool] = False
 
     double_z: bool = True
 
@@ -248,7 +279,7 @@ class KLConfig(FirstStageConfig):
 
 @register_kind(FirstStageConfig)
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class VQConfig(FirstStageConfig):
+class VQConfig(AutoencoderConfig):
     """Vector-quantised autoencoder (`VQModel`).
 
     Attributes:
@@ -264,6 +295,53 @@ class VQConfig(FirstStageConfig):
     double_z: bool = False
     beta: float = 0.25
     legacy: bool = True
+
+
+@register_kind(FirstStageConfig)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IdentityConfig(FirstStageConfig):
+    """No first stage: diffusion in pixel space (`IdentityFirstStage`, the paper's LDM-1).
+
+    Attributes:
+      in_channels: image channels, which are the latent channels (the module's `channels`).
+    """
+
+    KIND: ClassVar[str] = "identity"
+
+    in_channels: int = 3
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 1
+
+    @property
+    def latent_channels(self) -> int:
+        return self.in_channels
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """`IdentityFirstStage` calls the image channels `channels`."""
+        return {"channels": self.in_channels}
+
+    @classmethod
+    def from_module(cls, module: Any, **not_module_fields: Any) -> IdentityConfig:
+        return cls.from_dict({"in_channels": module.channels, **not_module_fields})
+
+
+def downsampling_factor(first_stage: Mapping[str, Any] | Spec) -> int:
+    """f of any first-stage section (a mapping with `kind`, or typed): the latent side is the
+    image side / f (2 ** (len(ch_mult) - 1) for the autoencoders, 1 for "identity")."""
+    return FirstStageConfig.from_dict(first_stage).downsampling_factor
+
+
+def latent_channels(first_stage: Mapping[str, Any] | Spec) -> int:
+    """Latent channels of any first-stage section (`embed_dim`; image channels for identity)."""
+    return FirstStageConfig.from_dict(first_stage).latent_channels
+
+
+def has_deterministic_latents(first_stage: Mapping[str, Any] | Spec) -> bool:
+    """Whether a first-stage section's latent is used as it is (VQ, identity), not sampled
+    from a posterior (KL)."""
+    return FirstStageConfig.from_dict(first_stage).DETERMINISTIC
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,10 +19,9 @@ import numpy as np
 
 from ldm_jax import diffusion
 from ldm_jax.config import builders
-from ldm_jax.models.autoencoder import AutoencoderKL
 from ldm_jax.models.conditioning import ClassEmbedder
+from ldm_jax.models.factory import FirstStage, has_deterministic_latents
 from ldm_jax.models.latent_denoiser import LatentDenoiser
-from ldm_jax.models.vq_autoencoder import VQModel
 
 # (ae_params, ldm_params, labels [B], rng, guidance_scale, eta, scale_factor) -> images
 GenerateFn = Callable[..., jax.Array]
@@ -30,23 +29,24 @@ GenerateFn = Callable[..., jax.Array]
 SampleFn = Callable[..., jax.Array]
 
 
-def decode_latents(ae: AutoencoderKL | VQModel, ae_params: Any, z: jax.Array) -> jax.Array:
-    """Unscaled latents [B, h, w, c] -> images [B, H, W, C] (VQ latents are quantised first)."""
-    if isinstance(ae, VQModel):
+def decode_latents(ae: FirstStage, ae_params: Any, z: jax.Array) -> jax.Array:
+    """Unscaled latents [B, h, w, c] -> images [B, H, W, C] (VQ latents are quantised first;
+    the identity first stage returns them as they are)."""
+    if has_deterministic_latents(ae):
         return ae.apply({"params": ae_params}, z, method=ae.decode_latent)
     return ae.apply({"params": ae_params}, z, method=ae.decode)
 
 
-def encode_images(ae: AutoencoderKL | VQModel, ae_params: Any, x: jax.Array) -> jax.Array:
+def encode_images(ae: FirstStage, ae_params: Any, x: jax.Array) -> jax.Array:
     """Images [B, H, W, C] in [-1, 1] -> unscaled latents (KL: posterior mean; VQ: before
-    quantisation), as the reference `encode` of a first-stage condition."""
-    if isinstance(ae, VQModel):
+    quantisation; identity: the images), as the reference `encode` of a first-stage condition."""
+    if has_deterministic_latents(ae):
         return ae.apply({"params": ae_params}, x, method=ae.encode_to_prequant)
     return ae.apply({"params": ae_params}, x, method=ae.encode).mean
 
 
 def inpainting_condition(
-    ae: AutoencoderKL | VQModel, ae_params: Any, images: jax.Array, mask: jax.Array, f: int
+    ae: FirstStage, ae_params: Any, images: jax.Array, mask: jax.Array, f: int
 ) -> jax.Array:
     """The paper's inpainting condition [B, h, w, c + 1]: the unscaled latent (the reference's
     first-stage `encode`) of the image with the masked pixels black (-1), then the mask at every
@@ -58,7 +58,7 @@ def inpainting_condition(
 
 
 def sd_inpainting_condition(
-    ae: AutoencoderKL | VQModel,
+    ae: FirstStage,
     ae_params: Any,
     images: jax.Array,
     mask: jax.Array,

@@ -216,7 +216,7 @@ class _Task:
                 f"--mask {r.mask} is {mask.shape[1]}x{mask.shape[0]}, --image {r.image} is "
                 f"{image.shape[1]}x{image.shape[0]}; they must be the same size."
             )
-        f = 2 ** (len(fs["ch_mult"]) - 1)
+        f = builders.downsampling_factor(self.config)
         _divisible(*image.shape[:2], f * 2 ** (self.levels - 1), f"--image {r.image}")
         ae = builders.build_autoencoder(self.config)
         h, w = image.shape[0] // f, image.shape[1] // f

@@ -1,11 +1,12 @@
 """Stage-2 inputs: the training split encoded by the frozen first stage, plus its conditions.
 
 The in-memory cache holds, per example, the first stage's latent ("mean", and "logvar" for a KL
-first stage, so z is resampled from the posterior every step) and the arrays its condition needs
+first stage, so z is resampled from the posterior every step; "mean" alone for the deterministic
+latents of VQ and the identity first stage) and the arrays its condition needs
 (`conditions.HOST_KEYS`: labels, token ids, fixed text context, pixels for the image conditions,
 segmentation maps). The on-disk cache (`train.latent_cache="disk"`) holds latents and labels.
 A VQ first stage's latent is the pre-quantisation h (the reference `encode` for LDM training),
-used as is.
+the identity first stage's the image itself; both are used as they are.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ldm_jax.config import builders
-from ldm_jax.config.model_config import has_model_section, model_config
+from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import train_options
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import latents_in_memory as latent_cache
@@ -33,11 +34,6 @@ from ldm_jax.workdir import layout
 from ldm_jax.workdir.latent_cache import make_encode_fn
 
 LoaderFactory = Callable[..., Any]
-
-
-def is_vq(config: ml_collections.ConfigDict) -> bool:
-    """Whether the first stage is vector-quantised (its latents are not resampled)."""
-    return model_config(config)["first_stage"]["kind"] == "vq"
 
 
 def load_train_split(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
@@ -64,7 +60,8 @@ def encode_train_set(
     split = load_train_split(config)
     _check_channels(split["image"], config)
     mean, logvar = latent_cache.encode_arrays(make_encode_fn(config, ae_params), split["image"])
-    arrays = {"mean": mean} if is_vq(config) else {"mean": mean, "logvar": logvar}
+    deterministic = builders.has_deterministic_latents(config)
+    arrays = {"mean": mean} if deterministic else {"mean": mean, "logvar": logvar}
     kind = builders.condition_kind(config)
     for key in conditions.HOST_KEYS[kind]:
         if key in ("tokens", "context"):
@@ -138,9 +135,12 @@ def latent_loader_factory(
     )
 
 
-def scale_factor_from_batch(batch: dict[str, np.ndarray], seed: int, vq: bool = False) -> float:
-    """`scale_by_std`: 1 / std of z sampled from the first batch's posteriors (VQ: of h)."""
-    if vq:
+def scale_factor_from_batch(
+    batch: dict[str, np.ndarray], seed: int, deterministic: bool = False
+) -> float:
+    """`scale_by_std`: 1 / std of z sampled from the first batch's posteriors (deterministic
+    latents, VQ or identity: of the latents themselves)."""
+    if deterministic:
         return float(1.0 / np.std(batch["mean"]))
     rng = np.random.default_rng(seed)
     z = batch["mean"] + np.exp(0.5 * batch["logvar"]) * rng.standard_normal(batch["mean"].shape)

@@ -59,9 +59,10 @@ def training_denoiser(config: ml_collections.ConfigDict) -> LatentDenoiser:
     return denoiser.clone(diffusion_model=unet)
 
 
-def sample_latents(batch: dict[str, jax.Array], rng: jax.Array, vq: bool) -> jax.Array:
-    """z ~ q(z|x) from the cached posterior (KL), or the cached h itself (VQ)."""
-    if vq:
+def sample_latents(batch: dict[str, jax.Array], rng: jax.Array, deterministic: bool) -> jax.Array:
+    """z ~ q(z|x) from the cached posterior (KL), or the cached latent itself (deterministic:
+    VQ's h, the identity's pixels)."""
+    if deterministic:
         return batch["mean"]
     std = jnp.exp(0.5 * batch["logvar"])
     return batch["mean"] + std * jax.random.normal(rng, std.shape)
@@ -83,7 +84,7 @@ def make_train_step(
     denoiser = training_denoiser(config)
     schedule = builders.build_schedule(config)
     conditions = make_conditions(config) if conditions is None else conditions
-    vq = latents.is_vq(config)
+    deterministic = builders.has_deterministic_latents(config)
     ema_decay = config.train.ema_decay
     accum = train_options(config.train).grad_accum_steps
     d = config.diffusion
@@ -91,7 +92,7 @@ def make_train_step(
     def loss_fn(params, batch, rngs):
         z_rng, step_rng = rngs
         t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(step_rng, 4)
-        z0 = sample_latents(batch, z_rng, vq) * scale_factor  # [B, h, w, c]
+        z0 = sample_latents(batch, z_rng, deterministic) * scale_factor  # [B, h, w, c]
         t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps, jnp.int32)  # [B]
         noise = jax.random.normal(noise_rng, z0.shape, jnp.float32)
         z_t = diffusion.q_sample(schedule, z0, t, noise)  # [B, h, w, c]
@@ -131,7 +132,7 @@ def make_train_step(
 
 def step_keys(config: ml_collections.ConfigDict, conditions: Conditions) -> tuple[str, ...]:
     """The batch arrays the train step reads."""
-    lat = ("mean",) if latents.is_vq(config) else ("mean", "logvar")
+    lat = ("mean",) if builders.has_deterministic_latents(config) else ("mean", "logvar")
     return lat + conditions.keys
 
 
@@ -184,9 +185,11 @@ def sample_grid(
     scale_factor: float,
     seed: int,
 ) -> np.ndarray:
-    """One row per class, `config.sample.per_class` columns, from the EMA weights."""
+    """One row per class, `config.sample.per_class` columns, from the EMA weights (data
+    without classes, e.g. an unconditional model on emoji: `per_class` rows)."""
     s = config.sample
-    labels = np.repeat(np.arange(config.data.num_classes, dtype=np.int32), s.per_class)
+    rows = config.data.num_classes or s.per_class
+    labels = np.repeat(np.arange(rows, dtype=np.int32), s.per_class)
     images = generate(
         ae_params,
         ema_params,
@@ -241,8 +244,8 @@ def _scale_factor(
         return float(meta["scale_factor"])
     if config.diffusion.scale_by_std:
         # The whole first global batch, identical on every process.
-        vq = latents.is_vq(config)
-        scale = latents.scale_factor_from_batch(next(make_loader()), config.seed, vq)
+        deterministic = builders.has_deterministic_latents(config)
+        scale = latents.scale_factor_from_batch(next(make_loader()), config.seed, deterministic)
         log.info("ldm: scale_by_std -> scale_factor = %.4f", scale)
         return scale
     return float(config.diffusion.scale_factor)

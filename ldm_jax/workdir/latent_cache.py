@@ -1,7 +1,8 @@
 """Encodes a workdir's training split with its trained first stage into an on-disk latent cache.
 
 The cache (`ldm_jax.data.latents_on_disk`, default `<workdir>/latents`) stores the posterior mean
-and log-variance plus the label of every training example, with a fingerprint of the first-stage
+and log-variance (zeros for a first stage with deterministic latents: VQ's h, the identity's
+pixels) plus the label of every training example, with a fingerprint of the first-stage
 parameters and the source split, so a cache written by other weights or for other data is
 detected as stale instead of being trained on silently.
 
@@ -27,10 +28,10 @@ from ldm_jax.config.options import default_mesh_config
 from ldm_jax.data import latents_in_memory as latent_cache
 from ldm_jax.data import latents_on_disk as latent_store
 from ldm_jax.data import pipeline
-from ldm_jax.models.vq_autoencoder import VQModel
+from ldm_jax.models.factory import has_deterministic_latents
 from ldm_jax.training.checkpoint import MissingCheckpointError
 from ldm_jax.workdir import layout
-from ldm_jax.workdir.reader import load_config, load_first_stage_params
+from ldm_jax.workdir.reader import has_first_stage_params, load_config, load_first_stage_params
 
 ENCODE_BATCH = 500  # Same batches as `train_ldm.encode_train_set`, so the values are identical.
 
@@ -111,16 +112,17 @@ def open_latent_cache(
 
 def make_encode_fn(config: ml_collections.ConfigDict, ae_params: Any) -> latent_cache.EncodeFn:
     """Jitted images [b, H, W, C] -> (mean, logvar) [b, h, w, c] (as `encode_train_set`);
-    a VQ first stage gives (h before quantisation, zeros)."""
+    a first stage with deterministic latents gives (its latent, zeros): VQ the h before
+    quantisation, the identity the images."""
     ae = builders.build_autoencoder(config)
-    if isinstance(ae, VQModel):
+    if has_deterministic_latents(ae):
 
         @jax.jit
-        def encode_vq(x):
+        def encode_deterministic(x):
             h = ae.apply({"params": ae_params}, x, method=ae.encode_to_prequant)
             return h, jax.numpy.zeros_like(h)
 
-        return encode_vq
+        return encode_deterministic
 
     @jax.jit
     def encode(x):
@@ -182,12 +184,16 @@ def write_latent_cache(
     return latent_store.write_latent_store(directory, chunks, metadata, overwrite=overwrite)
 
 
-def autoencoder_step(workdir: str) -> int:
-    """Latest stage-1 checkpoint step of a workdir.
+def autoencoder_step(workdir: str, config: ml_collections.ConfigDict | None = None) -> int | None:
+    """Latest stage-1 checkpoint step of a workdir; None for a first stage without parameters
+    (the identity: there is no stage 1), which `config` (default: the workdir's) describes.
 
     Raises:
       MissingCheckpointError: no stage-1 checkpoint (names the command that trains one).
     """
+    config = load_config(workdir) if config is None else config
+    if not has_first_stage_params(config):
+        return None
     directory = layout.checkpoint_dir(workdir, "autoencoder")
     steps = (
         [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) else []
@@ -228,7 +234,7 @@ def cache_workdir_latents(
     )
     config.mesh = default_mesh_config()  # This tool runs on whatever devices are here.
     directory = directory or cache_dir(workdir)
-    step = autoencoder_step(workdir)
+    step = autoencoder_step(workdir, config)
     ae_params = load_first_stage_params(workdir, config)
     if latent_store.is_complete(directory) and not overwrite:
         return open_latent_cache(directory, config, ae_params), False
@@ -253,5 +259,5 @@ def ensure_latent_cache(
     directory = directory or cache_dir(workdir)
     if latent_store.is_complete(directory):
         return open_latent_cache(directory, config, ae_params)
-    step = autoencoder_step(workdir)
+    step = autoencoder_step(workdir, config)
     return write_latent_cache(config, ae_params, directory, ae_step=step)

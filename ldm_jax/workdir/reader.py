@@ -1,6 +1,7 @@
 """Reads a workdir back (trained here or written by `python -m ldm_jax.convert`).
 
-A workdir is `config.json` plus orbax checkpoints `checkpoints/autoencoder` and `checkpoints/ldm`.
+A workdir is `config.json` plus orbax checkpoints `checkpoints/autoencoder` and `checkpoints/ldm`
+(no `checkpoints/autoencoder` for the identity first stage, which has no parameters).
 The networks are described either by the quickstart sections or by `config.model` (the paper
 schema; see `model_config`). Each checkpoint's `state` item is a mapping holding `params` and,
 for stage 2, `ema_params` (the trainers' `TrainState`, or the lean `{step, params}` /
@@ -22,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from ldm_jax.config import builders
 from ldm_jax.config.defaults import with_defaults
+from ldm_jax.models import factory
 from ldm_jax.training.checkpoint import MissingCheckpointError
 from ldm_jax.workdir import layout
 
@@ -111,8 +113,15 @@ def _checked(params: Any, abstract: Any, what: str, directory: str) -> Any:
     return params
 
 
+def has_first_stage_params(config: ml_collections.ConfigDict) -> bool:
+    """Whether the config's first stage has parameters (a stage-1 checkpoint to read); the
+    identity first stage has none."""
+    return builders.first_stage_kind(config) not in factory.PARAMETER_FREE_FIRST_STAGES
+
+
 def load_first_stage_params(workdir: str, config: ml_collections.ConfigDict | None = None) -> Any:
-    """The latest first-stage parameters of a workdir (trained, or written by `convert`).
+    """The latest first-stage parameters of a workdir (trained, or written by `convert`); {}
+    without reading a checkpoint for a first stage with no parameters (the identity).
 
     Args:
       workdir: the workdir holding `checkpoints/autoencoder`.
@@ -123,6 +132,8 @@ def load_first_stage_params(workdir: str, config: ml_collections.ConfigDict | No
       WorkdirError: when the weights do not fit the config's first stage.
     """
     config = load_config(workdir) if config is None else config
+    if not has_first_stage_params(config):
+        return {}
     ae_dir = layout.checkpoint_dir(workdir, "autoencoder")
     state, _, _ = restore_state(ae_dir)
     return _checked(

@@ -1,11 +1,12 @@
 """Writes imported weights as a workdir that `python -m ldm_jax.sample` reads.
 
 A full workdir (any model the paper schema describes: unconditional, class, text, concat-
-conditioned; KL or VQ first stage) is
+conditioned; KL, VQ or identity first stage) is
   config.json                 `model` (the paper schema built by `models.factory`), `diffusion`
                               (every `config.schema.DiffusionConfig` field), `sample` defaults,
                               `data` (image size and channels) and `imported` (its source);
-  checkpoints/autoencoder/0   orbax `state` {step, params} of the first stage;
+  checkpoints/autoencoder/0   orbax `state` {step, params} of the first stage (none for the
+                              identity first stage, which has no parameters);
   checkpoints/ldm/0           orbax `state` {step, ema_params} of the denoiser (U-Net +
                               tau_theta, `LatentDenoiser` tree), `meta` {scale_factor};
   vocab.txt                   a text model's WordPiece vocabulary (`model.cond_stage.vocab`).
@@ -30,11 +31,10 @@ from ldm_jax.interop import compvis_config as ccfg
 from ldm_jax.interop import model_spec
 from ldm_jax.interop.compvis import CompVisLDM, unet_in_channels
 from ldm_jax.interop.diffusers_config import UnsupportedConfigError
-from ldm_jax.models.autoencoder import AutoencoderKL
+from ldm_jax.models import factory, specs
 from ldm_jax.models.conditioning import SpatialRescaler
 from ldm_jax.models.text_encoder import BERTEmbedder
 from ldm_jax.models.unet import UNetModel
-from ldm_jax.models.vq_autoencoder import VQModel
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.workdir import layout
 
@@ -54,6 +54,12 @@ def _sample_defaults(model: dict[str, Any]) -> dict[str, Any]:
     elif cond["kind"] == "class" and cond.get("add_null_class"):
         guidance = 3.0
     return dict(sampler="ddim", steps=50, eta=0.0, guidance_scale=guidance, per_class=4)
+
+
+def _image_side(model: dict[str, Any]) -> int:
+    """The image side: the autoencoder's `resolution`, else (identity) the U-Net's side * f."""
+    fs = model["first_stage"]
+    return fs.get("resolution") or model["unet"]["image_size"] * specs.downsampling_factor(fs)
 
 
 def write_workdir(
@@ -102,8 +108,8 @@ def write_workdir(
         name="imported",
         data_dir="",
         train_split="train",
-        image_size=fs.get("resolution", 256),
-        channels=fs.get("out_ch", 3),
+        image_size=_image_side(model),
+        channels=fs.get("out_ch", fs.get("in_channels", 3)),
         num_classes=max(num_classes, 0),
     )
     config.model = model
@@ -119,9 +125,10 @@ def write_workdir(
     if vocab is not None:
         shutil.copyfile(vocab, layout.vocab_path(workdir))
     step = jnp.zeros((), jnp.int32)
-    ae_ckpt = Checkpointer(layout.checkpoint_dir(workdir, "autoencoder"), 1)
-    ae_ckpt.save(0, {"step": step, "params": first_stage_params}, {"imported": True})
-    ae_ckpt.close()
+    if fs["kind"] not in factory.PARAMETER_FREE_FIRST_STAGES:
+        ae_ckpt = Checkpointer(layout.checkpoint_dir(workdir, "autoencoder"), 1)
+        ae_ckpt.save(0, {"step": step, "params": first_stage_params}, {"imported": True})
+        ae_ckpt.close()
     ckpt = Checkpointer(layout.checkpoint_dir(workdir, "ldm"), 1)
     meta = {"scale_factor": float(scale_factor), "imported": True}
     ckpt.save(0, {"step": step, "ema_params": denoiser_params}, meta)
@@ -173,7 +180,7 @@ def compvis_model_spec(ldm: CompVisLDM) -> dict[str, Any]:
     else:
         without = "none"
     return dict(
-        first_stage=model_spec.first_stage_spec(ldm.first_stage),
+        first_stage=first_stage_spec(ldm.first_stage),
         unet=model_spec.unet_spec(ldm.unet, side, in_ch),
         cond_stage=model_spec.cond_stage_spec(ldm.cond_stage, without, **extra),
         conditioning_key=ldm.conditioning_key,
@@ -225,17 +232,28 @@ def write_compvis_workdir(
     )
 
 
+def first_stage_spec(ae: factory.FirstStage) -> dict[str, Any]:
+    """`config.model.first_stage` of a first-stage module (`model_spec.first_stage_spec` for
+    the imported autoencoders; the identity's section has no weights to check)."""
+    if factory.first_stage_kind_of(ae) in factory.PARAMETER_FREE_FIRST_STAGES:
+        return specs.IdentityConfig.from_module(ae).to_dict()
+    return model_spec.first_stage_spec(ae)
+
+
 def write_diffusers_workdir(
     unet: UNetModel,
     unet_params: Any,
     unet_config: dict[str, Any],
-    ae: AutoencoderKL | VQModel,
+    ae: factory.FirstStage,
     ae_params: Any,
     vae_config: dict[str, Any],
     workdir: str,
     scheduler_config: dict[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
     """Writes a diffusers UNet2DModel + AutoencoderKL/VQModel pair as a workdir.
+
+    A pixel-space UNet2DModel (no VAE) is written with `ae = IdentityFirstStage(channels)`,
+    `ae_params = {}` and `vae_config = {}` (scale factor 1).
 
     The U-Net's input channels decide the task: the latent channels (unconditional, or class
     labels through `num_class_embeds`), or latent + image channels (super-resolution: the
@@ -264,7 +282,7 @@ def write_diffusers_workdir(
     side = unet_config.get("sample_size", 32)
     side = side[0] if isinstance(side, (list, tuple)) else side
     model = dict(
-        first_stage=model_spec.first_stage_spec(ae),
+        first_stage=first_stage_spec(ae),
         unet=model_spec.unet_spec(unet, int(side), in_ch),
         cond_stage=cond,
         conditioning_key=key,
