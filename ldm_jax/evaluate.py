@@ -1,6 +1,9 @@
-"""Scores a trained workdir with the project's Fashion-MNIST classifier; prints one JSON line.
+"""Scores a trained workdir; prints one JSON line and writes it into the workdir.
 
   python -m ldm_jax.evaluate --workdir runs/quickstart [--per_class 16 --guidance 2.0]
+  python -m ldm_jax.evaluate --workdir runs/ae --what reconstruction [--num 1000]
+
+`--what samples` (the default, `eval.json`):
 
 Reports: the classifier's own test accuracy; the autoencoder's reconstruction PSNR on the test
 split; for `--per_class` samples of every class: the fraction classified as the requested
@@ -8,6 +11,11 @@ class, the diversity ratio (mean pairwise pixel distance within a class over the
 many real test images of that class) and the Frechet distance in the classifier's hidden
 features against real test images, divided by the distance between two disjoint real sets of the
 same size. The classifier is trained on first use (about a minute) and cached.
+
+`--what reconstruction` (`eval_reconstruction.json`, needs only the first stage): PSNR, SSIM,
+LPIPS-VGG, codebook usage and perplexity for VQ models, and the Frechet distance of real vs
+reconstructed test images in the classifier's features (32x32 Fashion-MNIST) or in pooled
+LPIPS-VGG features (other data); see `ldm_jax.evaluation.reconstruction`.
 """
 
 from __future__ import annotations
@@ -19,11 +27,21 @@ from absl import app, flags
 
 from ldm_jax import cli_errors
 from ldm_jax.config.validation import SAMPLERS
+from ldm_jax.evaluation import reconstruction
 from ldm_jax.evaluation.report import evaluate
 from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import load_trained_ldm
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
+_WHAT = flags.DEFINE_enum(
+    "what", "samples", ["samples", "reconstruction"], "Score LDM samples or first-stage recons."
+)
+_NUM = flags.DEFINE_integer("num", None, "reconstruction: first N images of the split (all).")
+_SPLIT = flags.DEFINE_string("split", "test", "reconstruction: the data split.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "reconstruction: images per batch.")
+_FEATURES = flags.DEFINE_enum(
+    "features", "auto", list(reconstruction.FEATURES), "reconstruction: feature space of the FD."
+)
 _PER_CLASS = flags.DEFINE_integer("per_class", 16, "Samples per class.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Guidance scale (default: the config's).")
 _SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLERS), "Sampler (default: the config's).")
@@ -43,6 +61,17 @@ def main(argv):
     with cli_errors.user_errors_as_exit(PROGRAM):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        if _WHAT.value == "reconstruction":
+            result = reconstruction.evaluate_workdir(
+                _WORKDIR.value,
+                _NUM.value,
+                _SPLIT.value,
+                _BATCH.value,
+                _FEATURES.value,
+                _CLASSIFIER_DIR.value,
+            )
+            _write(result, "eval_reconstruction.json")
+            return
         trained = load_trained_ldm(_WORKDIR.value)
         cfg = trained.config.sample
         guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
@@ -56,9 +85,14 @@ def main(argv):
             _CLASSIFIER_DIR.value,
             cfg.eta if _ETA.value is None else _ETA.value,
         )
-        with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
-            json.dump(result, f, indent=2)
-        print(json.dumps(result))
+        _write(result, "eval.json")
+
+
+def _write(result: dict, name: str) -> None:
+    """Writes `result` to <workdir>/name and prints it as one JSON line."""
+    with open(os.path.join(_WORKDIR.value, name), "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ _ALEX = [("C", 11, 4, 2), "T", ("M", 3, 2), ("C", 5, 1, 2), "T", ("M", 3, 2), ("
 _ALEX += [("C", 3, 1, 1), "T", ("C", 3, 1, 1), "T"]
 
 
-def _raw_checkpoint(net: str) -> dict:
+def raw_checkpoint(net: str) -> dict:
     """The package's pickle as it is (names `VGG16_0/Conv_i`, `NetLinLayer_i/Conv_0`)."""
     with open(lpips.checkpoint_path(net), "rb") as f:
         tree = pickle.load(f)
@@ -38,7 +38,7 @@ def _t(a) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, np.float32))
 
 
-def _torch_taps(raw: dict, net: str, h: torch.Tensor) -> list[torch.Tensor]:
+def torch_taps(raw: dict, net: str, h: torch.Tensor) -> list[torch.Tensor]:
     """The five backbone ReLU outputs of NCHW images in [-1, 1]."""
     backbone = raw["VGG16_0" if net == "vgg16" else "AlexNet_0"]
     shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
@@ -58,23 +58,25 @@ def _torch_taps(raw: dict, net: str, h: torch.Tensor) -> list[torch.Tensor]:
     return taps
 
 
-def _torch_lpips(raw: dict, net: str, x0: np.ndarray, x1: np.ndarray):
+def torch_lpips(raw: dict, net: str, x0: np.ndarray, x1: np.ndarray, grad: bool = True):
     """LPIPS v0.1 in PyTorch (NCHW) from the package's raw weights.
 
-    Returns (distance [B], pooled features of x0 [B, D], d sum(distance) / d x1 [B, H, W, C]).
+    Returns (distance [B], pooled features of x0 [B, D], d sum(distance) / d x1 [B, H, W, C] or
+    None without `grad`).
     """
     a = _t(x0).permute(0, 3, 1, 2)
-    b = _t(x1).permute(0, 3, 1, 2).requires_grad_(True)
+    b = _t(x1).permute(0, 3, 1, 2).requires_grad_(grad)
     n = len(x0)
     total, pooled = 0.0, []
-    for i, f in enumerate(_torch_taps(raw, net, torch.cat([a, b]))):
+    for i, f in enumerate(torch_taps(raw, net, torch.cat([a, b]))):
         f = f / (torch.sqrt(torch.sum(f**2, dim=1, keepdim=True)) + 1e-10)
         w = _t(raw[f"NetLinLayer_{i}"]["Conv_0"]["kernel"][0, 0, :, 0]).view(1, -1, 1, 1)
         total = total + ((f[:n] - f[n:]) ** 2 * w).sum(1).mean((1, 2))
         pooled.append(f[:n].mean((2, 3)) * torch.sqrt(w[:, :, 0, 0]))
-    total.sum().backward()
-    grad = b.grad.permute(0, 2, 3, 1).numpy()
-    return total.detach().numpy(), torch.cat(pooled, 1).detach().numpy(), grad
+    if grad:
+        total.sum().backward()
+    dx1 = b.grad.permute(0, 2, 3, 1).numpy() if grad else None
+    return total.detach().numpy(), torch.cat(pooled, 1).detach().numpy(), dx1
 
 
 # One compilation each, shared by the tests (VGG16 batches are [5, 32, 32, C]).
@@ -121,9 +123,9 @@ def test_missing_package_names_the_install_line(monkeypatch):
 @pytest.mark.parametrize("net, side", [("vgg16", 32), ("alexnet", 64)])
 def test_matches_torch_reference(net, side):
     """Distances, pooled features and (VGG16) input gradients agree with the PyTorch forward."""
-    raw = _raw_checkpoint(net)
+    raw = raw_checkpoint(net)
     x0, x1 = _pair(0, (5, side, side, 3))
-    want, want_pooled, want_grad = _torch_lpips(raw, net, x0, x1)
+    want, want_pooled, want_grad = torch_lpips(raw, net, x0, x1, grad=net == "vgg16")
     params = lpips.load_lpips_params(net)
     got = np.asarray(_distance(params, x0, x1, net))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
