@@ -2,13 +2,16 @@
 
 conv1 11x11 stride 4 padding 2 (64) -> ReLU -> 3x3 stride-2 max-pool -> conv2 5x5 padding 2 (192)
 -> ReLU -> max-pool -> conv3 3x3 (384) -> ReLU -> conv4 3x3 (256) -> ReLU -> conv5 3x3 (256) ->
-ReLU (3x3 convolutions with padding 1). The five ReLU outputs are the LPIPS taps.
+ReLU (3x3 convolutions with padding 1). The five ReLU outputs are the LPIPS taps. The
+convolutions are `vgg16.Conv` (`nn.Conv`'s parameters; im2col on tiny maps).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
+
+from ldm_jax.models.vgg16 import Conv
 
 # (output channels, kernel side, stride, padding) of conv1 ... conv5.
 CONVS = ((64, 11, 4, 2), (192, 5, 1, 2), (384, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1))
@@ -36,13 +39,6 @@ class AlexNetFeatures(nn.Module):
         for i, (width, side, stride, pad) in enumerate(CONVS, start=1):
             if i in (2, 3):
                 x = nn.max_pool(x, (3, 3), strides=(2, 2))
-            conv = nn.Conv(
-                width,
-                (side, side),
-                strides=stride,
-                padding=((pad, pad), (pad, pad)),
-                name=f"conv{i}",
-            )
-            x = nn.relu(conv(x))
+            x = nn.relu(Conv(width, side, strides=stride, padding=pad, name=f"conv{i}")(x))
             taps.append(x)
         return taps

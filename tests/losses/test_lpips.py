@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ldm_jax.data.fashion_mnist_idx import read_idx_arrays
 from ldm_jax.evaluation.classifier import preprocess_fashion_mnist
 from ldm_jax.losses import lpips
+from ldm_jax.models import vgg16
 
 # torchvision's layer lists: ("C", kernel, stride, pad) or ("M", kernel, stride); "T" marks
 # the ReLU output LPIPS taps.
@@ -184,6 +185,20 @@ def test_jit_dtypes_frozen_params_and_grey_images(fashion):
     # Grey images are repeated to three channels.
     grey = _distance(params, x0[..., :1], x1[..., :1])
     np.testing.assert_allclose(np.asarray(grey), np.asarray(first), rtol=1e-6)
+
+
+@pytest.mark.parametrize("side, k, pad", [(2, 3, 1), (1, 3, 1), (4, 3, 1), (3, 3, 1)])
+def test_small_map_convolution_matches_torch(side, k, pad):
+    """The im2col path that replaces XLA's slow convolution on maps of <= 16 positions."""
+    rng = np.random.default_rng(side)
+    x = rng.normal(size=(2, side, side, 5)).astype(np.float32)
+    kernel = rng.normal(size=(k, k, 5, 7)).astype(np.float32)
+    bias = rng.normal(size=(7,)).astype(np.float32)
+    got = np.asarray(vgg16.conv2d(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(bias), 1, pad))
+    want = F.conv2d(
+        _t(x).permute(0, 3, 1, 2), _t(kernel).permute(3, 2, 0, 1), _t(bias), padding=pad
+    )
+    np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_unit_normalize_values_and_gradient_at_zero():
