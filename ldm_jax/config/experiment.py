@@ -197,6 +197,10 @@ def _make_tiny(c: ml_collections.ConfigDict) -> None:
     c.autoencoder_train.update(
         steps=2, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=2, sample_every=0
     )
+    loss = c.autoencoder_train.get("loss")
+    if loss is not None and loss.get("disc_weight", 0.0) > 0:
+        # The discriminator joins at the second step, with layers that fit the tiny images.
+        loss.update(disc_start=min(loss.get("disc_start", 0), 1), disc_num_layers=2, disc_ndf=16)
     # Three steps: the warm-up's first step has learning rate 0 and the U-Net's output layer is
     # zero at init, so the loss depends on the network from the third step on.
     c.train.update(

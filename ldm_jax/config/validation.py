@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from ldm_jax import diffusion
-from ldm_jax.config.builders import condition_kind
+from ldm_jax.config.builders import condition_kind, first_stage_kind
 from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import (
     COMPUTE_DTYPES,
@@ -249,9 +249,23 @@ def _validate_first_stage_loss(config: ml_collections.ConfigDict) -> None:
     """`autoencoder_train.loss` (optional): known fields, types and ranges."""
     loss = config.autoencoder_train.get("loss")
     try:
-        FirstStageLossConfig.from_dict(dict(loss or {}))
+        loss = FirstStageLossConfig.from_dict(dict(loss or {}))
     except ValueError as e:
         raise ConfigError(f"config.{e}") from None
+    if loss.is_plain:
+        return
+    _require(
+        train_options(config.autoencoder_train).grad_accum_steps == 1,
+        "autoencoder_train.grad_accum_steps",
+        "gradient accumulation is not supported with the paper's loss (LPIPS, GAN, learned "
+        "logvar or EMA codebook in autoencoder_train.loss); use 1 and a smaller batch_size.",
+    )
+    _require(
+        not loss.uses_vq_ema or first_stage_kind(config) == "vq",
+        "autoencoder_train.loss.vq_ema_decay",
+        "the EMA codebook needs a VQ first stage (model.first_stage.kind='vq'); set "
+        "vq_ema_decay=0.",
+    )
 
 
 def _validate_train_options(config: ml_collections.ConfigDict, section: str) -> None:

@@ -24,7 +24,6 @@ import optax
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import train_options
-from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import pipeline
 from ldm_jax.losses.autoencoder_loss import kl_autoencoder_loss, psnr
 from ldm_jax.models.autoencoder import AutoencoderKL
@@ -130,10 +129,6 @@ def _stage(
     step, or the paper's loss with LPIPS / PatchGAN / EMA codebook (`autoencoder_gan`)."""
     tcfg = config.autoencoder_train
     if autoencoder_gan.uses_paper_loss(config):
-        try:
-            autoencoder_gan.check_options(config)
-        except ValueError as e:
-            raise ConfigError(f"config.{e}") from None
         loss_cfg = autoencoder_gan.loss_config(tcfg)
         ae_tx, disc_tx = autoencoder_gan.optimizers(tcfg, loss_cfg)
         init = autoencoder_gan.state_init_fn(ae, config, loss_cfg, ae_tx, disc_tx)

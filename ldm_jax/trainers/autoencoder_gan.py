@@ -27,8 +27,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ldm_jax.config import builders
-from ldm_jax.config.options import train_options
 from ldm_jax.losses import adversarial, vq_codebook
 from ldm_jax.losses.autoencoder_loss import psnr
 from ldm_jax.losses.first_stage_loss import (
@@ -352,20 +350,3 @@ def make_train_step(
 def uses_paper_loss(config: ml_collections.ConfigDict) -> bool:
     """True when `autoencoder_train.loss` asks for more than the plain L1 + L2 + KL/VQ loss."""
     return not loss_config(config.autoencoder_train).is_plain
-
-
-def check_options(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for settings the paper-loss step does not support."""
-    opts = train_options(config.autoencoder_train)
-    if opts.grad_accum_steps > 1:
-        raise ValueError(
-            "autoencoder_train.grad_accum_steps: gradient accumulation is not supported with "
-            "the paper's loss (LPIPS, GAN, learned logvar or EMA codebook in "
-            "autoencoder_train.loss); use grad_accum_steps=1 and a smaller batch_size."
-        )
-    ae = builders.build_autoencoder(config)
-    if loss_config(config.autoencoder_train).uses_vq_ema and not isinstance(ae, VQModel):
-        raise ValueError(
-            "autoencoder_train.loss.vq_ema_decay: the EMA codebook needs a VQ first stage "
-            "(model.first_stage.kind='vq'); set vq_ema_decay=0."
-        )

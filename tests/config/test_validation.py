@@ -132,3 +132,53 @@ def test_first_stage_only_config_trains_only_stage_one():
     config.stage = "both"
     with pytest.raises(ConfigError, match=r"config\.stage: 'both' needs a U-Net"):
         validate_config(config)
+
+
+def _autoencoder_configs() -> list[str]:
+    folder = os.path.join(ROOT, "configs", "autoencoders")
+    return sorted(
+        f"autoencoders/{d}/{n}"
+        for d in os.listdir(folder)
+        for n in os.listdir(os.path.join(folder, d))
+        if n.endswith(".py")
+    )
+
+
+@pytest.mark.parametrize("arg", [None, "tiny"])
+def test_every_autoencoder_sweep_config_is_valid(arg):
+    names = _autoencoder_configs()
+    assert len(names) == 14  # KL f2, f4, f8, f16, VQ f4, f8, identity: two datasets
+    for name in names:
+        validate_config(paper_config(name, arg))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("perceptual_wieght", 1.0, r"loss: unknown field 'perceptual_wieght'.*'perceptual_weight'"),
+        ("disc_loss", "wasserstein", r"loss\.disc_loss: 'wasserstein' is not one of"),
+        ("disc_norm", "layer", r"loss\.disc_norm: 'layer' is not one of"),
+        ("lpips_net", "vgg19", r"loss\.lpips_net: 'vgg19' .*'vgg16'"),
+        ("disc_start", -1, r"loss\.disc_start: must be >= 0"),
+        ("disc_num_layers", 0, r"loss\.disc_num_layers: must be >= 1"),
+        ("adam_b1", 1.0, r"loss\.adam_b1: must be in \[0, 1\)"),
+        ("vq_ema_decay", 1.5, r"loss\.vq_ema_decay: must be in \[0, 1\)"),
+        ("vq_restart_threshold", 1.0, r"loss\.vq_restart_threshold: .*set vq_ema_decay"),
+    ],
+)
+def test_bad_first_stage_loss_values_name_the_field(field, value, message):
+    config = paper_config("paper/kl_f8.py", "tiny")
+    config.autoencoder_train.loss[field] = value
+    with pytest.raises(ConfigError, match=r"config\.autoencoder_train\." + message):
+        validate_config(config)
+
+
+def test_ema_codebook_needs_a_vq_first_stage_and_no_accumulation():
+    config = paper_config("paper/kl_f8.py", "tiny")
+    config.autoencoder_train.loss.vq_ema_decay = 0.99
+    with pytest.raises(ConfigError, match=r"vq_ema_decay: the EMA codebook needs a VQ"):
+        validate_config(config)
+    config = paper_config("paper/vq_f4.py", "tiny")
+    config.autoencoder_train.grad_accum_steps = 2
+    with pytest.raises(ConfigError, match=r"grad_accum_steps: .* not supported with the paper"):
+        validate_config(config)

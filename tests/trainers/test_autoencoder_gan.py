@@ -17,7 +17,11 @@ from ldm_jax.config import builders, small_first_stages
 from ldm_jax.losses import adversarial, vq_codebook
 from ldm_jax.losses.lpips import LPIPS, load_lpips_params
 from ldm_jax.trainers import autoencoder_gan
+from ldm_jax.trainers.autoencoder import train_autoencoder
 from ldm_jax.trainers.last_layer import capture_last_layer_input, kernel_gradient
+from ldm_jax.training.logging import MetricWriter
+from ldm_jax.workdir import layout
+from ldm_jax.workdir.reader import restore_state
 
 SIZE = 16
 
@@ -185,3 +189,28 @@ def test_vq_ema_codebook_is_the_ema_of_its_assigned_vectors():
     usage, perplexity = vq_codebook.codebook_usage(out.indices, ae.n_embed)
     np.testing.assert_allclose(metrics["codebook_usage"], usage)
     np.testing.assert_allclose(metrics["perplexity"], perplexity, rtol=1e-6)
+
+
+def _checkpoint_arrays(workdir) -> list:
+    state, _, _ = restore_state(layout.checkpoint_dir(str(workdir), "autoencoder"))
+    return jax.tree_util.tree_flatten_with_path(jax.tree.map(np.asarray, state))[0]
+
+
+def test_training_stops_and_continues_bitwise(tmp_path):
+    """Both optimizers, the discriminator's statistics and the log-variance are in the
+    checkpoint: 2 steps then 2 more (the GAN on from step 2) equal 4 uninterrupted steps."""
+    config = small_first_stages.get_config("kl", 4, "fashion_mnist", "tiny")
+    config.autoencoder_train.update(steps=4, checkpoint_every=2, log_every=1)
+    config.autoencoder_train.loss.update(disc_start=2, lpips_net="alexnet", learn_logvar=True)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for workdir, plan in ((straight, (4,)), (resumed, (2, 4))):
+        workdir.mkdir()
+        for steps in plan:
+            config.autoencoder_train.steps = steps
+            train_autoencoder(config, str(workdir), MetricWriter(str(workdir)))
+    got, want = _checkpoint_arrays(resumed), _checkpoint_arrays(straight)
+    assert [p for p, _ in got] == [p for p, _ in want]
+    names = {jax.tree_util.keystr(p[:1]) for p, _ in want}
+    assert {"['disc_params']", "['disc_opt_state']", "['disc_state']", "['loss_params']"} <= names
+    for (path, a), (_, b) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
