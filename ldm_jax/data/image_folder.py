@@ -45,6 +45,7 @@ from absl import logging
 from etils import epath
 
 from ldm_jax.data import image_files, tfds_quiet
+from ldm_jax.data.decoded_source import DecodedSource
 
 SPLIT_FOLDERS = ("train", "test", "validation")
 METADATA_FILE = "metadata.jsonl"
@@ -327,34 +328,16 @@ def _prepare(plan: FolderPlan, folder_dir: str) -> LdmImageFolder:
     return b
 
 
-class FolderSource(Sequence):
+class FolderSource(DecodedSource):
     """Random-access examples of a prepared folder; captions/file names as str, labels as int."""
 
+    text_keys = ("file_name", "caption")
+    int_keys = ("label",)
+
     def __init__(self, source: Any, plan: FolderPlan, skipped: Sequence[str]):
-        self._source = source
+        super().__init__(source)
         self.plan = plan
         self.skipped = tuple(skipped)  # Unreadable files of this split (relative paths).
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    @staticmethod
-    def _clean(example: dict[str, Any]) -> dict[str, Any]:
-        out = dict(example)
-        for key in ("file_name", "caption"):
-            if key in out and isinstance(out[key], bytes):
-                out[key] = out[key].decode("utf-8")
-        if "label" in out:
-            out["label"] = int(out["label"])
-        return out
-
-    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return self._clean(self._source[index % len(self)])
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        return [self._clean(e) for e in self._source.__getitems__(list(indices))]
 
 
 def get_source(

@@ -27,6 +27,7 @@ from absl import logging
 from etils import epath
 
 from ldm_jax.data import noto_emoji_render, tfds_quiet
+from ldm_jax.data.decoded_source import DecodedSource
 
 NAME = "noto_emoji"
 SIZES = (64, 32)
@@ -154,31 +155,11 @@ def prepare(data_dir: str, config: str = f"{DEFAULT_SIZE}px") -> NotoEmoji:
     return builder
 
 
-class NotoEmojiSource(Sequence):
+class NotoEmojiSource(DecodedSource):
     """Random-access examples of a prepared split; text as str, code point as int."""
 
-    def __init__(self, source: Any):
-        self._source = source
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    @staticmethod
-    def _clean(example: dict[str, Any]) -> dict[str, Any]:
-        out = dict(example)
-        for key in _TEXT_KEYS:
-            if isinstance(out.get(key), bytes):
-                out[key] = out[key].decode("utf-8")
-        out["codepoint"] = int(out["codepoint"])
-        return out
-
-    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return self._clean(self._source[index % len(self)])
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        return [self._clean(e) for e in self._source.__getitems__(list(indices))]
+    text_keys = _TEXT_KEYS
+    int_keys = ("codepoint",)
 
 
 def get_source(split: str, data_dir: str, config: str = f"{DEFAULT_SIZE}px") -> NotoEmojiSource:
