@@ -200,7 +200,7 @@ def _make_tiny(c: ml_collections.ConfigDict) -> None:
     loss = c.autoencoder_train.get("loss")
     if loss is not None and loss.get("disc_weight", 0.0) > 0:
         # The discriminator joins at the second step, with layers that fit the tiny images.
-        loss.update(disc_start=min(loss.get("disc_start", 0), 1), disc_num_layers=2, disc_ndf=16)
+        loss.update(disc_start=1, disc_num_layers=2, disc_ndf=16)
     # Three steps: the warm-up's first step has learning rate 0 and the U-Net's output layer is
     # zero at init, so the loss depends on the network from the third step on.
     c.train.update(
