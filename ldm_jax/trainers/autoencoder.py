@@ -44,6 +44,7 @@ from ldm_jax.training.sharded_stage import (
 )
 from ldm_jax.training.state import TrainState, apply_gradients, create_state
 from ldm_jax.workdir import layout
+from ldm_jax.workdir.reader import has_first_stage_params
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -220,6 +221,9 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
     Returns:
       The trained autoencoder parameters.
     """
+    if not has_first_stage_params(config):  # The identity first stage: nothing to train.
+        log.info("autoencoder: the identity first stage has no parameters; nothing to train")
+        return {}
     tcfg = config.autoencoder_train
     opts = train_options(tcfg)
     ae = builders.build_autoencoder(config)

@@ -26,7 +26,7 @@ from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer, MissingCheckpointError
 from ldm_jax.training.logging import MetricWriter
 from ldm_jax.workdir import layout
-from ldm_jax.workdir.reader import load_first_stage_params
+from ldm_jax.workdir.reader import has_first_stage_params, load_first_stage_params
 
 
 def first_stage_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -46,6 +46,8 @@ def first_stage_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
     if not os.path.isdir(other):
         raise ConfigError(f"config.train.first_stage_workdir: {other} is not a folder.")
     params = load_first_stage_params(other, config)
+    if not has_first_stage_params(config):  # The identity first stage: nothing to copy.
+        return params
     log.info("ldm: first stage from %s", other)
     own = Checkpointer(layout.checkpoint_dir(workdir, "autoencoder"), 1)
     if own.latest_step() is None:  # Every process takes part in an orbax save.

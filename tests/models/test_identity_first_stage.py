@@ -147,3 +147,13 @@ def test_workdir_reads_no_checkpoint_and_caches_the_pixels(tmp_path):
     mean, logvar = latent_cache.make_encode_fn(c, {})(x)
     np.testing.assert_array_equal(mean, x)
     np.testing.assert_array_equal(logvar, np.zeros_like(x))
+
+
+def test_stage_one_of_an_identity_config_trains_nothing(tmp_path):
+    """`stage=both` on an LDM-1 config: stage 1 returns no parameters and writes nothing."""
+    from ldm_jax.trainers.autoencoder import train_autoencoder
+    from ldm_jax.training.logging import MetricWriter
+
+    config = load_config_file(str(LDM1))
+    assert train_autoencoder(config, str(tmp_path), MetricWriter(str(tmp_path))) == {}
+    assert not (tmp_path / "checkpoints").exists()
