@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.config import builders
+from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import datasets, pipeline
 from ldm_jax.evaluation import classifier as clf
 from ldm_jax.evaluation import metrics
@@ -35,6 +36,21 @@ def reconstruction_psnr(trained: TrainedLDM, images: np.ndarray, batch_size: int
     return float(np.mean(np.concatenate(values)))
 
 
+SCORABLE_CONDITIONS = ("class", "adm")
+
+
+def check_scorable(config) -> None:
+    """Raises ConfigError unless `config` is a class-conditional Fashion-MNIST model (the only
+    kind the project's classifier can judge)."""
+    kind = builders.condition_kind(config)
+    if config.data.name != "fashion_mnist" or kind not in SCORABLE_CONDITIONS:
+        raise ConfigError(
+            "evaluate --what samples judges class-conditional Fashion-MNIST samples with the "
+            f"project's classifier; this workdir's model is conditioned on {kind!r} and trained "
+            f"on {config.data.name!r}. Score its first stage with --what reconstruction."
+        )
+
+
 def evaluate(
     trained: TrainedLDM,
     per_class: int,
@@ -47,6 +63,7 @@ def evaluate(
 ) -> dict:
     """Computes every figure of the module docstring; returns a JSON-serialisable dict."""
     config = trained.config
+    check_scorable(config)
     source = datasets.get_data_source(config.data.name, "test", config.data.data_dir or None)
     test_images, test_labels = pipeline.load_split_arrays(source, config.data.image_size)
     params, meta = clf.get_or_train_classifier(classifier_dir)
