@@ -27,7 +27,7 @@ CONDITION_KINDS = (
     "class",  # crossattn to a class embedding (ClassEmbedder)
     "adm",  # class labels added to the U-Net's time embedding
     "text",  # crossattn to the jointly trained BERT text encoder (token ids)
-    "context",  # crossattn to fixed per-caption context embeddings (SD tiny variants)
+    "context",  # crossattn to per-caption contexts (frozen MiniLM; SD tiny variants' fixed ones)
     "superres",  # concat: the low-resolution image
     "inpaint",  # concat: the masked image's latent and the mask
     "semantic",  # concat: a one-hot segmentation map through the spatial rescaler
@@ -45,6 +45,7 @@ def condition_kind(config: ml_collections.ConfigDict) -> str:
     if key == "adm":
         return "adm"
     text = {"bert": "text", "frozen_clip": "context", "frozen_openclip": "context"}
+    text["frozen_minilm"] = "context"  # the frozen MiniLM's context of each caption
     if key == "crossattn" and kind == "class":
         return "class"
     if key == "crossattn" and kind in text:

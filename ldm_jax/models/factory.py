@@ -7,7 +7,8 @@ each a mapping mirroring the reference YAML's `*_config.params`:
                (pixel space: no network, f = 1);
   unet:        the reference `UNetModel` arguments (image_size, in_channels, ...);
   cond_stage:  kind "none" | "class" | "bert" | "spatial_rescaler" | "identity" |
-               "first_stage" | "frozen_clip" | "frozen_openclip" and its arguments.
+               "first_stage" | "frozen_clip" | "frozen_openclip" | "frozen_minilm" and its
+               arguments.
 
 Each part is read into its typed section (`models.specs`, `models.cond_specs`: the one list of
 fields, with the reference defaults; an unknown field is an error naming the closest valid one),
@@ -20,7 +21,7 @@ models (up to 1.45B parameters) are counted in seconds on a CPU.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -33,6 +34,7 @@ from ldm_jax.models.cond_specs import CondStageConfig
 from ldm_jax.models.conditioning import ClassEmbedder, IdentityEncoder, SpatialRescaler
 from ldm_jax.models.identity_first_stage import IdentityFirstStage
 from ldm_jax.models.latent_denoiser import LatentDenoiser
+from ldm_jax.models.minilm_encoder import frozen_minilm
 from ldm_jax.models.specs import FirstStageConfig, Spec, UNetConfig
 from ldm_jax.models.text_encoder import BERTEmbedder
 from ldm_jax.models.unet import UNetModel
@@ -53,6 +55,9 @@ COND_STAGE_MODULES = {
 PARAMETER_FREE_COND_STAGES = ("none", "identity", "first_stage")
 # Frozen pretrained text encoders that the paper-faithful code does not build (Stable Diffusion).
 EXTERNAL_COND_STAGES = ("frozen_clip", "frozen_openclip")
+# Frozen pretrained text encoders run outside the denoiser (`frozen_text_encoder`): the denoiser
+# takes their context; their weights come from a package, never from (or into) a checkpoint.
+FROZEN_TEXT_ENCODERS = ("frozen_minilm",)
 
 
 def first_stage_config(cfg: Mapping[str, Any] | Spec) -> Any:
@@ -117,6 +122,17 @@ def build_cond_stage(cfg: Mapping[str, Any] | Spec | None) -> nn.Module | None:
     return None if module is None else module(**spec.module_kwargs())
 
 
+def frozen_text_encoder(
+    cfg: Mapping[str, Any] | Spec | None,
+) -> Callable[[Sequence[str]], np.ndarray] | None:
+    """The captions -> context [N, L, D] function of a frozen text encoder ("frozen_minilm"),
+    or None for every other cond stage."""
+    spec = cond_stage_config(cfg)
+    if spec.KIND == "frozen_minilm":
+        return frozen_minilm(spec.max_length)
+    return None
+
+
 def build_latent_denoiser(model_cfg: Mapping[str, Any]) -> LatentDenoiser:
     """U-Net + tau_theta + `conditioning_key` of a model config as one `LatentDenoiser`."""
     return LatentDenoiser(
@@ -178,7 +194,7 @@ def build_part(model_cfg: Mapping[str, Any], part: str) -> tuple[nn.Module | Non
 
 def part_params(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Abstract parameter trees per part: {} for parameter-free parts, None for absent or
-    external (frozen, not built) ones."""
+    external (frozen, not built or run outside the denoiser) ones."""
     out = {}
     for part in ("unet", "first_stage", "cond_stage"):
         module, inputs = build_part(model_cfg, part)
@@ -186,7 +202,8 @@ def part_params(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
             out[part] = abstract_params(module, inputs)
             continue
         cfg = model_cfg.get(part)
-        built_nothing = cfg is None or cond_stage_config(cfg).KIND in EXTERNAL_COND_STAGES
+        kind = None if cfg is None else cond_stage_config(cfg).KIND
+        built_nothing = kind is None or kind in EXTERNAL_COND_STAGES + FROZEN_TEXT_ENCODERS
         out[part] = None if built_nothing else {}
     return out
 

@@ -1,7 +1,8 @@
 """The sample CLI's tasks: turn a request (class, prompt, image, mask) into conditions, sample.
 
   generate   unconditional, or class-conditional (cross-attention class token or "adm" labels)
-  text2img   the paper's BERT text encoder; guidance against the empty prompt
+  text2img   the paper's BERT text encoder, or a frozen one (MiniLM: its context of the prompt);
+             guidance against the empty prompt
   superres   concat: the low-resolution image (its size is the latent size) stacked on z_t
   inpaint    concat: the first stage's latent of the masked image plus the mask at latent size;
              known pixels are pasted back after decoding (as the paper's inpainting script)
@@ -23,7 +24,8 @@ import numpy as np
 
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
-from ldm_jax.models.factory import EXTERNAL_COND_STAGES as FROZEN_TEXT_ENCODERS
+from ldm_jax.models import factory
+from ldm_jax.models.factory import EXTERNAL_COND_STAGES, FROZEN_TEXT_ENCODERS
 from ldm_jax.models.tokenizer import WordPieceTokenizer
 from ldm_jax.sampling import image_inputs
 from ldm_jax.sampling.generate import (
@@ -82,9 +84,9 @@ def model_task(model: dict[str, Any]) -> str:
     kind = (model.get("cond_stage") or {"kind": "none"})["kind"]
     if key in (None, "adm") or (key == "crossattn" and kind == "class"):
         return "generate"
-    if key == "crossattn" and kind in ("bert", *FROZEN_TEXT_ENCODERS):
+    if key == "crossattn" and kind in ("bert", *EXTERNAL_COND_STAGES, *FROZEN_TEXT_ENCODERS):
         return "text2img"
-    if key == "hybrid" and kind in FROZEN_TEXT_ENCODERS:
+    if key == "hybrid" and kind in EXTERNAL_COND_STAGES:
         return "inpaint"  # Stable Diffusion inpainting: mask + masked latent, and a prompt
     if key == "concat":
         table = {"identity": "superres", "none": "superres"}
@@ -163,9 +165,9 @@ class _Task:
             raise SampleInputError("--task text2img needs --prompt.")
         cond_cfg = self.model["cond_stage"]
         self.info["prompt"] = r.prompt
-        if cond_cfg["kind"] in FROZEN_TEXT_ENCODERS:
-            self.cond = self._text_context([r.prompt] * r.num)  # [B, 77, D]
-            self.uncond = self._text_context([""])  # [1, 77, D]
+        if cond_cfg["kind"] in (*EXTERNAL_COND_STAGES, *FROZEN_TEXT_ENCODERS):
+            self.cond = self._text_context([r.prompt] * r.num)  # [B, L, D]
+            self.uncond = self._text_context([""])  # [1, L, D]
             return
         if not cond_cfg.get("vocab"):
             raise SampleInputError(
@@ -180,9 +182,13 @@ class _Task:
         self.uncond = tokenizer([""])  # [1, L]: the reference's unconditional prompt
 
     def _text_context(self, prompts: list[str]) -> np.ndarray:
-        """Context tokens of a frozen CLIP/OpenCLIP model: the fixed per-caption stand-in that
-        the SD tiny variants train on (`generate.fixed_text_context`); real encoders arrive with
+        """Context tokens of a frozen text encoder: MiniLM's (`factory.frozen_text_encoder`, as
+        in training), or for CLIP/OpenCLIP the fixed per-caption stand-in that the SD tiny
+        variants train on (`generate.fixed_text_context`); real CLIP encoders arrive with
         issue 13."""
+        encoder = factory.frozen_text_encoder(self.model["cond_stage"])
+        if encoder is not None:
+            return encoder(prompts)  # [N, L, D]
         if not self.config.get("train", {}).get("fixed_text_context"):
             raise SampleInputError(
                 f"This model's {self.model['cond_stage']['kind']} text encoder is not "

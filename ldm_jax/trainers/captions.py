@@ -1,5 +1,6 @@
 """Captions as stage-2 conditions: the text model's WordPiece vocabulary and token ids, or the
-fixed per-caption context of the SD tiny variants.
+per-caption context (`conditions.text_context`: the frozen MiniLM's, or the fixed stand-in of
+the SD tiny variants).
 
 A text model (cond stage "bert") reads its vocabulary from `<workdir>/vocab.txt`
 (`config.model.cond_stage.vocab = "vocab.txt"`, which `python -m ldm_jax.sample --task text2img`
@@ -22,8 +23,7 @@ from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.models.tokenizer import WordPieceTokenizer, basic_tokenize
-from ldm_jax.sampling.generate import fixed_text_context
-from ldm_jax.trainers.conditions import CONTEXT_LENGTH, context_dim
+from ldm_jax.trainers.conditions import text_context
 from ldm_jax.training import logging as log
 from ldm_jax.workdir import layout
 
@@ -83,7 +83,7 @@ def load_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPiece
 def caption_arrays(
     config: ml_collections.ConfigDict, split: dict[str, np.ndarray], workdir: str, key: str
 ) -> np.ndarray:
-    """Per-example "tokens" int32 [N, L] (text models) or "context" float32 [N, 77, D]."""
+    """Per-example "tokens" int32 [N, L] (text models) or "context" float32 [N, L, D]."""
     texts = split.get("caption")
     if texts is None:
         raise ConfigError(
@@ -95,4 +95,4 @@ def caption_arrays(
     if key == "tokens":
         ensure_vocab(config, workdir, texts)
         return load_tokenizer(config, workdir)(texts)  # [N, L]
-    return fixed_text_context(texts, CONTEXT_LENGTH, context_dim(config))  # [N, 77, D]
+    return text_context(config, texts)  # [N, L, D]

@@ -9,8 +9,10 @@ Training feeds exactly what `sampling/tasks.py` feeds at sampling time (kinds: s
              class, so adm models sample unguided, as the reference's)
   text       token ids [B, L] of the caption (WordPiece) to the jointly trained BERT encoder;
              dropped to the empty caption
-  context    fixed per-caption context [B, 77, D] (`generate.fixed_text_context`, the SD tiny
-             variants' stand-in for the frozen CLIP encoder); dropped to the empty caption's
+  context    per-caption context [B, L, D] (`text_context`): the frozen MiniLM's last hidden
+             state (cond stage "frozen_minilm"), or the fixed stand-in of the SD tiny variants
+             for the frozen CLIP encoder (`generate.fixed_text_context`, L = 77); computed once
+             per caption on the host, dropped to the empty caption's
   superres   the image downsampled by f (bicubic, antialiased) [B, H/f, W/f, C], concatenated
   inpaint    the latent (unscaled, as the reference's first-stage `encode`) of the image with a
              random large mask blacked out, and the mask at latent size in [-1, 1], concatenated
@@ -26,7 +28,7 @@ the step's key, so a resumed run draws the same masks.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -36,6 +38,8 @@ import numpy as np
 
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section, model_config
+from ldm_jax.config.validation import ConfigError
+from ldm_jax.models import factory
 from ldm_jax.models.conditioning import drop_labels
 from ldm_jax.sampling.generate import (
     TEXT_CONTEXT_LENGTH,
@@ -125,6 +129,26 @@ def context_dim(config: ml_collections.ConfigDict) -> int:
     return int(model_config(config)["unet"]["context_dim"])
 
 
+def text_context(config: ml_collections.ConfigDict, captions: Sequence[str]) -> np.ndarray:
+    """Context tokens [N, L, D] of captions for the "context" kind: the frozen text encoder's
+    (`factory.frozen_text_encoder`, e.g. MiniLM), else the fixed per-caption stand-in.
+
+    Raises:
+      ConfigError: the U-Net's context_dim differs from the frozen encoder's width.
+    """
+    encoder = factory.frozen_text_encoder(model_config(config)["cond_stage"])
+    if encoder is None:
+        return fixed_text_context(captions, CONTEXT_LENGTH, context_dim(config))
+    context = encoder(captions)  # [N, L, D]
+    if context.shape[-1] != context_dim(config):
+        raise ConfigError(
+            f"config.model.unet.context_dim={context_dim(config)}, but the frozen text encoder "
+            f"gives {context.shape[-1]}-wide contexts: set "
+            f"--config.model.unet.context_dim={context.shape[-1]}."
+        )
+    return context
+
+
 def make_conditions(
     config: ml_collections.ConfigDict,
     ae_params: Any = None,
@@ -157,11 +181,11 @@ def make_conditions(
             null = tokenizer([""])  # [1, L]: the empty caption
             field = "tokens"
         else:
-            null = fixed_text_context([""], CONTEXT_LENGTH, context_dim(config))
+            null = text_context(config, [""])  # [1, L, D]: the empty caption
             field = "context"
         return Conditions(kind, keys, lambda b, r: (_drop_rows(r, b[field], null, p), None), null)
     if kind == "hybrid_inpaint":
-        null_ctx = fixed_text_context([""], CONTEXT_LENGTH, context_dim(config))
+        null_ctx = text_context(config, [""])
 
         def train_hybrid(batch, rng):
             mask_rng, drop_rng = jax.random.split(rng)
