@@ -72,6 +72,7 @@ TRAIN = dict(
     first_stage_workdir="",  # "": stage 1 of this workdir; else a trained or converted workdir
     cond_drop_prob=0.1,  # crossattn conditions (class, text) only; 0 disables
     fixed_text_context=False,  # SD tiny variants: fixed per-caption context (trainers/conditions)
+    superres_degradation="bicubic",  # super-resolution inputs: "bicubic" or "bsr_light"
     final_samples=True,  # a sample grid after the last step (besides every sample_every steps)
 )
 
@@ -81,6 +82,7 @@ EXPERIMENT_TRAIN_FIELDS = (
     "cond_drop_prob",
     "fixed_text_context",
     "final_samples",
+    "superres_degradation",
 )
 
 SAMPLE = dict(sampler="ddim", steps=50, eta=1.0, guidance_scale=2.0, per_class=8)
@@ -108,12 +110,7 @@ def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
             if section_name in config and name not in config[section_name]:
                 config[section_name][name] = value
     if "train" in config and "model" in config and config.model is not None:
-        for name in (
-            "first_stage_workdir",
-            "cond_drop_prob",
-            "fixed_text_context",
-            "final_samples",
-        ):
+        for name in EXPERIMENT_TRAIN_FIELDS:
             if name not in config.train:
                 config.train[name] = TRAIN[name]
     return config

@@ -14,10 +14,11 @@ from ldm_jax.config.options import (
     mesh_config,
     train_options,
 )
+from ldm_jax.data.degradations import DEGRADATIONS
 from ldm_jax.diffusion.loss_weights import LOSS_TYPES
 from ldm_jax.losses.first_stage_loss import FirstStageLossConfig
 from ldm_jax.models import factory
-from ldm_jax.models.specs import downsampling_factor
+from ldm_jax.models.specs import closest, downsampling_factor
 from ldm_jax.models.unet import REMAT_POLICIES
 from ldm_jax.parallel import sharding
 
@@ -186,12 +187,31 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     kind = condition_kind(config)
     drop = config.train.get("cond_drop_prob", 0.0)
     _require(0.0 <= drop < 1.0, "train.cond_drop_prob", f"must be in [0, 1), got {drop!r}.")
+    _validate_superres_degradation(config, kind)
     cache = train_options(config.train).latent_cache
     _require(
         cache != "disk" or kind in DISK_CACHE_KINDS,
         "train.latent_cache",
         f"'disk' stores class-conditional and unconditional latents only; this model's "
         f"condition is {kind!r}: use --config.train.latent_cache=memory.",
+    )
+
+
+def _validate_superres_degradation(config: ml_collections.ConfigDict, kind: str) -> None:
+    """`train.superres_degradation`: one of `DEGRADATIONS`, other than the default only for
+    super-resolution models."""
+    method = config.train.get("superres_degradation", "bicubic")
+    _require(
+        method in DEGRADATIONS,
+        "train.superres_degradation",
+        f"{method!r} is not one of {DEGRADATIONS}{closest(str(method), DEGRADATIONS)}.",
+    )
+    _require(
+        method == "bicubic" or kind == "superres",
+        "train.superres_degradation",
+        f"{method!r} degrades the low-resolution input of super-resolution models "
+        f"(conditioning_key='concat', cond_stage kind 'identity'); this model's condition is "
+        f"{kind!r}: leave it 'bicubic'.",
     )
 
 

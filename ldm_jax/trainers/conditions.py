@@ -13,7 +13,9 @@ Training feeds exactly what `sampling/tasks.py` feeds at sampling time (kinds: s
              state (cond stage "frozen_minilm"), or the fixed stand-in of the SD tiny variants
              for the frozen CLIP encoder (`generate.fixed_text_context`, L = 77); computed once
              per caption on the host, dropped to the empty caption's
-  superres   the image downsampled by f (bicubic, antialiased) [B, H/f, W/f, C], concatenated
+  superres   the image degraded to [B, H/f, W/f, C] by `train.superres_degradation`, concatenated:
+             "bicubic" (antialiased down-sampling by f; the default) or "bsr_light" (random
+             blur, down-sampling method, noise and JPEG-like quantisation; `data/degradations.py`)
   inpaint    the latent (unscaled, as the reference's first-stage `encode`) of the image with a
              random large mask blacked out, and the mask at latent size in [-1, 1], concatenated
   semantic   the segmentation map one-hot [B, H, W, n] through the spatial rescaler
@@ -21,8 +23,8 @@ Training feeds exactly what `sampling/tasks.py` feeds at sampling time (kinds: s
              cross-attention to the fixed caption context (dropped to the empty caption's)
 
 Concat conditions are never dropped (as the paper). Image conditions (superres, inpaint) are
-made inside the jitted step from the batch's pixels; the inpainting masks are drawn there from
-the step's key, so a resumed run draws the same masks.
+made inside the jitted step from the batch's pixels; the inpainting masks and the bsr_light
+degradations are drawn there from the step's key, so a resumed run draws the same ones.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.config.validation import ConfigError
+from ldm_jax.data import degradations
 from ldm_jax.models import factory
 from ldm_jax.models.conditioning import drop_labels
 from ldm_jax.sampling.generate import (
@@ -100,10 +103,9 @@ def _drop_rows(rng: jax.Array, y: jax.Array, null: jax.Array, p: float) -> jax.A
     return jnp.where(keep, y, null.astype(y.dtype))
 
 
-def downsample(images: jax.Array, f: int) -> jax.Array:
-    """[B, H, W, C] -> [B, H/f, W/f, C]: bicubic, antialiased (super-resolution inputs)."""
-    b, h, w, c = images.shape
-    return jax.image.resize(images, (b, h // f, w // f, c), "bicubic", antialias=True)
+def superres_degradation(config: ml_collections.ConfigDict) -> str:
+    """How the super-resolution condition is made (`train.superres_degradation`)."""
+    return str(config.train.get("superres_degradation", "bicubic"))
 
 
 def inpainting_inputs(
@@ -205,7 +207,8 @@ def _unguided_train_fn(
     if kind == "adm":
         return lambda batch, rng: (batch["label"], None)
     if kind == "superres":
-        return lambda batch, rng: (downsample(batch["image"], f), None)
+        method = superres_degradation(config)
+        return lambda batch, rng: (degradations.degrade(batch["image"], f, method, rng), None)
     if kind == "inpaint":
         return lambda batch, rng: (inpainting_inputs(ae, ae_params, batch["image"], rng, f), None)
     if kind == "semantic":
