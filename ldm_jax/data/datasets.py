@@ -16,6 +16,16 @@ Every source has `len(source)` and `source[i]` (and a batched `__getitems__`), c
   (`data/noto_emoji_builder.py`), prepared into ``data_dir`` on first use; stored at 32 or 64 px,
   the smallest that is at least ``image_size`` (default 64). ``"noto_emoji/32px"`` and
   ``"noto_emoji/64px"`` name a size directly. Examples add "name", "keywords", "codepoint".
+* ``"noto_emoji_segmentation"`` (and ``/32px``, ``/64px``, sizes as noto_emoji): the same
+  emoji, splits and images with a semantic map "segmentation" uint8 [S, S] of 9 classes:
+  background where the glyph is transparent, else one of 8 colour classes (nearest CIELAB
+  centroid fitted on the train split; `data/emoji_palette.py`); prepared into ``data_dir``.
+* ``"fashion_mnist_layout"``: canvases of ``image_size`` (default 64) px holding 1-4
+  Fashion-MNIST items with "boxes" float32 [4, 4] (x0, y0, x1, y1 in [0, 1]), "classes" int32
+  [4] (10 = padding) and "num_objects" (`data/fashion_mnist_layout.py`); generated on access
+  from the Debian package, a fixed dataset (generator seed 0, not the training seed); "train"
+  and "test" canvases draw items from Fashion-MNIST's train and test images. Token ids for the
+  layout model: `data/layout_tokens.py`.
 * Any other name is a tfds catalog name (e.g. ``"celeb_a_hq/256"``, ``"lsun/church_outdoor"``)
   that the user has already prepared in ``data_dir`` in the array_record format. Nothing is ever
   downloaded: an unprepared catalog dataset raises at once with the command that prepares it; a
@@ -34,10 +44,13 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from ldm_jax.data import (
+    emoji_palette,
     fashion_mnist_builder,
     fashion_mnist_idx,
+    fashion_mnist_layout,
     image_folder,
     noto_emoji_builder,
+    noto_emoji_segmentation_builder,
     synthetic_shapes,
 )
 
@@ -46,6 +59,10 @@ _DEBIAN_NAMES = ("fashion_mnist", "fashion_mnist_debian")
 IMAGE_FOLDER = "image_folder"
 SYNTHETIC_SHAPES = "synthetic_shapes"
 NOTO_EMOJI = noto_emoji_builder.NAME
+NOTO_EMOJI_SEGMENTATION = noto_emoji_segmentation_builder.NAME
+FASHION_MNIST_LAYOUT = fashion_mnist_layout.NAME
+_NOTO_NAMES = (NOTO_EMOJI, NOTO_EMOJI_SEGMENTATION)
+_GENERATED = (IMAGE_FOLDER, SYNTHETIC_SHAPES, FASHION_MNIST_LAYOUT)  # Sources, not tfds builders.
 _FOLDER_HINT = (
     "train on your own copy as a folder of images instead: --config.data.name=image_folder "
     "--config.data.path=/path/to/images (labels from class sub-folders, captions from a "
@@ -106,29 +123,35 @@ def _is_debian(name: str) -> bool:
     return name in _DEBIAN_NAMES
 
 
-def _noto_config(name: str, image_size: int | None = None) -> str | None:
-    """The noto_emoji config ("64px"/"32px") a name selects, or None for other datasets."""
+def _noto_config(name: str, image_size: int | None = None) -> tuple[str, str] | None:
+    """(base name, config "64px"/"32px") of a noto_emoji(_segmentation) name, else None."""
     base, _, config = name.partition("/")
-    if base != NOTO_EMOJI:
+    if base not in _NOTO_NAMES:
         return None
     if not config:
-        return noto_emoji_builder.config_for(image_size)
+        return base, noto_emoji_builder.config_for(image_size)
     valid = [f"{s}px" for s in noto_emoji_builder.SIZES]
     if config not in valid:
         raise ValueError(
-            f"Unknown dataset {name!r}: use {NOTO_EMOJI!r} or one of "
-            + ", ".join(f"'{NOTO_EMOJI}/{v}'" for v in valid)
+            f"Unknown dataset {name!r}: use {base!r} or one of "
+            + ", ".join(f"'{base}/{v}'" for v in valid)
             + "."
         )
-    return config
+    return base, config
+
+
+def _prepare_noto(base: str, config: str, data_dir: str) -> Any:
+    if base == NOTO_EMOJI_SEGMENTATION:
+        return noto_emoji_segmentation_builder.prepare(data_dir, config)
+    return noto_emoji_builder.prepare(data_dir, config)
 
 
 def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any:
     """Returns a prepared tfds builder for `name` (see module docstring).
 
     Args:
-      name: "fashion_mnist", "noto_emoji" (64 px; "noto_emoji/32px" for 32) or a tfds catalog
-        name prepared in `data_dir`.
+      name: "fashion_mnist", "noto_emoji" or "noto_emoji_segmentation" (64 px; "/32px" for 32)
+        or a tfds catalog name prepared in `data_dir`.
       data_dir: tfds data folder; defaults to `default_data_dir()`.
 
     Returns:
@@ -144,8 +167,8 @@ def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any
         return _prepare_debian(data_dir)
     noto = _noto_config(name)
     if noto is not None:
-        return noto_emoji_builder.prepare(data_dir, noto)
-    if name in (IMAGE_FOLDER, SYNTHETIC_SHAPES):
+        return _prepare_noto(*noto, data_dir)
+    if name in _GENERATED:
         raise ValueError(f"{name!r} is not a tfds builder: use get_data_source({name!r}, ...).")
     if name in NOT_IN_TFDS:
         raise FileNotFoundError(
@@ -156,8 +179,9 @@ def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any
     except Exception as e:  # tfds raises DatasetNotFoundError, ImportError, ValueError, ...
         raise ValueError(
             f"Unknown dataset name {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            f"Valid names: {DEFAULT_DATASET!r} and {NOTO_EMOJI!r} (offline), "
-            f"{SYNTHETIC_SHAPES!r} (generated), "
+            f"Valid names: {DEFAULT_DATASET!r}, {NOTO_EMOJI!r} and "
+            f"{NOTO_EMOJI_SEGMENTATION!r} (offline), {SYNTHETIC_SHAPES!r} and "
+            f"{FASHION_MNIST_LAYOUT!r} (generated), "
             f"{IMAGE_FOLDER!r} (your images) or a tfds catalog name, see "
             "https://www.tensorflow.org/datasets/catalog/overview; or " + _FOLDER_HINT + "."
         ) from e
@@ -236,18 +260,21 @@ def get_data_source(
     example i). The source can be handed to `grain.MapDataset.source`.
 
     Args:
-      name: "fashion_mnist" (default), "image_folder", "synthetic_shapes", "noto_emoji" or a
-        tfds catalog name prepared in `data_dir`.
+      name: "fashion_mnist" (default), "image_folder", "synthetic_shapes", "noto_emoji",
+        "noto_emoji_segmentation", "fashion_mnist_layout" or a tfds catalog name prepared in
+        `data_dir`.
       split: a split name ("train", "test", ...), optionally tfds-sliced ("train[:1000]").
       data_dir: tfds data folder; defaults to `default_data_dir()`.
       path: the folder of images ("image_folder" only).
       image_size: "image_folder": the stored shorter side (required); "synthetic_shapes": the
-        generated size (default 32); "noto_emoji": picks the stored size, 32 or 64 (the
-        smallest >= image_size; default 64). Fashion-MNIST and catalog sources yield stored
-        images: the pipeline resizes them.
+        generated size (default 32); "noto_emoji", "noto_emoji_segmentation": picks the stored
+        size, 32 or 64 (the smallest >= image_size; default 64); "fashion_mnist_layout": the
+        canvas size (default 64). Fashion-MNIST and catalog sources yield stored images: the
+        pipeline resizes them.
       channels: 1 or 3 for "image_folder" (default 3) and "synthetic_shapes" (default 3).
       num_classes: classes of "synthetic_shapes" (default 6).
-      seed: the generation seed of "synthetic_shapes".
+      seed: the generation seed of "synthetic_shapes" ("fashion_mnist_layout" is a fixed
+        dataset: always seed 0).
 
     Raises:
       ValueError: empty/invalid/unknown name or split, empty image folder; the message lists the
@@ -270,10 +297,16 @@ def get_data_source(
             channels=channels or 3,
         )
     noto = _noto_config(name, image_size)
-    if _is_debian(name) or noto:  # Validate before spending seconds on preparing.
+    if _is_debian(name) or noto or name == FASHION_MNIST_LAYOUT:  # Check before preparing.
         split = _check_split(name, split, ("train", "test"))
+    if name == FASHION_MNIST_LAYOUT:
+        return fashion_mnist_layout.FashionMnistLayout(split, canvas_size=image_size)
+    if noto and noto[0] == NOTO_EMOJI_SEGMENTATION:
+        return noto_emoji_segmentation_builder.get_source(
+            split, data_dir or default_data_dir(), noto[1]
+        )
     if noto:
-        return noto_emoji_builder.get_source(split, data_dir or default_data_dir(), noto)
+        return noto_emoji_builder.get_source(split, data_dir or default_data_dir(), noto[1])
     builder = get_builder(name, data_dir)
     split = _check_split(name, split, tuple(builder.info.splits.keys()))
     return builder.as_data_source(split=split)
@@ -306,16 +339,40 @@ def num_classes(
     """Number of label classes; None if the dataset has no labels.
 
     10 for "fashion_mnist" and `num_classes or 6` for "synthetic_shapes" (both known without
-    preparing), None for "noto_emoji"; an image folder's from its sub-folders or metadata.jsonl
-    (scanned, not decoded).
+    preparing), None for "noto_emoji", "noto_emoji_segmentation" and "fashion_mnist_layout"
+    (no image label; see `num_segmentation_classes` and `num_object_classes`); an image
+    folder's from its sub-folders or metadata.jsonl (scanned, not decoded).
     """
     name = _check_name(name)
     if _is_debian(name):
         return len(fashion_mnist_idx.CLASS_NAMES)
-    if _noto_config(name) is not None:
+    if _noto_config(name) is not None or name == FASHION_MNIST_LAYOUT:
         return None
     if name == SYNTHETIC_SHAPES:
         return int(num_classes or synthetic_shapes.DEFAULT_NUM_CLASSES)
     if name == IMAGE_FOLDER:
         return image_folder.plan_folder(path, 1).num_classes
     return dataset_summary(name, data_dir).num_classes
+
+
+def num_segmentation_classes(name: str, *, num_classes: int | None = None) -> int | None:
+    """Classes of the "segmentation" maps (the one-hot width of the semantic condition), known
+    without preparing: 9 for "noto_emoji_segmentation", `num_classes + 1` for
+    "synthetic_shapes" (default 6 + 1); None for datasets without maps."""
+    name = _check_name(name)
+    noto = _noto_config(name)
+    if noto is not None and noto[0] == NOTO_EMOJI_SEGMENTATION:
+        return emoji_palette.NUM_CLASSES
+    if name == SYNTHETIC_SHAPES:
+        return synthetic_shapes.num_segmentation_classes(
+            int(num_classes or synthetic_shapes.DEFAULT_NUM_CLASSES)
+        )
+    return None
+
+
+def num_object_classes(name: str) -> int | None:
+    """Object classes of a layout dataset (10 for "fashion_mnist_layout", whose padding class is
+    10); None for datasets without boxes."""
+    if _check_name(name) == FASHION_MNIST_LAYOUT:
+        return fashion_mnist_layout.NUM_CLASSES
+    return None
