@@ -6,8 +6,23 @@
   python -m ldm_jax.sample --workdir runs/sr --task superres --image low_res.png
   python -m ldm_jax.sample --workdir runs/inpaint --task inpaint --image x.png --mask m.png
   python -m ldm_jax.sample --workdir runs/semantic --task semantic --image labels.png
+  python -m ldm_jax.sample --workdir runs/quickstart --task edit --image x.png --strength 0.6 \
+      --class 3 --guidance 3 --num 8 --out edits.png          # img2img under a new class
+  python -m ldm_jax.sample --workdir runs/txt2img --task edit --image x.png --mask m.png \
+      --prompt "a red heart"                                   # prompt-guided inpainting
 
-The task must be the one the workdir's model performs (see `training/sample_tasks.py`).
+The task must be the one the workdir's model performs (`sampling/tasks.py`), except that any
+unconditional, class- or text-conditioned model also runs `edit` and `inpaint`.
+
+Inpainting has two modes, chosen by the workdir's model:
+  * a model trained for inpainting (the paper's concat inpainting model, SD inpainting) takes the
+    masked image's latent and the mask as its condition;
+  * any other model (unconditional, class, text) inpaints by masked sampling, as the paper does
+    with models trained without masks: every step the latents outside the hole are replaced by
+    the image's latent noised to that step, and the known pixels are pasted back after decoding.
+Masks are white where pixels are to be filled in. `--task edit` noises the image's latent to
+`--strength` (in (0, 1]; 0.75 by default; near 0 returns the image, 1 ignores it) and denoises it
+under `--class`/`--prompt`; with `--mask` it edits only the white region.
 """
 
 from __future__ import annotations
@@ -30,11 +45,18 @@ _TASK = flags.DEFINE_enum("task", "generate", list(TASKS), "What to sample (see 
 flags.DEFINE_integer(
     "class", None, "Class label to generate (Fashion-MNIST: 0..9); default: one row per class."
 )
-_PROMPT = flags.DEFINE_string("prompt", None, "Caption for --task text2img.")
+_PROMPT = flags.DEFINE_string("prompt", None, "Caption (text2img; edit/inpaint of text models).")
 _IMAGE = flags.DEFINE_string(
-    "image", None, "Input PNG: the low-res image (superres), the image (inpaint), a label map."
+    "image",
+    None,
+    "Input PNG: the low-res image (superres), the image (inpaint, edit), a label map (semantic).",
 )
-_MASK = flags.DEFINE_string("mask", None, "Inpainting mask PNG (white: pixels to fill in).")
+_MASK = flags.DEFINE_string(
+    "mask", None, "Mask PNG for inpaint and edit (white: pixels to fill in)."
+)
+_STRENGTH = flags.DEFINE_float(
+    "strength", None, "--task edit: how far the image is noised, in (0, 1] (default 0.75)."
+)
 _NUM = flags.DEFINE_integer("num", 16, "Number of images (per class when --class is not set).")
 _OUT = flags.DEFINE_string("out", "samples.png", "Output PNG path.")
 _GUIDANCE = flags.DEFINE_float(
@@ -68,6 +90,7 @@ def main(argv):
             steps=_STEPS.value,
             eta=_ETA.value,
             seed=_SEED.value,
+            strength=_STRENGTH.value,
         )
         try:
             result = run(load_trained_ldm(_WORKDIR.value), request)

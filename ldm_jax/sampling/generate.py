@@ -25,7 +25,8 @@ from ldm_jax.models.latent_denoiser import LatentDenoiser
 
 # (ae_params, ldm_params, labels [B], rng, guidance_scale, eta, scale_factor) -> images
 GenerateFn = Callable[..., jax.Array]
-# (ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape) -> images
+# (ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape,
+#  [x_init, mask, x_known]) -> images
 SampleFn = Callable[..., jax.Array]
 
 
@@ -111,24 +112,48 @@ def make_sampler(
     num_steps: int,
     timestep_spacing: str = "leading",
     steps_offset: int = 1,
+    strength: float = 1.0,
 ) -> SampleFn:
     """Builds a jitted sampler; guidance scale, eta and scale factor are traced (no recompile).
 
+    `strength` < 1 (img2img, with `x_init`) runs the last int(num_steps * strength) steps of the
+    grid from x_init noised to the first of them (`diffusion.sample`).
+
     Returns:
-      sample(ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape)
-      -> images [B, H, W, C] float32 in [-1, 1], where `shape` (static) is the latent shape
-      (B, h, w, c), `cond` the condition y of the denoiser (a pytree with leading batch B, or
-      None) and `uncond` the y of the unconditional branch (leading batch 1 or B), or None for
-      no classifier-free guidance. For "hybrid" models y is {"context": [B, L, D], "concat":
-      [B, h, w, c']}.
+      sample(ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape,
+      x_init=None, mask=None, x_known=None) -> images [B, H, W, C] float32 in [-1, 1], where
+      `shape` (static) is the latent shape (B, h, w, c), `cond` the condition y of the denoiser
+      (a pytree with leading batch B, or None) and `uncond` the y of the unconditional branch
+      (leading batch 1 or B), or None for no classifier-free guidance. For "hybrid" models y is
+      {"context": [B, L, D], "concat": [B, h, w, c']}. The optional latents are scaled (times
+      scale_factor), batch 1 or B: `x_init` [B, h, w, c] the img2img start (needed for
+      strength < 1), `mask` [B, h, w, 1] 1 where `x_known` [B, h, w, c] is kept every step
+      (masked sampling, the paper's inpainting with models trained without masks).
     """
     ae = builders.build_autoencoder(config)
     denoiser: LatentDenoiser = builders.build_denoiser(config)
     schedule = builders.build_schedule(config)
 
     @functools.partial(jax.jit, static_argnames="shape")
-    def sample(ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape):
+    def sample(
+        ae_params,
+        ldm_params,
+        cond,
+        uncond,
+        rng,
+        guidance_scale,
+        eta,
+        scale_factor,
+        shape,
+        x_init=None,
+        mask=None,
+        x_known=None,
+    ):
         noise_rng, sample_rng = jax.random.split(rng)
+        if x_init is not None:
+            x_init = jnp.broadcast_to(x_init, shape)  # [B, h, w, c]
+        if x_known is not None:
+            x_known = jnp.broadcast_to(x_known, shape)  # [B, h, w, c]
         z_T = jax.random.normal(noise_rng, shape, jnp.float32)  # [B, h, w, c]
 
         def model_fn(x, t, y):
@@ -153,6 +178,10 @@ def make_sampler(
             steps_offset=steps_offset,
             rng=sample_rng,
             prediction_type=config.diffusion.prediction_type,
+            x_init=x_init,
+            strength=strength,
+            mask=mask,
+            x_known=x_known,
         )
         images = decode_latents(ae, ae_params, z0 / scale_factor)
         return jnp.clip(images, -1.0, 1.0)

@@ -4,16 +4,25 @@
   text2img   the paper's BERT text encoder, or a frozen one (MiniLM: its context of the prompt);
              guidance against the empty prompt
   superres   concat: the low-resolution image (its size is the latent size) stacked on z_t
-  inpaint    concat: the first stage's latent of the masked image plus the mask at latent size;
-             known pixels are pasted back after decoding (as the paper's inpainting script)
+  inpaint    two modes, by the workdir's model:
+               concat (a model trained for inpainting: the paper's inpainting model, SD
+               inpainting): the first stage's latent of the masked image plus the mask at latent
+               size are stacked on z_t;
+               masked sampling (any unconditional, class- or text-conditioned model): the known
+               latents, noised to the current step, are pasted in every step (`editing.py`);
+             both paste the known pixels back after decoding (as the paper's inpainting script)
   semantic   concat: a label map, one-hot encoded and resized by the spatial rescaler
+  edit       img2img on an unconditional, class- or text-conditioned model: the image's latent
+             noised to --strength, denoised under --class / --prompt; with --mask, masked
+             sampling as well (the new condition fills the hole; `editing.py`)
 
-Which task a workdir's model performs follows from `config.model` (`model_task`).
+Which task a workdir's model performs follows from `config.model` (`model_task`); `edit` and the
+masked-sampling `inpaint` work on the models whose task is generate or text2img. Without --class
+or --prompt those two use the model's unconditional branch (null class, empty caption).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from typing import Any
@@ -27,7 +36,7 @@ from ldm_jax.config.model_config import model_config
 from ldm_jax.models import factory
 from ldm_jax.models.factory import EXTERNAL_COND_STAGES, FROZEN_TEXT_ENCODERS
 from ldm_jax.models.tokenizer import WordPieceTokenizer
-from ldm_jax.sampling import image_inputs
+from ldm_jax.sampling import editing, image_inputs
 from ldm_jax.sampling.generate import (
     TEXT_CONTEXT_LENGTH,
     fixed_text_context,
@@ -36,9 +45,18 @@ from ldm_jax.sampling.generate import (
     null_label,
     sd_inpainting_condition,
 )
+from ldm_jax.sampling.request import (
+    SampleInputError,
+    SampleRequest,
+    SampleResult,
+    check_divisible,
+    reject,
+)
 from ldm_jax.workdir.reader import TrainedLDM
 
-TASKS = ("generate", "text2img", "superres", "inpaint", "semantic")
+__all__ = ["TASKS", "SampleInputError", "SampleRequest", "SampleResult", "model_task", "run"]
+
+TASKS = ("generate", "text2img", "superres", "inpaint", "semantic", "edit")
 _NEEDS = {
     "generate": "[--class C]",
     "text2img": "--prompt TEXT",
@@ -46,36 +64,9 @@ _NEEDS = {
     "inpaint": "--image IMAGE.png --mask MASK.png",
     "semantic": "--image LABEL_MAP.png",
 }
-
-
-class SampleInputError(ValueError):
-    """A sampling request that does not fit the model; the message names the flag."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleRequest:
-    """What to sample; None fields take the workdir config's `sample` defaults."""
-
-    task: str = "generate"
-    num: int = 16
-    class_label: int | None = None
-    prompt: str | None = None
-    image: str | None = None
-    mask: str | None = None
-    guidance: float | None = None
-    sampler: str | None = None
-    steps: int | None = None
-    eta: float | None = None
-    seed: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleResult:
-    """images [N, H, W, C] float32 in [-1, 1], grid columns, and the JSON summary."""
-
-    images: np.ndarray
-    columns: int
-    info: dict[str, Any]
+# Model tasks whose models also edit and inpaint by masked sampling (image-guided tasks).
+GUIDABLE = ("generate", "text2img")
+GUIDED_TASKS = ("edit", "inpaint")
 
 
 def model_task(model: dict[str, Any]) -> str:
@@ -108,24 +99,11 @@ def _num_classes(model: dict[str, Any]) -> int | None:
     return None
 
 
-def _reject(request: SampleRequest, task: str, *flags: str) -> None:
-    given = {"--class": request.class_label, "--prompt": request.prompt}
-    given.update({"--image": request.image, "--mask": request.mask})
-    for flag in flags:
-        if given[flag] is not None:
-            raise SampleInputError(f"{flag} does not apply to --task {task}.")
-
-
-def _divisible(h: int, w: int, by: int, what: str) -> None:
-    if h % by or w % by:
-        raise SampleInputError(f"{what} is {h}x{w}; both sides must be multiples of {by}.")
-
-
 class _Task:
     """Conditions of one request: cond / uncond for the sampler, the latent shape, a post-step."""
 
-    def __init__(self, trained: TrainedLDM, request: SampleRequest):
-        self.trained, self.request = trained, request
+    def __init__(self, trained: TrainedLDM, request: SampleRequest, steps: int):
+        self.trained, self.request, self.steps = trained, request, steps
         self.config = trained.config
         self.model = model_config(self.config)
         self.denoiser = builders.build_denoiser(self.config)
@@ -136,37 +114,51 @@ class _Task:
         self.columns = math.ceil(math.sqrt(request.num))
         self.info: dict[str, Any] = {}
         self.post = lambda images: images
+        self.strength = 1.0  # img2img strength (static: one program per strength)
+        self.latents: dict[str, np.ndarray] = {}  # x_init / mask / x_known of the sampler
 
     def _batch(self, x: np.ndarray) -> np.ndarray:
         return np.broadcast_to(x[None], (self.request.num, *x.shape)).copy()
 
+    def _check_class(self, num_classes: int) -> None:
+        label = self.request.class_label
+        if label is not None and not 0 <= label < num_classes:
+            raise SampleInputError(f"--class must be in [0, {num_classes}), got {label}.")
+
+    def _null_labels(self) -> np.ndarray | None:
+        """The null class [1] of classifier-free guidance, or None when the model has none."""
+        null = null_label(self.denoiser)
+        return None if null is None else np.full((1,), null, np.int32)
+
     def generate(self) -> None:
         r, num_classes = self.request, _num_classes(self.model)
-        _reject(r, "generate", "--prompt", "--image", "--mask")
+        reject(r, "generate", "--prompt", "--image", "--mask", "--strength")
         self.info["class"] = r.class_label
         if num_classes is None:
             if r.class_label is not None:
                 raise SampleInputError("--class: this model is unconditional.")
             return
-        if r.class_label is not None and not 0 <= r.class_label < num_classes:
-            raise SampleInputError(f"--class must be in [0, {num_classes}), got {r.class_label}.")
+        self._check_class(num_classes)
         if r.class_label is None:
             self.cond = np.repeat(np.arange(num_classes, dtype=np.int32), r.num)
             self.columns = r.num
         else:
             self.cond = np.full((r.num,), r.class_label, np.int32)
-        null = null_label(self.denoiser)
-        self.uncond = None if null is None else np.full((1,), null, np.int32)
+        self.uncond = self._null_labels()
 
     def text2img(self) -> None:
         r = self.request
-        _reject(r, "text2img", "--class", "--image", "--mask")
+        reject(r, "text2img", "--class", "--image", "--mask", "--strength")
         if r.prompt is None:
             raise SampleInputError("--task text2img needs --prompt.")
-        cond_cfg = self.model["cond_stage"]
-        self.info["prompt"] = r.prompt
+        self._prompt(r.prompt)
+
+    def _prompt(self, prompt: str) -> None:
+        """cond of the prompt (token ids [B, L] or context [B, L, D]), uncond of the empty one."""
+        cond_cfg, num = self.model["cond_stage"], self.request.num
+        self.info["prompt"] = prompt
         if cond_cfg["kind"] in (*EXTERNAL_COND_STAGES, *FROZEN_TEXT_ENCODERS):
-            self.cond = self._text_context([r.prompt] * r.num)  # [B, L, D]
+            self.cond = self._text_context([prompt] * num)  # [B, L, D]
             self.uncond = self._text_context([""])  # [1, L, D]
             return
         if not cond_cfg.get("vocab"):
@@ -178,8 +170,66 @@ class _Task:
         if not os.path.isfile(vocab):
             raise SampleInputError(f"The workdir's vocabulary {vocab} is missing.")
         tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond_cfg.get("max_seq_len", 77))
-        self.cond = tokenizer([r.prompt] * r.num)  # [B, L] int
+        self.cond = tokenizer([prompt] * num)  # [B, L] int
         self.uncond = tokenizer([""])  # [1, L]: the reference's unconditional prompt
+
+    def edit(self) -> None:
+        """img2img (--task edit) and masked sampling (--mask; --task inpaint on a model trained
+        without masks): see `editing.py`."""
+        r = self.request
+        if r.task == "inpaint":
+            if r.strength is not None:
+                raise SampleInputError(
+                    "--strength does not apply to --task inpaint (the hole starts from noise); "
+                    "use --task edit --mask for img2img inside the hole."
+                )
+            if r.image is None or r.mask is None:
+                raise SampleInputError("--task inpaint needs --image and --mask (white = fill in).")
+            self.info["inpainting"] = "masked_sampling"
+        elif r.image is None:
+            raise SampleInputError(
+                "--task edit needs --image (the image to edit; --mask to edit only a region)."
+            )
+        strength = editing.DEFAULT_STRENGTH if r.strength is None else float(r.strength)
+        editing.check_strength(strength, self.steps)
+        self._guided_condition()
+        guide = editing.read_guide(self.trained, r.image, r.mask)
+        self.strength = strength
+        self.latents = guide.sampler_inputs(strength)
+        self.post = guide.paste
+        self.info.update(image=r.image, mask=r.mask)
+        if r.task == "edit":
+            self.info["strength"] = strength
+
+    def _guided_condition(self) -> None:
+        """cond / uncond of edit and masked inpainting: --class or --prompt for the model's kind
+        of condition; without them its unconditional branch (null class, empty caption)."""
+        r = self.request
+        if model_task(self.model) == "text2img":
+            if r.class_label is not None:
+                raise SampleInputError("--class: this model is text-conditioned; use --prompt.")
+            self._prompt("" if r.prompt is None else r.prompt)
+            return
+        num_classes = _num_classes(self.model)
+        if r.prompt is not None:
+            what = "unconditional" if num_classes is None else "class-conditional; use --class"
+            raise SampleInputError(f"--prompt: this model is {what}.")
+        self.info["class"] = r.class_label
+        if num_classes is None:
+            if r.class_label is not None:
+                raise SampleInputError("--class: this model is unconditional.")
+            return
+        self._check_class(num_classes)
+        null = self._null_labels()
+        if r.class_label is not None:
+            self.cond, self.uncond = np.full((r.num,), r.class_label, np.int32), null
+        elif null is None:
+            raise SampleInputError(
+                f"--task {r.task} on this class-conditional model needs --class C in "
+                f"[0, {num_classes}) (it has no null class to sample without one)."
+            )
+        else:
+            self.cond = np.repeat(null, r.num)  # the null class, unguided
 
     def _text_context(self, prompts: list[str]) -> np.ndarray:
         """Context tokens of a frozen text encoder: MiniLM's (`factory.frozen_text_encoder`, as
@@ -199,19 +249,19 @@ class _Task:
 
     def superres(self) -> None:
         r = self.request
-        _reject(r, "superres", "--class", "--prompt", "--mask")
+        reject(r, "superres", "--class", "--prompt", "--mask", "--strength")
         if r.image is None:
             raise SampleInputError("--task superres needs --image (the low-resolution image).")
         extra = self.model["unet"]["in_channels"] - self.c
         low = image_inputs.read_image(r.image, extra)  # [h, w, c']
         self.h, self.w = low.shape[:2]
-        _divisible(self.h, self.w, 2 ** (self.levels - 1), f"--image {r.image}")
+        check_divisible(self.h, self.w, 2 ** (self.levels - 1), f"--image {r.image}")
         self.cond = self._batch(low)
         self.info["image"] = r.image
 
     def inpaint(self) -> None:
         r = self.request
-        _reject(r, "inpaint", "--class")
+        reject(r, "inpaint", "--class", "--strength")
         if r.image is None or r.mask is None:
             raise SampleInputError("--task inpaint needs --image and --mask (white = fill in).")
         fs = self.model["first_stage"]
@@ -223,7 +273,7 @@ class _Task:
                 f"{image.shape[1]}x{image.shape[0]}; they must be the same size."
             )
         f = builders.downsampling_factor(self.config)
-        _divisible(*image.shape[:2], f * 2 ** (self.levels - 1), f"--image {r.image}")
+        check_divisible(*image.shape[:2], f * 2 ** (self.levels - 1), f"--image {r.image}")
         ae = builders.build_autoencoder(self.config)
         h, w = image.shape[0] // f, image.shape[1] // f
         if self.model.get("conditioning_key") == "hybrid":  # Stable Diffusion inpainting
@@ -250,11 +300,11 @@ class _Task:
             return (1.0 - mask) * image + mask * images
 
         self.post = paste
-        self.info.update(image=r.image, mask=r.mask)
+        self.info.update(image=r.image, mask=r.mask, inpainting="concat")
 
     def semantic(self) -> None:
         r = self.request
-        _reject(r, "semantic", "--class", "--prompt", "--mask")
+        reject(r, "semantic", "--class", "--prompt", "--mask", "--strength")
         if r.image is None:
             raise SampleInputError("--task semantic needs --image (a label map PNG).")
         n = self.model["cond_stage"]["in_channels"]
@@ -268,9 +318,25 @@ class _Task:
             jax.ShapeDtypeStruct((1, *onehot.shape), jnp.float32),
         ).shape
         self.h, self.w = shape[1:3]
-        _divisible(self.h, self.w, 2 ** (self.levels - 1), f"the latent of --image {r.image}")
+        check_divisible(self.h, self.w, 2 ** (self.levels - 1), f"the latent of --image {r.image}")
         self.cond = self._batch(onehot)
         self.info["image"] = r.image
+
+
+def _method(requested: str, task: str) -> str:
+    """The `_Task` method of a requested task on a model that performs `task`."""
+    if requested == task:
+        return task
+    if requested in GUIDED_TASKS and task in GUIDABLE:
+        return "edit"
+    if requested == "edit":
+        raise SampleInputError(
+            f"--task edit: this workdir holds a {task} model; edit works on unconditional, "
+            f"class- and text-conditioned models; use --task {task} {_NEEDS[task]}."
+        )
+    raise SampleInputError(
+        f"--task {requested}: this workdir holds a {task} model; use --task {task} {_NEEDS[task]}."
+    )
 
 
 def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
@@ -286,19 +352,16 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
     if request.num <= 0:
         raise SampleInputError(f"--num must be positive, got {request.num}.")
     task = model_task(model_config(config))
-    if request.task != task:
-        raise SampleInputError(
-            f"--task {request.task}: this workdir holds a {task} model; use --task {task} "
-            f"{_NEEDS[task]}."
-        )
-    job = _Task(trained, request)
-    getattr(job, task)()
+    method = _method(request.task, task)
+    s = config.sample
+    steps = request.steps or s.steps
+    job = _Task(trained, request, steps)
+    getattr(job, method)()
     s = config.sample
     guidance = s.guidance_scale if request.guidance is None else request.guidance
-    steps = request.steps or s.steps
     eta = s.eta if request.eta is None else request.eta
     sampler = request.sampler or s.sampler
-    sample = make_sampler(config, sampler, steps)
+    sample = make_sampler(config, sampler, steps, strength=job.strength)
     batch = request.num if job.cond is None else jax.tree.leaves(job.cond)[0].shape[0]
     images = sample(
         trained.ae_params,
@@ -310,10 +373,11 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
         jnp.float32(eta),
         jnp.float32(trained.scale_factor),
         shape=(batch, job.h, job.w, job.c),
+        **job.latents,
     )
     images = np.clip(job.post(np.asarray(images)), -1.0, 1.0)
     info = {
-        "task": task,
+        "task": request.task,
         "num_images": int(batch),
         **job.info,
         "guidance": guidance if job.uncond is not None else None,
