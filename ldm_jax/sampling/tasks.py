@@ -357,7 +357,6 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
     steps = request.steps or s.steps
     job = _Task(trained, request, steps)
     getattr(job, method)()
-    s = config.sample
     guidance = s.guidance_scale if request.guidance is None else request.guidance
     eta = s.eta if request.eta is None else request.eta
     sampler = request.sampler or s.sampler

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from ldm_jax.data import degradations
 
@@ -55,14 +56,20 @@ def test_bsr_light_is_a_function_of_the_key(f, channels):
     assert np.abs(a - bicubic).mean() < 0.5 * np.abs(a - other).mean()
 
 
-def test_blur_keeps_constants_and_kernels_are_normalised():
-    for seed in range(4):
+def test_blur_is_scipys_mirror_correlation_with_a_normalised_kernel():
+    x = (_images(1, 32, 3)[0] + 1.0) / 2.0  # [32, 32, 3]
+    blur = jax.jit(degradations._blur)
+    for seed in range(3):
         kernel = degradations._blur_kernel(jax.random.PRNGKey(seed), 4)
         side = 2 * degradations.blur_radius(4) + 1
         assert kernel.shape == (side, side)
         assert abs(float(kernel.sum()) - 1.0) < 1e-5 and float(kernel.min()) >= 0.0
-        flat = jnp.full((16, 16, 3), 0.3)
-        np.testing.assert_allclose(np.asarray(degradations._blur(flat, kernel)), 0.3, atol=1e-6)
+        k = np.asarray(kernel, np.float64)
+        want = np.stack(
+            [ndimage.correlate(x[..., c].astype(np.float64), k, mode="mirror") for c in range(3)],
+            axis=-1,
+        )
+        np.testing.assert_allclose(np.asarray(blur(jnp.asarray(x), kernel)), want, atol=2e-6)
 
 
 def _pil_jpeg(image01: np.ndarray, quality: int) -> np.ndarray:
