@@ -127,30 +127,38 @@ def train_and_score(dataset: str, member: str, steps: int, runs: pathlib.Path) -
     return _row(name, dataset, member, PAPER_LOSS, steps, train_s, workdir)
 
 
-def ablation(steps: int, runs: pathlib.Path, done: set[str]) -> Iterator[dict]:
+def _slug(loss: str) -> str:
+    return loss.replace("+", "_").replace(" (", "_").replace(")", "").replace(" ", "_")
+
+
+def ablation(steps: int, runs: pathlib.Path, done: set[str], disc_norm: str) -> Iterator[dict]:
     """The f=4 KL Fashion-MNIST autoencoder with L1 only, L1+LPIPS and L1+LPIPS+GAN at `steps`.
 
     The two LPIPS arms share their first `steps // 2` steps (L1 + LPIPS, the discriminator not
     yet on), copied to two workdirs that continue to `steps`: one never switches the PatchGAN
     on, the other switches it on at `steps // 2`. Their train_s counts the shared prefix in full.
+    `disc_norm` ("batch" | "actnorm") is the PatchGAN's normalisation (the GAN arm's name says
+    which).
     """
     dataset, member = "fashion_mnist", "kl_f4"
     config = _config(dataset, member)
+    norm = (f"--config.autoencoder_train.loss.disc_norm={disc_norm}",)
     base = runs / f"ablation_{dataset}_{member}_{steps}"
-    if f"ablation/{PAPER_LOSS}" not in done or "ablation/L1+LPIPS" not in done:
-        prefix = base / "prefix"
+    arms = ((f"{PAPER_LOSS} ({disc_norm} D)", steps // 2), ("L1+LPIPS", NEVER))
+    arms = tuple((loss, start) for loss, start in arms if f"ablation/{loss}" not in done)
+    if arms:
+        prefix = base / f"prefix_{disc_norm}"
         timing = prefix / "train_s.txt"
         if not timing.exists():
             timing.parent.mkdir(parents=True, exist_ok=True)
-            timing.write_text(f"{_train(config, prefix, steps // 2, steps // 2):.1f}\n")
+            seconds = _train(config, prefix, steps // 2, steps // 2, norm)
+            timing.write_text(f"{seconds:.1f}\n")
         prefix_s = float(timing.read_text())
-        for loss, disc_start in ((PAPER_LOSS, steps // 2), ("L1+LPIPS", NEVER)):
-            if f"ablation/{loss}" in done:
-                continue
-            workdir = base / loss.replace("+", "_")
+        for loss, disc_start in arms:
+            workdir = base / _slug(loss)
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.copytree(prefix, workdir)
-            train_s = prefix_s + _train(config, workdir, steps, disc_start)
+            train_s = prefix_s + _train(config, workdir, steps, disc_start, norm)
             yield _row(
                 f"ablation/{loss}",
                 dataset,
@@ -217,6 +225,7 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--members", default=",".join(MEMBERS))
     parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--disc_norm", default="actnorm", choices=("batch", "actnorm"))
     parser.add_argument("--runs", default=str(ROOT / "runs" / "autoencoders"))
     parser.add_argument("--results", default=str(HERE / "results.json"))
     parser.add_argument("--table", action="store_true", help="print the README table and exit")
@@ -238,7 +247,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if args.ablation:
-        for row in ablation(args.steps, runs, done):
+        for row in ablation(args.steps, runs, done, args.disc_norm):
             record(row)
     datasets = [d for d in args.datasets.split(",") if d]
     for dataset in datasets:

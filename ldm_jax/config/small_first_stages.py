@@ -67,6 +67,7 @@ def training(kind: str, steps: int = STEPS, paper_loss: bool = True) -> dict:
             disc_start=steps // 2,
             disc_num_layers=2,
             disc_ndf=32,
+            disc_norm="actnorm",
         )
     return dict(
         steps=steps,
