@@ -5,7 +5,10 @@ PatchGAN with the adaptive weight, KL 1e-6 or VQ codebook/commitment).
 The networks follow the zoo's shape at a smaller width: `ch` 32, one ResBlock a level, attention
 in the middle block only, latent channels as the zoo (f4: 3, f8: 4, f16: 16; f2 as f4). VQ
 codebooks hold 256 codes (as `vq-f8-n256`). The PatchGAN has 2 layers of width 32 (its
-receptive field fits 32x32 images); the discriminator joins halfway through training. Adam
+receptive field fits 32x32 images) and ActNorm, the reference's other option: with BatchNorm,
+which normalises the real and the reconstructed batch each by its own statistics, it stayed at
+chance (hinge loss 1.00 for 400 steps) and did not help (`experiments/autoencoders/`). The
+discriminator joins halfway through training. Adam
 (0.5, 0.9) as the reference, at a learning rate for runs of hundreds rather than hundreds of
 thousands of steps. `configs/autoencoders/<dataset>/<kind>_f<f>.py` name one each.
 """
