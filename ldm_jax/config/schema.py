@@ -9,7 +9,7 @@ errors) and `to_dict()`:
                      answer for any kind);
   model.unet         `UNetConfig` (the reference `UNetModel` arguments and defaults);
   model.cond_stage   `CondStageConfig` -> one class per kind (class, bert, spatial_rescaler,
-                     identity, first_stage, none, frozen_clip, frozen_openclip);
+                     identity, first_stage, none, frozen_clip, frozen_openclip, frozen_minilm);
   model              `ModelConfig` (the three parts + conditioning_key);
   diffusion          `DiffusionConfig` (schedule, target, loss, latent scale).
 
@@ -32,6 +32,7 @@ from ldm_jax.models.cond_specs import (
     CondStageConfig,
     FirstStageCondConfig,
     FrozenClipCondConfig,
+    FrozenMiniLMCondConfig,
     FrozenOpenClipCondConfig,
     IdentityCondConfig,
     NoCondConfig,
@@ -61,6 +62,7 @@ __all__ = [
     "FirstStageCondConfig",
     "FirstStageConfig",
     "FrozenClipCondConfig",
+    "FrozenMiniLMCondConfig",
     "FrozenOpenClipCondConfig",
     "IdentityCondConfig",
     "IdentityConfig",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from ldm_jax import diffusion
@@ -18,6 +20,7 @@ from ldm_jax.data.degradations import DEGRADATIONS
 from ldm_jax.diffusion.loss_weights import LOSS_TYPES
 from ldm_jax.losses.first_stage_loss import FirstStageLossConfig
 from ldm_jax.models import factory
+from ldm_jax.models.minilm_encoder import CONTEXT_DIM as MINILM_WIDTH
 from ldm_jax.models.specs import closest, downsampling_factor
 from ldm_jax.models.unet import REMAT_POLICIES
 from ldm_jax.parallel import sharding
@@ -30,6 +33,12 @@ FIRST_STAGE_KINDS = tuple(factory.FIRST_STAGE_MODULES)
 FROZEN_TEXT_ENCODERS = factory.EXTERNAL_COND_STAGES
 # Condition kinds (`builders.condition_kind`) the on-disk latent cache stores.
 DISK_CACHE_KINDS = ("none", "class", "adm")
+# Tokens of the WordPiece vocabulary that a text model (cond stage "bert") builds from the whole
+# training split of a captioned dataset (`trainers/captions.build_vocab`: the 5 special tokens and
+# every distinct caption word; tests/config/test_text_encoder_validation.py rebuilds them).
+CAPTION_VOCAB_SIZES = {"noto_emoji": 2310}
+# `model.cond_stage.vocab` once a run has copied or built its vocabulary into the workdir.
+WORKDIR_VOCAB = "vocab.txt"
 
 
 class ConfigError(ValueError):
@@ -178,6 +187,7 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
             "encoder of Stable Diffusion arrives with a later issue (issue 13) and cannot train "
             "yet; the config's ':tiny' variant trains on fixed context embeddings meanwhile."
         )
+    _validate_text_encoder(config)
     _require(
         unet.image_size == data.image_size // f,
         "model.unet.image_size",
@@ -194,6 +204,60 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
         "train.latent_cache",
         f"'disk' stores class-conditional and unconditional latents only; this model's "
         f"condition is {kind!r}: use --config.train.latent_cache=memory.",
+    )
+
+
+def _validate_text_encoder(config: ml_collections.ConfigDict) -> None:
+    """Text tau_theta: the frozen MiniLM's context width; the jointly trained BERT's vocab_size
+    against the vocabulary it will read."""
+    model = config.model
+    cond = model.get("cond_stage") or {}
+    kind = cond.get("kind")
+    if kind == "frozen_minilm":
+        dim = model.unet.get("context_dim")
+        _require(
+            dim == MINILM_WIDTH,
+            "model.unet.context_dim",
+            f"is {dim!r}, but the frozen MiniLM (model.cond_stage.kind='frozen_minilm') gives "
+            f"{MINILM_WIDTH}-wide contexts; set --config.model.unet.context_dim={MINILM_WIDTH}.",
+        )
+    elif kind == "bert" and cond.get("use_tokenizer", True):
+        _validate_vocab_size(config, cond)
+
+
+def _vocab_file_size(path: str) -> int:
+    """Token ids a `vocab.txt` defines (the line number of its last token, plus one)."""
+    with open(path, encoding="utf-8") as f:
+        lines = [i for i, line in enumerate(f) if line.rstrip("\n")]
+    return lines[-1] + 1 if lines else 0
+
+
+def _validate_vocab_size(config: ml_collections.ConfigDict, cond: ml_collections.ConfigDict):
+    """`cond_stage.vocab_size` covers the given vocabulary file, or the vocabulary that training
+    builds from a known dataset's whole training split (`CAPTION_VOCAB_SIZES`). Other cases (a
+    split slice, other data) are checked once the vocabulary is built (`captions.load_tokenizer`).
+    """
+    size = cond.get("vocab_size", 30522)
+    given = cond.get("vocab") or ""
+    data = config.data
+    if given and given != WORKDIR_VOCAB:
+        if not os.path.isfile(given):
+            return  # the trainer names the missing file
+        need = _vocab_file_size(given)
+        source = f"the vocabulary {given} ({need} token ids)"
+    elif data.name in CAPTION_VOCAB_SIZES and data.get("train_split", "train") == "train":
+        need = CAPTION_VOCAB_SIZES[data.name]
+        source = (
+            f"the WordPiece vocabulary that training builds from {data.name}'s training captions "
+            f"({need} tokens, [PAD] [UNK] [CLS] [SEP] [MASK] included)"
+        )
+    else:
+        return
+    _require(
+        isinstance(size, int) and size >= need,
+        "model.cond_stage.vocab_size",
+        f"is {size!r}, smaller than {source}: token ids past it have no embedding; set "
+        f"--config.model.cond_stage.vocab_size={need} (or more).",
     )
 
 

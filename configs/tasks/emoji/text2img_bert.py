@@ -1,0 +1,95 @@
+"""Text-to-image on 32x32 Noto emoji: a KL f=4 LDM cross-attending to the paper's BERT-like
+transformer, trained jointly with the U-Net (paper Sec. 4.3.1, at CPU scale).
+
+  # Stage 1 (KL f=4 with the paper's loss) and the LDM in one workdir:
+  python -m ldm_jax.train --config configs/tasks/emoji/text2img_bert.py --workdir runs/t2i_bert
+  # or borrow the f sweep's emoji f=4 first stage (configs/autoencoders/emoji/kl_f4.py):
+  python -m ldm_jax.train --config configs/tasks/emoji/text2img_bert.py --workdir runs/t2i_bert \
+      --config.stage=ldm --config.train.first_stage_workdir=runs/ae_emoji_kl_f4
+  python -m ldm_jax.sample --workdir runs/t2i_bert --task text2img --prompt "red heart" \
+      --guidance 4 --num 16 --out hearts.png
+  python -m ldm_jax.evaluate --workdir runs/t2i_bert --what text2img --candidates 10
+
+Data: `noto_emoji` at 32x32, 1,261 train emoji, each captioned with its Unicode name plus the
+CLDR short name and keywords ("grinning face, face, grin"); the 144 held-out emoji are the
+evaluation's captions. The WordPiece vocabulary is built from the training captions (2,310 tokens
+with the special ones: `vocab_size` must be at least that, checked at start-up); 235 of the 1,362
+words of the held-out captions (17%) are not in it and read as [UNK], a limit of the paper's
+jointly trained encoder that the frozen MiniLM (`text2img_minilm.py`) does not have.
+
+Model: the f sweep's KL f=4 first stage (`ldm_jax/config/small_first_stages.py`: ch 32, one
+ResBlock a level, 8x8x3 latents; L1 + LPIPS-VGG + PatchGAN from half-way, 600 steps of batch 16);
+a U-Net of width 64 on the 8x8 latents (8x8 @ 64, 4x4 @ 128, 2x2 @ 128 channels, one ResBlock a
+level, a SpatialTransformer at 4x4, 2x2 and in the middle, heads of 32 channels) cross-attending
+to a 4-layer, 128-wide BERT over 32 tokens (every caption fits: at most 29 with [CLS]/[SEP]).
+The paper's LDM schedule (scaled-linear 0.0015 -> 0.0195), latents scaled by 1/std of the first
+batch. Classifier-free guidance: 10% of the captions are replaced by the empty caption in
+training; DDIM 50 steps, eta 1, guidance 4 by default.
+
+Runtime: budgeted at about 30 minutes on an idle 2-core CPU (stage 1 about 9 minutes, the LDM
+about 20); the step rates this budget rests on are in `experiments/tasks/text2img/README.md`.
+Result: not measured yet (`experiments/tasks/text2img/run.py` trains, samples and scores it).
+
+`:tiny` is the seconds-long variant for tests (synthetic shapes, a 1-layer BERT, 3 steps).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from ldm_jax.config import experiment, presets, small_first_stages
+
+IMAGE_SIZE = 32
+FIRST_STAGE_STEPS = 800
+# The WordPiece vocabulary of noto_emoji's training captions (special tokens included).
+NOTO_EMOJI_VOCAB = 2310
+MAX_TOKENS = 32
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The experiment config; `arg`: None or "tiny"."""
+    c = ml_collections.ConfigDict()
+    c.name = "noto_emoji_text2img_bert"
+    c.reference = "models/ldm/text2img256 (BERTEmbedder + crossattn), at CPU scale"
+    c.stage = "both"
+    first_stage = small_first_stages.first_stage("kl", 4, channels=3, image_size=IMAGE_SIZE)
+    latent = first_stage["embed_dim"]
+    c.model = dict(
+        conditioning_key="crossattn",
+        first_stage=first_stage,
+        unet=dict(
+            image_size=IMAGE_SIZE // 4,
+            in_channels=latent,
+            out_channels=latent,
+            model_channels=32,
+            channel_mult=(1, 2, 2),
+            num_res_blocks=1,
+            attention_resolutions=(2, 4),
+            num_head_channels=32,
+            use_spatial_transformer=True,
+            transformer_depth=1,
+            context_dim=128,
+        ),
+        cond_stage=dict(
+            kind="bert", n_embed=128, n_layer=2, vocab_size=NOTO_EMOJI_VOCAB, max_seq_len=MAX_TOKENS
+        ),
+    )
+    c.diffusion = presets.diffusion("ldm", scale_by_std=True)
+    c.data = dict(name="noto_emoji", image_size=IMAGE_SIZE, channels=3, num_classes=0)
+    # L1 + KL only: at CPU scale LPIPS + PatchGAN cost 2-3x a step and did not pay at equal
+    # steps (experiments/autoencoders/README.md); it also keeps LPIPS, the evaluation's
+    # distance, out of the first stage's training.
+    c.autoencoder_train = small_first_stages.training("kl", FIRST_STAGE_STEPS, paper_loss=False)
+    c.train = dict(
+        steps=2000,
+        batch_size=64,
+        learning_rate=1e-3,
+        warmup_steps=200,
+        ema_decay=0.999,
+        cond_drop_prob=0.1,
+        log_every=50,
+        checkpoint_every=500,
+        sample_every=0,
+    )
+    c.sample = dict(sampler="ddim", steps=50, eta=1.0, guidance_scale=4.0, per_class=8)
+    return experiment.finalize(c, arg)
