@@ -2,6 +2,7 @@
 
   python -m ldm_jax.evaluate --workdir runs/quickstart [--per_class 16 --guidance 2.0]
   python -m ldm_jax.evaluate --workdir runs/ae --what reconstruction [--num 1000]
+  python -m ldm_jax.evaluate --workdir runs/t2i --what text2img [--num 144 --candidates 10]
 
 `--what samples` (the default, `eval.json`):
 
@@ -16,6 +17,14 @@ same size. The classifier is trained on first use (about a minute) and cached.
 LPIPS-VGG, codebook usage and perplexity for VQ models, and the Frechet distance of real vs
 reconstructed test images in the classifier's features (32x32 Fashion-MNIST) or in pooled
 LPIPS-VGG features (other data); see `ldm_jax.evaluation.reconstruction`.
+
+`--what text2img` (`eval_text2img.json`, text-conditioned models): caption retrieval accuracy
+of one sample per held-out caption (`--num` of them drawn with the seed, default all) among
+`--candidates` K captions (its own and K - 1 random others; chance 1/K), the sample matched to
+each candidate's real test image by LPIPS-VGG (and by pixel distance), beside the same figure for
+first-stage reconstructions of the real images and for the training image of the nearest caption
+(`--nobaselines` skips both); the protocol (K, seed, sampler, steps, eta, guidance) is in the
+JSON. See `ldm_jax.evaluation.caption_retrieval` and `ldm_jax.evaluation.text2img`.
 """
 
 from __future__ import annotations
@@ -27,18 +36,29 @@ from absl import app, flags
 
 from ldm_jax import cli_errors
 from ldm_jax.config.validation import SAMPLERS
-from ldm_jax.evaluation import reconstruction
+from ldm_jax.evaluation import reconstruction, text2img
 from ldm_jax.evaluation.report import evaluate
 from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import load_trained_ldm
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
 _WHAT = flags.DEFINE_enum(
-    "what", "samples", ["samples", "reconstruction"], "Score LDM samples or first-stage recons."
+    "what",
+    "samples",
+    ["samples", "reconstruction", "text2img"],
+    "Score class-conditional samples, first-stage reconstructions, or text-to-image samples.",
 )
-_NUM = flags.DEFINE_integer("num", None, "reconstruction: first N images of the split (all).")
+_NUM = flags.DEFINE_integer(
+    "num", None, "reconstruction: first N images of the split; text2img: N captions (all)."
+)
+_CANDIDATES = flags.DEFINE_integer(
+    "candidates", 10, "text2img: captions each sample is retrieved among (chance 1/K)."
+)
+_BASELINES = flags.DEFINE_bool(
+    "baselines", True, "text2img: also score reconstructions and the nearest-caption baseline."
+)
 _SPLIT = flags.DEFINE_string("split", "test", "reconstruction: the data split.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "reconstruction: images per batch.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "reconstruction, text2img: images per batch.")
 _FEATURES = flags.DEFINE_enum(
     "features", "auto", list(reconstruction.FEATURES), "reconstruction: feature space of the FD."
 )
@@ -71,6 +91,21 @@ def main(argv):
                 _CLASSIFIER_DIR.value,
             )
             _write(result, "eval_reconstruction.json")
+            return
+        if _WHAT.value == "text2img":
+            result = text2img.evaluate_workdir(
+                _WORKDIR.value,
+                num=_NUM.value,
+                candidates=_CANDIDATES.value,
+                seed=_SEED.value,
+                guidance=_GUIDANCE.value,
+                sampler=_SAMPLER.value,
+                steps=_STEPS.value,
+                eta=_ETA.value,
+                batch_size=_BATCH.value,
+                baselines=_BASELINES.value,
+            )
+            _write(result, "eval_text2img.json")
             return
         trained = load_trained_ldm(_WORKDIR.value)
         cfg = trained.config.sample

@@ -44,10 +44,11 @@ def check_scorable(config) -> None:
     kind the project's classifier can judge)."""
     kind = builders.condition_kind(config)
     if config.data.name != "fashion_mnist" or kind not in SCORABLE_CONDITIONS:
+        text = ", its samples with --what text2img" if kind in ("text", "context") else ""
         raise ConfigError(
             "evaluate --what samples judges class-conditional Fashion-MNIST samples with the "
             f"project's classifier; this workdir's model is conditioned on {kind!r} and trained "
-            f"on {config.data.name!r}. Score its first stage with --what reconstruction."
+            f"on {config.data.name!r}. Score its first stage with --what reconstruction{text}."
         )
 
 

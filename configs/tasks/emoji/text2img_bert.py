@@ -1,7 +1,7 @@
 """Text-to-image on 32x32 Noto emoji: a KL f=4 LDM cross-attending to the paper's BERT-like
 transformer, trained jointly with the U-Net (paper Sec. 4.3.1, at CPU scale).
 
-  # Stage 1 (KL f=4 with the paper's loss) and the LDM in one workdir:
+  # Stage 1 (KL f=4) and the LDM in one workdir:
   python -m ldm_jax.train --config configs/tasks/emoji/text2img_bert.py --workdir runs/t2i_bert
   # or borrow the f sweep's emoji f=4 first stage (configs/autoencoders/emoji/kl_f4.py):
   python -m ldm_jax.train --config configs/tasks/emoji/text2img_bert.py --workdir runs/t2i_bert \
@@ -17,18 +17,24 @@ with the special ones: `vocab_size` must be at least that, checked at start-up);
 words of the held-out captions (17%) are not in it and read as [UNK], a limit of the paper's
 jointly trained encoder that the frozen MiniLM (`text2img_minilm.py`) does not have.
 
-Model: the f sweep's KL f=4 first stage (`ldm_jax/config/small_first_stages.py`: ch 32, one
-ResBlock a level, 8x8x3 latents; L1 + LPIPS-VGG + PatchGAN from half-way, 600 steps of batch 16);
-a U-Net of width 64 on the 8x8 latents (8x8 @ 64, 4x4 @ 128, 2x2 @ 128 channels, one ResBlock a
-level, a SpatialTransformer at 4x4, 2x2 and in the middle, heads of 32 channels) cross-attending
-to a 4-layer, 128-wide BERT over 32 tokens (every caption fits: at most 29 with [CLS]/[SEP]).
-The paper's LDM schedule (scaled-linear 0.0015 -> 0.0195), latents scaled by 1/std of the first
-batch. Classifier-free guidance: 10% of the captions are replaced by the empty caption in
-training; DDIM 50 steps, eta 1, guidance 4 by default.
+Model: the f sweep's KL f=4 first stage shape (`ldm_jax/config/small_first_stages.py`: ch 32,
+one ResBlock a level, 8x8x3 latents), trained here with L1 + KL only for 800 steps of batch 16
+(the sweep's LPIPS + PatchGAN loss costs 2-3x a step and did not pay at equal steps on
+Fashion-MNIST; it also keeps LPIPS, the evaluation's distance, out of training; a sweep workdir
+trained with it can be borrowed as above). The U-Net is the quickstart's (width 32: 8x8 @ 32,
+4x4 @ 64, 2x2 @ 64 channels, one ResBlock a level, a SpatialTransformer at 4x4, 2x2 and in the
+middle, heads of 32 channels; 1.7M parameters) cross-attending to a 2-layer, 128-wide BERT over
+32 tokens (every caption fits: at most 29 with [CLS]/[SEP]). The paper's LDM schedule
+(scaled-linear 0.0015 -> 0.0195), latents scaled by 1/std of the first batch; 2000 steps of batch
+64 (about 100 epochs), Adam 1e-3, EMA 0.999. Classifier-free guidance: 10% of the captions are
+replaced by the empty caption in training; DDIM 50 steps, eta 1, guidance 4 by default.
 
-Runtime: budgeted at about 30 minutes on an idle 2-core CPU (stage 1 about 9 minutes, the LDM
-about 20); the step rates this budget rests on are in `experiments/tasks/text2img/README.md`.
-Result: not measured yet (`experiments/tasks/text2img/run.py` trains, samples and scores it).
+Runtime, from step rates measured with 40-60-step runs on 2 CPU cores shared with another
+training job (1-minute load 2-5): stage 1 2.3-2.8 steps/s (about 5.5 minutes), the LDM 1.9
+steps/s with this BERT (about 18 minutes; 4.8 steps/s with the frozen MiniLM), plus about a
+minute of compiling and encoding: about 25 minutes. A width-64 U-Net with a 4-layer BERT ran at
+0.47 steps/s, too slow for the budget. Result: not measured yet
+(`experiments/tasks/text2img/run.py` trains, samples and scores it).
 
 `:tiny` is the seconds-long variant for tests (synthetic shapes, a 1-layer BERT, 3 steps).
 """
@@ -38,11 +44,12 @@ from __future__ import annotations
 import ml_collections
 
 from ldm_jax.config import experiment, presets, small_first_stages
+from ldm_jax.config.validation import CAPTION_VOCAB_SIZES
 
 IMAGE_SIZE = 32
 FIRST_STAGE_STEPS = 800
-# The WordPiece vocabulary of noto_emoji's training captions (special tokens included).
-NOTO_EMOJI_VOCAB = 2310
+# The WordPiece vocabulary built from noto_emoji's training captions (special tokens included).
+NOTO_EMOJI_VOCAB = CAPTION_VOCAB_SIZES["noto_emoji"]  # 2310
 MAX_TOKENS = 32
 
 
@@ -76,9 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.diffusion = presets.diffusion("ldm", scale_by_std=True)
     c.data = dict(name="noto_emoji", image_size=IMAGE_SIZE, channels=3, num_classes=0)
-    # L1 + KL only: at CPU scale LPIPS + PatchGAN cost 2-3x a step and did not pay at equal
-    # steps (experiments/autoencoders/README.md); it also keeps LPIPS, the evaluation's
-    # distance, out of the first stage's training.
+    # L1 + KL only (see the docstring).
     c.autoencoder_train = small_first_stages.training("kl", FIRST_STAGE_STEPS, paper_loss=False)
     c.train = dict(
         steps=2000,
