@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from ldm_jax.config import builders, small_first_stages
 from ldm_jax.losses import adversarial, vq_codebook
@@ -102,12 +103,18 @@ def _reference(ae, config, loss_cfg, state, x, rng, disc_factor):
 
 
 def _reference_disc(config, loss_cfg, state, x, x_rec):
-    """(loss, grads) of the discriminator's hinge loss on (x, x~) by autodiff."""
+    """(loss, grads) of the discriminator's hinge loss on (x, x~) by autodiff.
+
+    As in the reference's training step, the generator's pass D(x~) comes first and leaves its
+    statistics (BatchNorm's running averages; ActNorm's data-dependent initialisation on x~)
+    for the discriminator's update."""
     disc = autoencoder_gan.build_discriminator(config, loss_cfg)
     names = list(state.disc_state)
+    variables = {"params": state.disc_params, **state.disc_state}
+    _, after_generator = disc.apply(variables, x_rec, train=True, mutable=names)
 
     def d_loss(p):
-        real, s1 = disc.apply({"params": p, **state.disc_state}, x, train=True, mutable=names)
+        real, s1 = disc.apply({"params": p, **after_generator}, x, train=True, mutable=names)
         fake, _ = disc.apply({"params": p, **s1}, x_rec, train=True, mutable=names)
         return jnp.mean(adversarial.hinge_d_loss(real, fake))
 
@@ -132,11 +139,13 @@ def _leaves_equal(a, b) -> bool:
     )
 
 
-def test_kl_step_matches_brute_force_before_and_at_disc_start():
+@pytest.mark.parametrize("disc_norm", ["batch", "actnorm"])
+def test_kl_step_matches_brute_force_before_and_at_disc_start(disc_norm):
     """Step 0 (before disc_start=1): nothing from the discriminator, which stays untouched with
     its optimizer moments; step 1: the adaptive-weighted GAN term and the discriminator's own
     hinge update, both equal to autodiff of the reference formulas."""
-    config = _config(disc_start=1, lpips_net="alexnet")  # AlexNet: the same code, less compile
+    # AlexNet: the same code, less compile.
+    config = _config(disc_start=1, lpips_net="alexnet", disc_norm=disc_norm)
     sgd = optax.sgd(1.0)  # new params = params - grads: the step's gradients, exactly
     ae, loss_cfg, state0 = _state(config, sgd, sgd)
     step = jax.jit(autoencoder_gan.make_train_step(ae, config, loss_cfg, sgd, sgd))
@@ -166,7 +175,8 @@ def test_kl_step_matches_brute_force_before_and_at_disc_start():
     d_loss, d_want = jax.jit(lambda s: _reference_disc(config, loss_cfg, s, x1, x_rec1))(state1)
     _assert_update_is(state1.disc_params, state2.disc_params, d_want)
     np.testing.assert_allclose(m1["disc_loss"], d_loss, rtol=1e-5)
-    assert not _leaves_equal(state1.disc_state, state2.disc_state)  # BatchNorm statistics
+    # BatchNorm's running statistics, or ActNorm's first-batch initialisation.
+    assert not _leaves_equal(state1.disc_state, state2.disc_state)
 
 
 def test_vq_ema_codebook_is_the_ema_of_its_assigned_vectors():
