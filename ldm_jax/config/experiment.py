@@ -156,6 +156,14 @@ def _tiny_cond_stage(c: ml_collections.ConfigDict, f: int) -> int:
     return 0
 
 
+def _has_frozen_width(model: ml_collections.ConfigDict) -> bool:
+    """True when tau_theta is a pretrained frozen encoder whose context width cannot shrink
+    (the MiniLM's 384); the frozen CLIPs of the SD configs are stood in for by fixed contexts of
+    any width."""
+    cond = model.get("cond_stage")
+    return cond is not None and cond.kind in factory.FROZEN_TEXT_ENCODERS
+
+
 def _make_tiny(c: ml_collections.ConfigDict) -> None:
     """The seconds-long variant (module docstring), in place."""
     size = TINY_IMAGE_SIZE
@@ -185,7 +193,7 @@ def _make_tiny(c: ml_collections.ConfigDict) -> None:
             num_head_channels=-1,
             transformer_depth=1,
         )
-        if unet.get("context_dim") is not None:
+        if unet.get("context_dim") is not None and not _has_frozen_width(c.model):
             unet.context_dim = TINY_CONTEXT_DIM
         if unet.get("num_classes") is not None:
             unet.num_classes = TINY_CLASSES

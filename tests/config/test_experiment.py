@@ -81,3 +81,12 @@ def test_sd_tiny_trains_on_fixed_context_and_full_sd_does_not():
 def test_unknown_argument_is_refused():
     with pytest.raises(ValueError, match="'huge'"):
         experiment.finalize(_config("paper/cin256_v2.py"), "huge")
+
+
+def test_tiny_keeps_the_frozen_minilm_context_width():
+    """MiniLM's 384-wide context cannot shrink with the tiny U-Net (the validation demands it)."""
+    c = _config("paper/text2img256.py")
+    c.model.cond_stage = dict(kind="frozen_minilm", max_length=16)
+    c.model.unet.context_dim = 384
+    experiment._make_tiny(c)
+    assert c.model.unet.context_dim == 384 and builders.condition_kind(c) == "context"
