@@ -7,10 +7,7 @@ tests/models/test_minilm_text2img.py); models without text conditions are refuse
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,20 +17,10 @@ from ldm_jax.config.files import load_config_file
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.evaluation import text2img
 from ldm_jax.workdir import reader
+from tests.cli_runner import run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BERT = ROOT / "configs" / "tasks" / "emoji" / "text2img_bert.py"
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-
-def _cli(*args: str) -> str:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
-    proc = subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 def test_only_text_models_are_scored():
@@ -46,7 +33,7 @@ def test_only_text_models_are_scored():
 @pytest.mark.slow
 def test_tiny_bert_text2img_trains_and_is_scored(tmp_path):
     workdir = tmp_path / "run"
-    _cli("ldm_jax.train", f"--config={BERT}:tiny", f"--workdir={workdir}")
+    run_cli("ldm_jax.train", f"--config={BERT}:tiny", f"--workdir={workdir}")
     assert (workdir / "vocab.txt").is_file()  # built from the synthetic training captions
 
     # The condition changes the output: the same noise (seed, batch of one), two captions.
@@ -58,7 +45,7 @@ def test_tiny_bert_text2img_trains_and_is_scored(tmp_path):
     )
     assert red.shape == (1, 32, 32, 3) and np.abs(red - green).max() > 1e-4
 
-    line = _cli(
+    line = run_cli(
         "ldm_jax.evaluate", f"--workdir={workdir}", "--what=text2img", "--num=6",
         "--candidates=4", "--steps=2", "--batch_size=4",
     )  # fmt: skip

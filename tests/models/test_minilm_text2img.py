@@ -11,10 +11,7 @@ Noto emoji through the CLIs.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import ml_collections
@@ -35,10 +32,10 @@ from ldm_jax.models.minilm_weights import load_params
 from ldm_jax.sampling import tasks
 from ldm_jax.trainers import captions, conditions
 from ldm_jax.workdir import reader
+from tests.cli_runner import run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EMOJI_LDM1 = ROOT / "configs" / "autoencoders" / "emoji" / "identity_ldm1.py"
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 LENGTH = 16  # tokens per caption in the tiny config (noto_emoji captions: median 8, max 37)
 
 CONFIG_FILE = '''
@@ -110,16 +107,6 @@ def test_encoder_batches_do_not_change_a_caption_context():
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.3
 
 
-def _cli(*args: str) -> str:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
-    proc = subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
-
-
 @pytest.mark.slow
 def test_tiny_text2img_on_noto_emoji_trains_and_samples_a_prompt(tmp_path):
     data_dir = str(tmp_path / "tfds")
@@ -129,7 +116,7 @@ def test_tiny_text2img_on_noto_emoji_trains_and_samples_a_prompt(tmp_path):
         CONFIG_FILE.format(base=str(EMOJI_LDM1), data_dir=data_dir, length=LENGTH)
     )
     workdir = tmp_path / "run"
-    _cli("ldm_jax.train", f"--config={config_path}", f"--workdir={workdir}")
+    run_cli("ldm_jax.train", f"--config={config_path}", f"--workdir={workdir}")
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     losses = [m["ldm/loss"] for m in map(json.loads, lines) if "ldm/loss" in m]
     assert len(losses) == 3 and all(np.isfinite(losses))
@@ -138,7 +125,7 @@ def test_tiny_text2img_on_noto_emoji_trains_and_samples_a_prompt(tmp_path):
     assert set(trained.ldm_params) == {"diffusion_model"}  # no MiniLM weights in the checkpoint
 
     out = workdir / "heart.png"
-    info = _cli(
+    info = run_cli(
         "ldm_jax.sample", f"--workdir={workdir}", "--task=text2img", "--prompt=red heart",
         "--num=2", "--steps=2", f"--out={out}",
     )  # fmt: skip

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -24,33 +21,23 @@ from ldm_jax.data import latents_on_disk as latent_store
 from ldm_jax.models import factory
 from ldm_jax.models.identity_first_stage import IdentityFirstStage
 from ldm_jax.workdir import latent_cache, reader, writer
+from tests.cli_runner import run_cli
 
 pytestmark = pytest.mark.slow
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "autoencoders" / "fashion_mnist" / "identity_ldm1.py"
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-
-def _cli(*args: str) -> str:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
-    proc = subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 def _sample(workdir: pathlib.Path, *args: str) -> np.ndarray:
     out = workdir / "sample.png"
-    _cli("ldm_jax.sample", f"--workdir={workdir}", "--steps=2", f"--out={out}", *args)
+    run_cli("ldm_jax.sample", f"--workdir={workdir}", "--steps=2", f"--out={out}", *args)
     return np.asarray(Image.open(out))
 
 
 def test_tiny_ldm1_trains_in_pixel_space_and_samples(tmp_path):
     workdir = tmp_path / "ldm1"
-    _cli(
+    run_cli(
         "ldm_jax.train",
         f"--config={CONFIG}:tiny",
         f"--workdir={workdir}",
@@ -71,7 +58,7 @@ def test_tiny_ldm1_trains_in_pixel_space_and_samples(tmp_path):
     cached = store.read(np.arange(8))
     np.testing.assert_allclose(cached["mean"], images, atol=1e-6)
     np.testing.assert_array_equal(cached["logvar"], np.zeros_like(images))
-    report = json.loads(_cli("ldm_jax.cache_latents", f"--workdir={workdir}").splitlines()[-1])
+    report = json.loads(run_cli("ldm_jax.cache_latents", f"--workdir={workdir}").splitlines()[-1])
     assert report["status"] == "up to date" and report["latent_shape"] == [32, 32, 3]
 
     grid = _sample(workdir, "--class=1", "--num=2")
