@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 
-from ldm_jax.data import image_files
+from ldm_jax.data import image_files, split_slices
 
 SPLITS = {"train": 512, "test": 128}
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
@@ -149,28 +148,9 @@ def make_example(
     }
 
 
-class _SplitInfo(NamedTuple):
-    num_examples: int
-
-
 def resolve_split(split: str, sizes: dict[str, int] | None = None) -> list[tuple[str, int, int]]:
     """(split, start, stop) ranges of a tfds-style split string such as "train[:64]+test"."""
-    sizes = sizes or SPLITS
-    try:
-        instructions = tfds.core.ReadInstruction.from_spec(split.replace(" ", "")).to_absolute(
-            {k: _SplitInfo(v) for k, v in sizes.items()}
-        )
-    except (ValueError, KeyError, AttributeError, AssertionError, TypeError) as e:
-        raise ValueError(
-            f"Invalid split {split!r} for synthetic_shapes: use {sorted(sizes)} "
-            f"({', '.join(f'{k}: {v}' for k, v in sizes.items())} examples), optionally sliced "
-            "like 'train[:64]'."
-        ) from e
-    ranges = []
-    for ins in instructions:  # from_/to may be None or negative, as in Python slices.
-        r = range(sizes[ins.splitname])[slice(ins.from_, ins.to)]
-        ranges.append((ins.splitname, r.start, max(r.start, r.stop)))
-    return ranges
+    return split_slices.resolve_split(split, sizes or SPLITS, "synthetic_shapes")
 
 
 class SyntheticShapes(Sequence):
