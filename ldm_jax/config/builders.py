@@ -18,6 +18,7 @@ import ml_collections
 from ldm_jax import diffusion
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.data import datasets
+from ldm_jax.data.layout_tokens import LayoutVocab
 from ldm_jax.models import factory, specs
 from ldm_jax.models.latent_denoiser import LatentDenoiser
 
@@ -27,6 +28,7 @@ CONDITION_KINDS = (
     "class",  # crossattn to a class embedding (ClassEmbedder)
     "adm",  # class labels added to the U-Net's time embedding
     "text",  # crossattn to the jointly trained BERT text encoder (token ids)
+    "layout",  # crossattn to the same BERT over layout tokens (boxes and classes; see below)
     "context",  # crossattn to per-caption contexts (frozen MiniLM; SD tiny variants' fixed ones)
     "superres",  # concat: the low-resolution image
     "inpaint",  # concat: the masked image's latent and the mask
@@ -35,15 +37,31 @@ CONDITION_KINDS = (
 )
 
 
+def has_layouts(config: ml_collections.ConfigDict) -> bool:
+    """Whether the config's dataset has boxes with object classes (`num_object_classes`)."""
+    data = config.get("data")
+    name = data.get("name") if data is not None else None
+    return bool(name) and datasets.num_object_classes(name) is not None
+
+
 def condition_kind(config: ml_collections.ConfigDict) -> str:
-    """One of `CONDITION_KINDS`, from the conditioning key and the cond stage's kind."""
+    """One of `CONDITION_KINDS`, from the conditioning key and the cond stage's kind.
+
+    A BERT fed ids directly (`cond_stage.use_tokenizer=False`, the paper's layout model) is
+    "layout" when the dataset has boxes (`has_layouts`), else "text" (trained on captions, the
+    stand-in for datasets without boxes).
+    """
     model = model_config(config)
     key = model.get("conditioning_key")
-    kind = (model.get("cond_stage") or {"kind": "none"})["kind"]
+    cond = model.get("cond_stage") or {"kind": "none"}
+    kind = cond["kind"]
     if key is None:
         return "none"
     if key == "adm":
         return "adm"
+    if key == "crossattn" and kind == "bert" and not cond.get("use_tokenizer", True):
+        if has_layouts(config):
+            return "layout"
     text = {"bert": "text", "frozen_clip": "context", "frozen_openclip": "context"}
     text["frozen_minilm"] = "context"  # the frozen MiniLM's context of each caption
     if key == "crossattn" and kind == "class":
@@ -60,6 +78,35 @@ def condition_kind(config: ml_collections.ConfigDict) -> str:
     raise ValueError(
         f"config.model: no training recipe for conditioning_key={key!r} with cond_stage kind "
         f"{kind!r}."
+    )
+
+
+def layout_vocab(config: ml_collections.ConfigDict) -> LayoutVocab:
+    """The layout tokens of a "layout" model: the dataset's object classes, the BERT's
+    `vocab_size`, and `max_seq_len` = 3 * max_objects, plus 2 when the crop window is encoded
+    (92 = 3 * 30 + 2 for the paper's model).
+
+    Raises:
+      ValueError: the dataset has no boxes, or max_seq_len is not 3k or 3k + 2 (k >= 1).
+    """
+    cond = model_config(config)["cond_stage"]
+    num_classes = datasets.num_object_classes(config.data.name) if has_layouts(config) else None
+    if num_classes is None:
+        raise ValueError(
+            f"config.data.name: dataset {config.data.name!r} has no boxes; a layout model needs "
+            "one that has (e.g. fashion_mnist_layout)."
+        )
+    length = int(cond.get("max_seq_len", 77))
+    if length < 3 or length % 3 == 1:
+        raise ValueError(
+            f"config.model.cond_stage.max_seq_len={length}: a layout is 3 tokens per object, "
+            "plus 2 for the crop window; use 3 * max_objects or 3 * max_objects + 2."
+        )
+    return LayoutVocab(
+        num_classes=num_classes,
+        max_objects=length // 3,
+        vocab_size=int(cond.get("vocab_size", 30522)),
+        encode_crop=length % 3 == 2,
     )
 
 

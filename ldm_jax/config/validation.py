@@ -7,7 +7,7 @@ import os
 import ml_collections
 
 from ldm_jax import diffusion
-from ldm_jax.config.builders import condition_kind, first_stage_kind
+from ldm_jax.config.builders import condition_kind, first_stage_kind, layout_vocab
 from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import (
     COMPUTE_DTYPES,
@@ -198,6 +198,7 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     drop = config.train.get("cond_drop_prob", 0.0)
     _require(0.0 <= drop < 1.0, "train.cond_drop_prob", f"must be in [0, 1), got {drop!r}.")
     _validate_superres_degradation(config, kind)
+    _validate_layout(config, kind)
     cache = train_options(config.train).latent_cache
     _require(
         cache != "disk" or kind in DISK_CACHE_KINDS,
@@ -259,6 +260,24 @@ def _validate_vocab_size(config: ml_collections.ConfigDict, cond: ml_collections
         f"is {size!r}, smaller than {source}: token ids past it have no embedding; set "
         f"--config.model.cond_stage.vocab_size={need} (or more).",
     )
+
+
+def _validate_layout(config: ml_collections.ConfigDict, kind: str) -> None:
+    """Layout models: the centre crop (a random crop or flip would move the image but not its
+    boxes) and a token layout that fits the BERT (`builders.layout_vocab`)."""
+    if kind != "layout":
+        return
+    crop = config.data.get("crop", "center")
+    _require(
+        crop == "center",
+        "data.crop",
+        f"is {crop!r}, but a layout model's boxes do not follow a random crop or flip of the "
+        "image; use --config.data.crop=center.",
+    )
+    try:
+        layout_vocab(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _validate_superres_degradation(config: ml_collections.ConfigDict, kind: str) -> None:

@@ -10,6 +10,11 @@ resizing the shorter side (the image folder source stores images resized so).
 
 Segmentation maps (uint8 [h, w] class ids) are cropped and flipped like their image, resized with
 nearest neighbour and padded with 0.
+
+Layouts ("boxes" float32 [M, 4] normalised (x0, y0, x1, y1), "classes" int32 [M], "num_objects")
+pass through unchanged: they are right for square images under the "center" crop (resizing keeps
+normalised coordinates); a random crop or flip would move the image but not its boxes, so layout
+configs are refused with it (`config/validation.py`).
 """
 
 from __future__ import annotations
@@ -165,8 +170,9 @@ def preprocess_batch(
       crop: "center", or "random" with one generator per example in `rngs`.
 
     Returns:
-      {"image": float32 [B, S, S, C'], "label": int32 [B] (zeros if none), "caption": object [B]
-      and "segmentation": int32 [B, S, S] when the examples have them}.
+      {"image": float32 [B, S, S, C'], "label": int32 [B] (zeros if none), "caption": object [B],
+      "segmentation": int32 [B, S, S], and "boxes" float32 [B, M, 4], "classes" int32 [B, M],
+      "num_objects" int32 [B] when the examples have them}.
     """
     if check_crop(crop) == "random" and (rngs is None or len(rngs) != len(examples)):
         raise ValueError("crop='random' needs one numpy Generator per example (rngs).")
@@ -197,4 +203,15 @@ def preprocess_batch(
                 for e, w in zip(examples, windows, strict=True)
             ]
         )  # [B, S, S]
+    if "boxes" in first:
+        out.update(_layouts(examples))
     return out
+
+
+def _layouts(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The examples' layouts stacked, unchanged (see the module doc)."""
+    return {
+        "boxes": np.stack([np.asarray(e["boxes"], np.float32) for e in examples]),  # [B, M, 4]
+        "classes": np.stack([np.asarray(e["classes"], np.int32) for e in examples]),  # [B, M]
+        "num_objects": np.asarray([e["num_objects"] for e in examples], np.int32),  # [B]
+    }

@@ -23,7 +23,7 @@ from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.models.tokenizer import WordPieceTokenizer, basic_tokenize
-from ldm_jax.trainers.conditions import text_context
+from ldm_jax.trainers.conditions import layout_token_arrays, text_context
 from ldm_jax.training import logging as log
 from ldm_jax.workdir import layout
 
@@ -83,7 +83,10 @@ def load_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPiece
 def caption_arrays(
     config: ml_collections.ConfigDict, split: dict[str, np.ndarray], workdir: str, key: str
 ) -> np.ndarray:
-    """Per-example "tokens" int32 [N, L] (text models) or "context" float32 [N, L, D]."""
+    """Per-example "tokens" int32 [N, L] (text models; layout models: the layout's tokens) or
+    "context" float32 [N, L, D]."""
+    if key == "tokens" and builders.condition_kind(config) == "layout":
+        return layout_token_arrays(config, split)  # [N, L]
     texts = split.get("caption")
     if texts is None:
         raise ConfigError(

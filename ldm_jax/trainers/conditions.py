@@ -9,6 +9,9 @@ Training feeds exactly what `sampling/tasks.py` feeds at sampling time (kinds: s
              class, so adm models sample unguided, as the reference's)
   text       token ids [B, L] of the caption (WordPiece) to the jointly trained BERT encoder;
              dropped to the empty caption
+  layout     token ids [B, L] of the boxes and classes (`layout_tokens.encode` with
+             `builders.layout_vocab`; computed on the host) to the same BERT (use_tokenizer
+             False); dropped to the empty layout (every token padding)
   context    per-caption context [B, L, D] (`text_context`): the frozen MiniLM's last hidden
              state (cond stage "frozen_minilm"), or the fixed stand-in of the SD tiny variants
              for the frozen CLIP encoder (`generate.fixed_text_context`, L = 77); computed once
@@ -41,7 +44,7 @@ import numpy as np
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.config.validation import ConfigError
-from ldm_jax.data import degradations
+from ldm_jax.data import degradations, layout_tokens
 from ldm_jax.models import factory
 from ldm_jax.models.conditioning import drop_labels
 from ldm_jax.sampling.generate import (
@@ -59,6 +62,7 @@ HOST_KEYS = {
     "class": ("label",),
     "adm": ("label",),
     "text": ("tokens",),
+    "layout": ("tokens",),  # layout token ids (`layout_token_arrays`), fed like text's
     "context": ("context",),
     "superres": ("image",),
     "inpaint": ("image",),
@@ -151,6 +155,28 @@ def text_context(config: ml_collections.ConfigDict, captions: Sequence[str]) -> 
     return context
 
 
+def layout_token_arrays(
+    config: ml_collections.ConfigDict, split: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Layout token ids int32 [N, L] of a split's "classes" [N, M], "boxes" [N, M, 4] and
+    "num_objects" [N] (`layout_tokens.encode`, the full canvas as crop window)."""
+    missing = [k for k in ("classes", "boxes", "num_objects") if split.get(k) is None]
+    if missing:
+        raise ConfigError(
+            f"config.data.name: dataset {config.data.name!r} has no {missing[0]!r} feature, "
+            "which this layout model needs; use a dataset with boxes (fashion_mnist_layout)."
+        )
+    vocab = builders.layout_vocab(config)
+    return layout_tokens.encode(split["classes"], split["boxes"], split["num_objects"], vocab)
+
+
+def null_layout(vocab: layout_tokens.LayoutVocab) -> np.ndarray:
+    """The empty layout's token ids int32 [1, L]: the unconditional branch of guidance."""
+    classes = np.zeros((1, vocab.max_objects), np.int32)
+    boxes = np.zeros((1, vocab.max_objects, 4), np.float32)
+    return layout_tokens.encode(classes, boxes, np.zeros((1,), np.int32), vocab)
+
+
 def make_conditions(
     config: ml_collections.ConfigDict,
     ae_params: Any = None,
@@ -176,6 +202,11 @@ def make_conditions(
             return drop_labels(rng, batch["label"], p, null_class), None
 
         return Conditions(kind, keys, train, null)
+    if kind == "layout":
+        null = null_layout(builders.layout_vocab(config))  # [1, L]
+        return Conditions(
+            kind, keys, lambda b, r: (_drop_rows(r, b["tokens"], null, p), None), null
+        )
     if kind in ("text", "context"):
         if kind == "text":
             if tokenizer is None:
