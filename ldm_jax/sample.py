@@ -6,6 +6,7 @@
   python -m ldm_jax.sample --workdir runs/sr --task superres --image low_res.png
   python -m ldm_jax.sample --workdir runs/inpaint --task inpaint --image x.png --mask m.png
   python -m ldm_jax.sample --workdir runs/semantic --task semantic --image labels.png
+  python -m ldm_jax.sample --workdir runs/l2i --task layout --layout layout.json  # or test:7
   python -m ldm_jax.sample --workdir runs/quickstart --task edit --image x.png --strength 0.6 \
       --class 3 --guidance 3 --num 8 --out edits.png          # img2img under a new class
   python -m ldm_jax.sample --workdir runs/txt2img --task edit --image x.png --mask m.png \
@@ -57,6 +58,12 @@ _MASK = flags.DEFINE_string(
 _STRENGTH = flags.DEFINE_float(
     "strength", None, "--task edit: how far the image is noised, in (0, 1] (default 0.75)."
 )
+_LAYOUT = flags.DEFINE_string(
+    "layout",
+    None,
+    '--task layout: a JSON file [{"class": id or name, "box": [x0, y0, x1, y1]}, ...] '
+    "(normalised corners), or test:INDEX for a test canvas's layout.",
+)
 _NUM = flags.DEFINE_integer("num", 16, "Number of images (per class when --class is not set).")
 _OUT = flags.DEFINE_string("out", "samples.png", "Output PNG path.")
 _GUIDANCE = flags.DEFINE_float(
@@ -91,6 +98,7 @@ def main(argv):
             eta=_ETA.value,
             seed=_SEED.value,
             strength=_STRENGTH.value,
+            layout=_LAYOUT.value,
         )
         try:
             result = run(load_trained_ldm(_WORKDIR.value), request)

@@ -4,6 +4,13 @@ Reference YAMLs (values copied field by field):
   CompVis/latent-diffusion models/ldm/layout2img-openimages256/config.yaml
 Parameters: (released model).
 
+Condition: the BERT reads token ids (`use_tokenizer=False`). On a dataset with boxes
+(`datasets.num_object_classes`, e.g. `--config.data.name=fashion_mnist_layout`) they are the
+paper's layout tokens (condition kind "layout": `max_seq_len` 92 = 30 objects of (class,
+top-left, bottom-right) plus the crop window on a 90 x 90 grid of `vocab_size` 8192; the centre
+crop is required); on a dataset without boxes (OpenImages' boxes are not read yet, and the
+`:tiny` variant's synthetic shapes) the model trains on captions, a stand-in.
+
   python -m ldm_jax.summary --config configs/paper/layout2img_openimages256.py [--json]
 
 prints the per-module parameter table (shapes only, nothing is allocated; a few seconds on CPU).

@@ -14,10 +14,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from ldm_jax import diffusion
 from ldm_jax.config.model_config import has_model_section, model_config
-from ldm_jax.data import datasets
+from ldm_jax.data import datasets, layout_tokens
 from ldm_jax.data.layout_tokens import LayoutVocab
 from ldm_jax.models import factory, specs
 from ldm_jax.models.latent_denoiser import LatentDenoiser
@@ -44,6 +45,19 @@ def has_layouts(config: ml_collections.ConfigDict) -> bool:
     return bool(name) and datasets.num_object_classes(name) is not None
 
 
+def is_layout_model(config: ml_collections.ConfigDict) -> bool:
+    """A BERT fed token ids (`use_tokenizer=False`) by cross-attention, on a dataset with boxes:
+    the paper's layout model (see `condition_kind`)."""
+    model = model_config(config)
+    cond = model.get("cond_stage") or {}
+    return (
+        model.get("conditioning_key") == "crossattn"
+        and cond.get("kind") == "bert"
+        and not cond.get("use_tokenizer", True)
+        and has_layouts(config)
+    )
+
+
 def condition_kind(config: ml_collections.ConfigDict) -> str:
     """One of `CONDITION_KINDS`, from the conditioning key and the cond stage's kind.
 
@@ -53,15 +67,13 @@ def condition_kind(config: ml_collections.ConfigDict) -> str:
     """
     model = model_config(config)
     key = model.get("conditioning_key")
-    cond = model.get("cond_stage") or {"kind": "none"}
-    kind = cond["kind"]
+    kind = (model.get("cond_stage") or {"kind": "none"})["kind"]
     if key is None:
         return "none"
     if key == "adm":
         return "adm"
-    if key == "crossattn" and kind == "bert" and not cond.get("use_tokenizer", True):
-        if has_layouts(config):
-            return "layout"
+    if is_layout_model(config):
+        return "layout"
     text = {"bert": "text", "frozen_clip": "context", "frozen_openclip": "context"}
     text["frozen_minilm"] = "context"  # the frozen MiniLM's context of each caption
     if key == "crossattn" and kind == "class":
@@ -108,6 +120,14 @@ def layout_vocab(config: ml_collections.ConfigDict) -> LayoutVocab:
         vocab_size=int(cond.get("vocab_size", 30522)),
         encode_crop=length % 3 == 2,
     )
+
+
+def null_layout(vocab: LayoutVocab) -> np.ndarray:
+    """The empty layout's token ids int32 [1, L] (every object slot padding): the
+    unconditional branch of classifier-free guidance, in training and sampling."""
+    classes = np.zeros((1, vocab.max_objects), np.int32)
+    boxes = np.zeros((1, vocab.max_objects, 4), np.float32)
+    return layout_tokens.encode(classes, boxes, np.zeros((1,), np.int32), vocab)
 
 
 def first_stage_kind(config: ml_collections.ConfigDict) -> str:

@@ -16,7 +16,8 @@ class SampleInputError(ValueError):
 class SampleRequest:
     """What to sample; None fields take the workdir config's `sample` defaults.
 
-    `strength` is the img2img strength of `--task edit` (None: `DEFAULT_STRENGTH`).
+    `strength` is the img2img strength of `--task edit` (None: `DEFAULT_STRENGTH`); `layout` the
+    `--layout` of `--task layout` (a JSON file or test:INDEX; `layout_input.py`).
     """
 
     task: str = "generate"
@@ -31,6 +32,7 @@ class SampleRequest:
     eta: float | None = None
     seed: int = 0
     strength: float | None = None
+    layout: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +48,7 @@ def reject(request: SampleRequest, task: str, *flags: str) -> None:
     """Raises `SampleInputError` for the first of `flags` that the request sets."""
     given = {"--class": request.class_label, "--prompt": request.prompt}
     given.update({"--image": request.image, "--mask": request.mask})
-    given["--strength"] = request.strength
+    given.update({"--strength": request.strength, "--layout": request.layout})
     for flag in flags:
         if given[flag] is not None:
             raise SampleInputError(f"{flag} does not apply to --task {task}.")

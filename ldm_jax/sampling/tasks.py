@@ -12,6 +12,9 @@
                latents, noised to the current step, are pasted in every step (`editing.py`);
              both paste the known pixels back after decoding (as the paper's inpainting script)
   semantic   concat: a label map, one-hot encoded and resized by the spatial rescaler
+  layout     the paper's layout model: --layout (a JSON list of classes and boxes, or test:INDEX
+             for a test canvas's layout; `layout_input.py`) as layout tokens to the BERT;
+             guidance against the empty layout
   edit       img2img on an unconditional, class- or text-conditioned model: the image's latent
              noised to --strength, denoised under --class / --prompt; with --mask, masked
              sampling as well (the new condition fills the hole; `editing.py`)
@@ -33,10 +36,11 @@ import numpy as np
 
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
+from ldm_jax.data import fashion_mnist_idx, fashion_mnist_layout, layout_tokens
 from ldm_jax.models import factory
 from ldm_jax.models.factory import EXTERNAL_COND_STAGES, FROZEN_TEXT_ENCODERS
 from ldm_jax.models.tokenizer import WordPieceTokenizer
-from ldm_jax.sampling import editing, image_inputs
+from ldm_jax.sampling import editing, image_inputs, layout_input
 from ldm_jax.sampling.generate import (
     TEXT_CONTEXT_LENGTH,
     fixed_text_context,
@@ -56,14 +60,17 @@ from ldm_jax.workdir.reader import TrainedLDM
 
 __all__ = ["TASKS", "SampleInputError", "SampleRequest", "SampleResult", "model_task", "run"]
 
-TASKS = ("generate", "text2img", "superres", "inpaint", "semantic", "edit")
+TASKS = ("generate", "text2img", "superres", "inpaint", "semantic", "layout", "edit")
 _NEEDS = {
     "generate": "[--class C]",
     "text2img": "--prompt TEXT",
     "superres": "--image LOW_RES.png",
     "inpaint": "--image IMAGE.png --mask MASK.png",
     "semantic": "--image LABEL_MAP.png",
+    "layout": "--layout LAYOUT.json (or test:INDEX)",
 }
+# Object class names of the layout datasets (by class id), for --layout's "class" names.
+LAYOUT_CLASS_NAMES = {fashion_mnist_layout.NAME: fashion_mnist_idx.CLASS_NAMES}
 # Model tasks whose models also edit and inpaint by masked sampling (image-guided tasks).
 GUIDABLE = ("generate", "text2img")
 GUIDED_TASKS = ("edit", "inpaint")
@@ -88,6 +95,14 @@ def model_task(model: dict[str, Any]) -> str:
         f"The sample CLI has no task for conditioning_key={key!r} with a {kind!r} condition "
         "encoder; use ldm_jax.interop / ldm_jax.sampling.generate.make_sampler directly."
     )
+
+
+def workdir_task(config: Any) -> str:
+    """The task of a workdir's config: "layout" for the layout model (`builders.is_layout_model`:
+    it needs the dataset as well as the model), else `model_task`."""
+    if builders.is_layout_model(config):
+        return "layout"
+    return model_task(model_config(config))
 
 
 def _num_classes(model: dict[str, Any]) -> int | None:
@@ -231,6 +246,30 @@ class _Task:
         else:
             self.cond = np.repeat(null, r.num)  # the null class, unguided
 
+    def layout(self) -> None:
+        """cond: the --layout's tokens [B, L]; uncond: the empty layout's [1, L]."""
+        r = self.request
+        reject(r, "layout", "--class", "--prompt", "--image", "--mask", "--strength")
+        if r.layout is None:
+            raise SampleInputError(f"--task layout needs {_NEEDS['layout']}.")
+        vocab = builders.layout_vocab(self.config)
+        names = LAYOUT_CLASS_NAMES.get(self.config.data.name, ())
+        source = None
+        if r.layout.startswith(layout_input.TEST_PREFIX):
+            source = builders.build_data_source(self.config, "test")
+        layout = layout_input.read_layout(
+            r.layout,
+            vocab.num_classes,
+            vocab.max_objects,
+            names,
+            test_example=None if source is None else source.__getitem__,
+            num_test=0 if source is None else len(source),
+        )
+        classes, boxes, num_objects = layout.batch(r.num, vocab.max_objects, vocab.num_classes)
+        self.cond = layout_tokens.encode(classes, boxes, num_objects, vocab)  # [B, L]
+        self.uncond = builders.null_layout(vocab)  # [1, L]
+        self.info["layout"] = layout.to_json(names)
+
     def _text_context(self, prompts: list[str]) -> np.ndarray:
         """Context tokens of a frozen text encoder: MiniLM's (`factory.frozen_text_encoder`, as
         in training), or for CLIP/OpenCLIP the fixed per-caption stand-in that the SD tiny
@@ -351,8 +390,10 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
         raise SampleInputError(f"--task must be one of {TASKS}, got {request.task!r}.")
     if request.num <= 0:
         raise SampleInputError(f"--num must be positive, got {request.num}.")
-    task = model_task(model_config(config))
+    task = workdir_task(config)
     method = _method(request.task, task)
+    if request.layout is not None and method != "layout":
+        raise SampleInputError(f"--layout does not apply to --task {request.task}.")
     s = config.sample
     steps = request.steps or s.steps
     job = _Task(trained, request, steps)

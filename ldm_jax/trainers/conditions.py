@@ -170,13 +170,6 @@ def layout_token_arrays(
     return layout_tokens.encode(split["classes"], split["boxes"], split["num_objects"], vocab)
 
 
-def null_layout(vocab: layout_tokens.LayoutVocab) -> np.ndarray:
-    """The empty layout's token ids int32 [1, L]: the unconditional branch of guidance."""
-    classes = np.zeros((1, vocab.max_objects), np.int32)
-    boxes = np.zeros((1, vocab.max_objects, 4), np.float32)
-    return layout_tokens.encode(classes, boxes, np.zeros((1,), np.int32), vocab)
-
-
 def make_conditions(
     config: ml_collections.ConfigDict,
     ae_params: Any = None,
@@ -203,7 +196,7 @@ def make_conditions(
 
         return Conditions(kind, keys, train, null)
     if kind == "layout":
-        null = null_layout(builders.layout_vocab(config))  # [1, L]
+        null = builders.null_layout(builders.layout_vocab(config))  # [1, L]
         return Conditions(
             kind, keys, lambda b, r: (_drop_rows(r, b["tokens"], null, p), None), null
         )
