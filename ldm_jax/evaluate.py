@@ -3,6 +3,7 @@
   python -m ldm_jax.evaluate --workdir runs/quickstart [--per_class 16 --guidance 2.0]
   python -m ldm_jax.evaluate --workdir runs/ae --what reconstruction [--num 1000]
   python -m ldm_jax.evaluate --workdir runs/t2i --what text2img [--num 144 --candidates 10]
+  python -m ldm_jax.evaluate --workdir runs/l2i --what layout [--num 500]
 
 `--what samples` (the default, `eval.json`):
 
@@ -25,6 +26,11 @@ each candidate's real test image by LPIPS-VGG (and by pixel distance), beside th
 first-stage reconstructions of the real images and for the training image of the nearest caption
 (`--nobaselines` skips both); the protocol (K, seed, sampler, steps, eta, guidance) is in the
 JSON. See `ldm_jax.evaluation.caption_retrieval` and `ldm_jax.evaluation.text2img`.
+
+`--what layout` (`eval_layout.json`, layout-to-image models): one sample per layout of the first
+`--num` test canvases (default all); the item inside each requested box is cropped and classified
+by the Fashion-MNIST classifier; accuracy against the requested classes, beside chance (1/10) and
+the same procedure on the real test canvases. See `ldm_jax.evaluation.layout_accuracy`.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from absl import app, flags
 
 from ldm_jax import cli_errors
 from ldm_jax.config.validation import SAMPLERS
-from ldm_jax.evaluation import reconstruction, text2img
+from ldm_jax.evaluation import layout_accuracy, reconstruction, text2img
 from ldm_jax.evaluation.report import evaluate
 from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import load_trained_ldm
@@ -45,11 +51,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
 _WHAT = flags.DEFINE_enum(
     "what",
     "samples",
-    ["samples", "reconstruction", "text2img"],
-    "Score class-conditional samples, first-stage reconstructions, or text-to-image samples.",
+    ["samples", "reconstruction", "text2img", "layout"],
+    "Score class-conditional samples, first-stage reconstructions, text-to-image or "
+    "layout-to-image samples.",
 )
 _NUM = flags.DEFINE_integer(
-    "num", None, "reconstruction: first N images of the split; text2img: N captions (all)."
+    "num",
+    None,
+    "reconstruction: first N images of the split; text2img: N captions (all); layout: the "
+    "first N test layouts (all).",
 )
 _CANDIDATES = flags.DEFINE_integer(
     "candidates", 10, "text2img: captions each sample is retrieved among (chance 1/K)."
@@ -106,6 +116,20 @@ def main(argv):
                 baselines=_BASELINES.value,
             )
             _write(result, "eval_text2img.json")
+            return
+        if _WHAT.value == "layout":
+            result = layout_accuracy.evaluate_workdir(
+                _WORKDIR.value,
+                num=_NUM.value,
+                seed=_SEED.value,
+                guidance=_GUIDANCE.value,
+                sampler=_SAMPLER.value,
+                steps=_STEPS.value,
+                eta=_ETA.value,
+                batch_size=_BATCH.value,
+                classifier_dir=_CLASSIFIER_DIR.value,
+            )
+            _write(result, "eval_layout.json")
             return
         trained = load_trained_ldm(_WORKDIR.value)
         cfg = trained.config.sample
