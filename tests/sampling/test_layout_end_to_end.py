@@ -1,6 +1,7 @@
 """The Fashion-MNIST layout-to-image `:tiny` config end to end: trained through the train CLI
 (both stages, a few steps), sampled through the sample CLI (a test canvas's layout) and through
-`tasks.run` (two layouts from the same noise give different samples)."""
+`tasks.run` (two layouts from the same noise give different samples), and scored through
+`evaluate --what layout` (with a 2-step classifier: the protocol, not the number, is checked)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ldm_jax.evaluation import classifier
 from ldm_jax.sampling import tasks
 from ldm_jax.sampling.request import SampleRequest
 from ldm_jax.workdir import reader
@@ -21,7 +23,7 @@ CONFIG = ROOT / "configs" / "tasks" / "fashion_mnist" / "layout2img.py"
 
 
 @pytest.mark.slow
-def test_tiny_layout2img_trains_and_samples(tmp_path):
+def test_tiny_layout2img_trains_samples_and_is_scored(tmp_path):
     workdir = tmp_path / "run"
     run_cli("ldm_jax.train", f"--config={CONFIG}:tiny", f"--workdir={workdir}")
     out = tmp_path / "grid.png"
@@ -41,3 +43,14 @@ def test_tiny_layout2img_trains_and_samples(tmp_path):
         images.append(tasks.run(trained, request).images)
     assert images[0].shape == (1, 32, 32, 3)
     assert np.abs(images[0] - images[1]).max() > 1e-4
+    classifier_dir = str(tmp_path / "classifier")
+    classifier.get_or_train_classifier(classifier_dir, num_steps=2, batch_size=32)
+    line = run_cli(
+        "ldm_jax.evaluate", f"--workdir={workdir}", "--what=layout", "--num=6", "--steps=2",
+        "--batch_size=4", f"--classifier_dir={classifier_dir}",
+    )  # fmt: skip
+    result = json.loads(line.strip().splitlines()[-1])
+    assert result == json.loads((workdir / "eval_layout.json").read_text())
+    assert result["chance"] == 0.1 and result["num_layouts"] == 6
+    assert 6 <= result["num_objects"] <= 24 and 0.0 <= result["accuracy"] <= 1.0
+    assert 0.0 <= result["real_test_canvases"] <= 1.0 and result["protocol"]["steps"] == 2
