@@ -17,12 +17,17 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import ml_collections
 import numpy as np
 
+from ldm_jax.config import builders
+from ldm_jax.data import fashion_mnist_idx, fashion_mnist_layout, layout_tokens
 from ldm_jax.sampling.request import SampleInputError
 
 TEST_PREFIX = "test:"
 FLAG = "--layout"
+# Object class names of the layout datasets (by class id), for the "class" names of a layout.
+CLASS_NAMES = {fashion_mnist_layout.NAME: fashion_mnist_idx.CLASS_NAMES}
 
 
 class Layout(NamedTuple):
@@ -153,3 +158,29 @@ def read_layout(
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _error(f"{value} is not valid JSON ({e}).") from None
     return parse_objects(objects, num_classes, max_objects, class_names)
+
+
+def layout_condition(
+    config: ml_collections.ConfigDict, value: str, num: int
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """cond, uncond and the JSON summary of `--layout VALUE` for a layout model's config.
+
+    Returns:
+      (token ids int32 [num, L] of the layout, the empty layout's [1, L], the layout's objects).
+    """
+    vocab = builders.layout_vocab(config)
+    names = CLASS_NAMES.get(config.data.name, ())
+    source = None
+    if value.startswith(TEST_PREFIX):
+        source = builders.build_data_source(config, "test")
+    layout = read_layout(
+        value,
+        vocab.num_classes,
+        vocab.max_objects,
+        names,
+        test_example=None if source is None else source.__getitem__,
+        num_test=0 if source is None else len(source),
+    )
+    classes, boxes, num_objects = layout.batch(num, vocab.max_objects, vocab.num_classes)
+    cond = layout_tokens.encode(classes, boxes, num_objects, vocab)  # [num, L]
+    return cond, builders.null_layout(vocab), layout.to_json(names)

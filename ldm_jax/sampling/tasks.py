@@ -36,7 +36,6 @@ import numpy as np
 
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
-from ldm_jax.data import fashion_mnist_idx, fashion_mnist_layout, layout_tokens
 from ldm_jax.models import factory
 from ldm_jax.models.factory import EXTERNAL_COND_STAGES, FROZEN_TEXT_ENCODERS
 from ldm_jax.models.tokenizer import WordPieceTokenizer
@@ -69,8 +68,7 @@ _NEEDS = {
     "semantic": "--image LABEL_MAP.png",
     "layout": "--layout LAYOUT.json (or test:INDEX)",
 }
-# Object class names of the layout datasets (by class id), for --layout's "class" names.
-LAYOUT_CLASS_NAMES = {fashion_mnist_layout.NAME: fashion_mnist_idx.CLASS_NAMES}
+
 # Model tasks whose models also edit and inpaint by masked sampling (image-guided tasks).
 GUIDABLE = ("generate", "text2img")
 GUIDED_TASKS = ("edit", "inpaint")
@@ -252,23 +250,10 @@ class _Task:
         reject(r, "layout", "--class", "--prompt", "--image", "--mask", "--strength")
         if r.layout is None:
             raise SampleInputError(f"--task layout needs {_NEEDS['layout']}.")
-        vocab = builders.layout_vocab(self.config)
-        names = LAYOUT_CLASS_NAMES.get(self.config.data.name, ())
-        source = None
-        if r.layout.startswith(layout_input.TEST_PREFIX):
-            source = builders.build_data_source(self.config, "test")
-        layout = layout_input.read_layout(
-            r.layout,
-            vocab.num_classes,
-            vocab.max_objects,
-            names,
-            test_example=None if source is None else source.__getitem__,
-            num_test=0 if source is None else len(source),
+        self.cond, self.uncond, objects = layout_input.layout_condition(
+            self.config, r.layout, r.num
         )
-        classes, boxes, num_objects = layout.batch(r.num, vocab.max_objects, vocab.num_classes)
-        self.cond = layout_tokens.encode(classes, boxes, num_objects, vocab)  # [B, L]
-        self.uncond = builders.null_layout(vocab)  # [1, L]
-        self.info["layout"] = layout.to_json(names)
+        self.info["layout"] = objects
 
     def _text_context(self, prompts: list[str]) -> np.ndarray:
         """Context tokens of a frozen text encoder: MiniLM's (`factory.frozen_text_encoder`, as
