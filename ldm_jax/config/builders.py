@@ -99,7 +99,8 @@ def layout_vocab(config: ml_collections.ConfigDict) -> LayoutVocab:
     (92 = 3 * 30 + 2 for the paper's model).
 
     Raises:
-      ValueError: the dataset has no boxes, or max_seq_len is not 3k or 3k + 2 (k >= 1).
+      ValueError: the dataset has no boxes, max_seq_len is not 3k or 3k + 2 (k >= 1), or
+        vocab_size leaves no room for the classes, a 2 x 2 grid and padding.
     """
     cond = model_config(config)["cond_stage"]
     num_classes = datasets.num_object_classes(config.data.name) if has_layouts(config) else None
@@ -114,12 +115,11 @@ def layout_vocab(config: ml_collections.ConfigDict) -> LayoutVocab:
             f"config.model.cond_stage.max_seq_len={length}: a layout is 3 tokens per object, "
             "plus 2 for the crop window; use 3 * max_objects or 3 * max_objects + 2."
         )
-    return LayoutVocab(
-        num_classes=num_classes,
-        max_objects=length // 3,
-        vocab_size=int(cond.get("vocab_size", 30522)),
-        encode_crop=length % 3 == 2,
-    )
+    size = int(cond.get("vocab_size", 30522))
+    try:
+        return LayoutVocab(num_classes, length // 3, vocab_size=size, encode_crop=length % 3 == 2)
+    except ValueError as e:
+        raise ValueError(f"config.model.cond_stage.vocab_size={size}: {e}") from None
 
 
 def null_layout(vocab: LayoutVocab) -> np.ndarray:

@@ -55,3 +55,7 @@ def test_random_crop_and_bad_lengths_are_refused():
     config.model.cond_stage.max_seq_len = 13
     with pytest.raises(ConfigError, match=r"max_seq_len=13: .* 3 \* max_objects \+ 2"):
         validate_config(config)
+    config = _config(LAYOUT, "tiny")
+    config.model.cond_stage.vocab_size = 8  # G = 2: 4 points, padding 7 < 10 classes
+    with pytest.raises(ConfigError, match=r"^config\.model\.cond_stage\.vocab_size=8: .* >= 11"):
+        validate_config(config)
