@@ -19,6 +19,7 @@ import pytest
 
 from configs.quickstart import get_config
 from ldm_jax.trainers import ldm as train_ldm
+from tests.cli_runner import FAST_XLA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "quickstart.py")
@@ -44,7 +45,11 @@ def _train_cmd(workdir: str, extra: list[str]) -> list[str]:
 
 
 def _env(tfds_dir: str, **extra: str) -> dict[str, str]:
-    return {**os.environ, "TFDS_DATA_DIR": tfds_dir, **extra}
+    """The test's environment plus XLA's fast-compile flags (compile time dominates these tiny
+    runs; both sides of every comparison compile with the same flags)."""
+    env = {**os.environ, "TFDS_DATA_DIR": tfds_dir, **extra}
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
+    return env
 
 
 def _check(proc: subprocess.CompletedProcess | subprocess.Popen, out: str, err: str) -> None:
@@ -66,8 +71,8 @@ def _single_process(workdir: str, tfds_dir: str, extra: list[str]) -> None:
 
 def _two_processes(workdir: str, tfds_dir: str, extra: list[str]) -> None:
     port = _free_port()
-    env = _env(tfds_dir, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = ""  # 4 devices per process from JAX_NUM_CPU_DEVICES, not 8.
+    # 4 devices per process from JAX_NUM_CPU_DEVICES, not 8 from the conftest's XLA_FLAGS.
+    env = _env(tfds_dir, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu", XLA_FLAGS="")
     procs = [
         subprocess.Popen(
             _train_cmd(
