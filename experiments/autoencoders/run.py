@@ -213,7 +213,7 @@ def markdown_table(results: dict, ablation: bool = False) -> str:
         usage = f"{r['codebook_usage']:.2f}" if "codebook_usage" in r else "-"
         lines.append(
             f"| {r['dataset']} | {r['member']} | {r['loss']} | {r['steps']} | {r['psnr_db']:.2f} | "
-            f"{r['ssim']:.3f} | {r['lpips_vgg16']:.3f} | {r['fd']:.2f} | {r['fd_features']} | "
+            f"{r['ssim']:.3f} | {r['lpips_vgg16']:.3f} | {r['fd']:.4g} | {r['fd_features']} | "
             f"{usage} | {r['train_s']:.0f} |"
         )
     return "\n".join(lines)
