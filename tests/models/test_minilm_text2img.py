@@ -134,7 +134,8 @@ def test_tiny_text2img_on_noto_emoji_trains_and_samples_a_prompt(tmp_path):
     assert np.asarray(Image.open(out)).shape == (2 + 34, 2 + 2 * 34, 3)
 
     # What the CLI feeds the sampler: the prompt's MiniLM context, guided against the empty one.
-    job = tasks._Task(trained, tasks.SampleRequest(task="text2img", prompt="red heart", num=2))
+    request = tasks.SampleRequest(task="text2img", prompt="red heart", num=2)
+    job = tasks._Task(trained, request, steps=2)
     job.text2img()
     encoder = frozen_minilm(LENGTH)
     np.testing.assert_array_equal(job.cond, encoder(["red heart"] * 2))
