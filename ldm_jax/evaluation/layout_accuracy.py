@@ -27,7 +27,7 @@ from ldm_jax.config import builders
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import layout_tokens, pipeline
 from ldm_jax.evaluation import classifier as clf
-from ldm_jax.sampling.generate import make_sampler
+from ldm_jax.evaluation.conditioned_samples import sample_per_condition
 from ldm_jax.workdir.reader import TrainedLDM, load_trained_ldm
 
 ITEM_SIDE = 28  # a Fashion-MNIST item's side, framed by 2 px to the classifier's 32
@@ -122,27 +122,10 @@ def sample_layouts(
     batch is padded by repeating its last layout, so one batch shape compiles)."""
     vocab = builders.layout_vocab(trained.config)
     uncond = builders.null_layout(vocab)  # [1, L]
-    sample = make_sampler(trained.config, sampler, steps)
-    h, w, c = builders.latent_shape(trained.config)
-    b = min(batch_size, len(tokens))
-    out = []
-    for i, start in enumerate(range(0, len(tokens), b)):
-        chunk = tokens[start : start + b]
-        n = len(chunk)
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-        images = sample(
-            trained.ae_params,
-            trained.ldm_params,
-            chunk,
-            uncond,
-            jax.random.fold_in(jax.random.PRNGKey(seed), i),
-            jnp.float32(guidance),
-            jnp.float32(eta),
-            jnp.float32(trained.scale_factor),
-            shape=(b, h, w, c),
-        )
-        out.append(np.clip(np.asarray(images)[:n], -1.0, 1.0))
-    return np.concatenate(out)
+    return sample_per_condition(
+        trained, tokens, uncond, sampler=sampler, steps=steps, guidance=guidance, eta=eta,
+        seed=seed, batch_size=batch_size,
+    )  # fmt: skip
 
 
 def evaluate_workdir(

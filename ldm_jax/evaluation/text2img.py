@@ -36,11 +36,12 @@ from ldm_jax.config.model_config import model_config
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import pipeline
 from ldm_jax.evaluation import caption_retrieval as cr
+from ldm_jax.evaluation.conditioned_samples import sample_per_condition
 from ldm_jax.evaluation.reconstruction import reconstruct
 from ldm_jax.models import factory
 from ldm_jax.models.minilm_encoder import frozen_minilm
 from ldm_jax.models.tokenizer import WordPieceTokenizer
-from ldm_jax.sampling.generate import TEXT_CONTEXT_LENGTH, fixed_text_context, make_sampler
+from ldm_jax.sampling.generate import TEXT_CONTEXT_LENGTH, fixed_text_context
 from ldm_jax.workdir.reader import TrainedLDM, load_trained_ldm
 
 TEXT_CONDITIONS = ("text", "context")
@@ -98,27 +99,10 @@ def sample_captions(
     """One sample per caption, images [N, H, W, C] float32 in [-1, 1] (one compiled batch
     shape: the last batch is padded by repeating its last condition)."""
     cond, uncond = caption_conditions(trained, captions)
-    sample = make_sampler(trained.config, sampler, steps)
-    h, w, c = builders.latent_shape(trained.config)
-    b = min(batch_size, len(captions))
-    out = []
-    for i, start in enumerate(range(0, len(captions), b)):
-        chunk = cond[start : start + b]
-        n = len(chunk)
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-        images = sample(
-            trained.ae_params,
-            trained.ldm_params,
-            chunk,
-            uncond,
-            jax.random.fold_in(jax.random.PRNGKey(seed), i),
-            jnp.float32(guidance),
-            jnp.float32(eta),
-            jnp.float32(trained.scale_factor),
-            shape=(b, h, w, c),
-        )
-        out.append(np.asarray(images)[:n])
-    return np.concatenate(out)
+    return sample_per_condition(
+        trained, cond, uncond, sampler=sampler, steps=steps, guidance=guidance, eta=eta,
+        seed=seed, batch_size=batch_size,
+    )  # fmt: skip
 
 
 def reconstructions(trained: TrainedLDM, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
