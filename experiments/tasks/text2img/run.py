@@ -26,20 +26,16 @@ on 2 loaded cores, most of it compiling; the numbers mean nothing).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pathlib
-import subprocess
 import sys
-import tempfile
-import time
 
-import jax
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import task_runner  # noqa: E402
+
 HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
-CONFIGS = ROOT / "configs" / "tasks" / "emoji"
+CONFIGS = task_runner.ROOT / "configs" / "tasks" / "emoji"
 MODELS = ("bert", "minilm")
 PROMPTS = (
     "red heart",
@@ -54,30 +50,6 @@ PROMPTS = (
 COLUMNS = 4
 CANDIDATES = 10
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-
-def _cli(args: list[str], quick: bool) -> dict:
-    """Runs `python -m <args>` from the repository root; returns its last stdout line as JSON."""
-    env = dict(os.environ)
-    if quick:
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
-    proc = subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, env=env
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def train(model: str, workdir: pathlib.Path, first_stage: pathlib.Path | None, quick: bool):
-    """Trains (or resumes) one model; returns the train CLI's timings and the wall seconds."""
-    config = f"{CONFIGS / f'text2img_{model}.py'}{':tiny' if quick else ''}"
-    args = ["ldm_jax.train", f"--config={config}", f"--workdir={workdir}"]
-    if first_stage is not None:
-        args += ["--config.stage=ldm", f"--config.train.first_stage_workdir={first_stage}"]
-    start = time.time()
-    out = _cli(args, quick)
-    return {**out, "wall_s": round(time.time() - start, 1), "config": config}
 
 
 def prompt_grid(workdirs: dict[str, pathlib.Path], path: pathlib.Path, quick: bool) -> None:
@@ -102,60 +74,29 @@ def prompt_grid(workdirs: dict[str, pathlib.Path], path: pathlib.Path, quick: bo
     image_grid.save_png(str(path), grid)
 
 
-def evaluate(workdir: pathlib.Path, quick: bool) -> dict:
-    """`evaluate --what text2img` (all held-out captions, K = CANDIDATES; tiny in --quick)."""
-    args = ["ldm_jax.evaluate", f"--workdir={workdir}", "--what=text2img"]
-    args += ["--num=8", "--candidates=4", "--steps=2"] if quick else [f"--candidates={CANDIDATES}"]
-    start = time.time()
-    out = _cli(args, quick)
-    return {**out, "wall_s": round(time.time() - start, 1)}
-
-
-def machine() -> dict:
-    """CPUs, JAX version, 1-minute load average and the XLA float32 matmul rate."""
-    from ldm_jax.benchmarks.xla_measure import matmul_peak_flops
-
-    return {
-        "cpus": os.cpu_count(),
-        "jax": jax.__version__,
-        "load_1min": round(os.getloadavg()[0], 2),
-        "xla_matmul_gflops": round(matmul_peak_flops() / 1e9, 1),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="bert,minilm or one of them")
-    parser.add_argument("--quick", action="store_true", help=":tiny configs, temporary output")
-    parser.add_argument("--runs", default=None, help="workdir root (runs/tasks/text2img)")
-    parser.add_argument("--out", default=None, help="results folder (this script's folder)")
-    args = parser.parse_args()
+    demo, args = task_runner.start("text2img", "", HERE, parser)
     models = [m for m in args.models.split(",") if m]
-    unknown = set(models) - set(MODELS)
-    if unknown or not models:
+    if set(models) - set(MODELS) or not models:
         parser.error(f"--models: use some of {MODELS}, got {args.models!r}")
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix="t2i_quick_")) if args.quick else None
-    runs = pathlib.Path(args.runs or (scratch or ROOT / "runs" / "tasks") / "text2img")
-    out = pathlib.Path(args.out or scratch or HERE)
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"quick": args.quick, "machine": machine(), "prompts": list(PROMPTS)}
-    start = time.time()
+    demo.results["prompts"] = list(PROMPTS)
     workdirs, first_stage = {}, None
     for model in models:
-        workdirs[model] = runs / model
-        row = {"train": train(model, workdirs[model], first_stage, args.quick)}
+        workdirs[model] = demo.workdir(model)
+        config = CONFIGS / f"text2img_{model}.py"
+        trained = task_runner.train(config, workdirs[model], demo.quick, first_stage)
+        demo.log(f"train_{model}", trained)
         first_stage = first_stage or workdirs[model]  # later models share this first stage
-        results.setdefault("runs", {})[model] = row
-        print(json.dumps({model: row["train"]}), flush=True)
-    prompt_grid(workdirs, out / "samples.png", args.quick)
-    results["grid"] = "samples.png"
+    prompt_grid(workdirs, demo.out / "samples.png", demo.quick)
+    demo.results["grid"] = "samples.png"
+    args = (f"--candidates={CANDIDATES}",)
+    quick_args = ("--num=8", "--candidates=4", "--steps=2")
     for model in models:
-        results["runs"][model]["eval"] = evaluate(workdirs[model], args.quick)
-        print(json.dumps({model: results["runs"][model]["eval"]}), flush=True)
-    results["total_s"] = round(time.time() - start, 1)
-    path = out / "results.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({"results": str(path), "total_s": results["total_s"]}))
+        evaluation = task_runner.evaluate(workdirs[model], "text2img", demo.quick, args, quick_args)
+        demo.log(f"eval_{model}", evaluation)
+    demo.finish()
 
 
 if __name__ == "__main__":
