@@ -4,6 +4,10 @@
   python -m ldm_jax.evaluate --workdir runs/ae --what reconstruction [--num 1000]
   python -m ldm_jax.evaluate --workdir runs/t2i --what text2img [--num 144 --candidates 10]
   python -m ldm_jax.evaluate --workdir runs/l2i --what layout [--num 500]
+  python -m ldm_jax.evaluate --workdir runs/sr --what superres [--num 1000]
+  python -m ldm_jax.evaluate --workdir runs/inp --what inpaint --reference_workdir runs/uncond
+  python -m ldm_jax.evaluate --workdir runs/seg --what semantic
+  python -m ldm_jax.evaluate --workdir runs/quickstart --what edit [--strengths 0.2,0.6,1.0]
 
 `--what samples` (the default, `eval.json`):
 
@@ -31,18 +35,47 @@ JSON. See `ldm_jax.evaluation.caption_retrieval` and `ldm_jax.evaluation.text2im
 `--num` test canvases (default all); the item inside each requested box is cropped and classified
 by the Fashion-MNIST classifier; accuracy against the requested classes, beside chance (1/10) and
 the same procedure on the real test canvases. See `ldm_jax.evaluation.layout_accuracy`.
+
+`--what superres` (`eval_superres.json`): one sample per low-resolution input made from the first
+`--num` test images (default 1000) as in training; PSNR, SSIM and LPIPS-VGG against the ground
+truth beside bicubic and nearest upsampling and the first stage's reconstruction (the ceiling).
+See `ldm_jax.evaluation.superres`.
+
+`--what inpaint` (`eval_inpaint.json`): the first `--num` test images (default 1000) under fixed
+large masks drawn from the seed; PSNR inside the hole and LPIPS-VGG of the pasted result, beside
+mean filling, the first stage's reconstruction and, with `--reference_workdir`, masked sampling
+of a model trained without masks. See `ldm_jax.evaluation.inpainting`.
+
+`--what semantic` (`eval_semantic.json`): one sample per held-out emoji label map (default all);
+mIoU and pixel accuracy of the map re-derived from each sample, beside the real images' maps (the
+ceiling), the samples scored against other images' maps (chance) and reconstructions. See
+`ldm_jax.evaluation.semantic`.
+
+`--what edit` (`eval_edit.json`, class-conditional Fashion-MNIST): the first `--num` test images
+(default 200) edited by img2img to another class at each of `--strengths`; per strength the
+LPIPS and RMSE from the input and the fractions classified as the target and the source class.
+See `ldm_jax.evaluation.editing`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 from absl import app, flags
 
 from ldm_jax import cli_errors
 from ldm_jax.config.validation import SAMPLERS
-from ldm_jax.evaluation import layout_accuracy, reconstruction, text2img
+from ldm_jax.evaluation import (
+    editing,
+    inpainting,
+    layout_accuracy,
+    reconstruction,
+    semantic,
+    superres,
+    text2img,
+)
 from ldm_jax.evaluation.report import evaluate
 from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import load_trained_ldm
@@ -51,21 +84,30 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
 _WHAT = flags.DEFINE_enum(
     "what",
     "samples",
-    ["samples", "reconstruction", "text2img", "layout"],
-    "Score class-conditional samples, first-stage reconstructions, text-to-image or "
-    "layout-to-image samples.",
+    ["samples", "reconstruction", "text2img", "layout", "superres", "inpaint", "semantic", "edit"],
+    "What to score: class-conditional samples, first-stage reconstructions, or one task's "
+    "samples (see the module docstring).",
 )
 _NUM = flags.DEFINE_integer(
     "num",
     None,
     "reconstruction: first N images of the split; text2img: N captions (all); layout: the "
-    "first N test layouts (all).",
+    "first N test layouts (all); superres, inpaint: the first N test images (1000); semantic: "
+    "the first N test maps (all); edit: the first N test images (200).",
 )
 _CANDIDATES = flags.DEFINE_integer(
     "candidates", 10, "text2img: captions each sample is retrieved among (chance 1/K)."
 )
 _BASELINES = flags.DEFINE_bool(
     "baselines", True, "text2img: also score reconstructions and the nearest-caption baseline."
+)
+_REFERENCE = flags.DEFINE_string(
+    "reference_workdir",
+    None,
+    "inpaint: also score masked sampling with this workdir's model (trained without masks).",
+)
+_STRENGTHS = flags.DEFINE_string(
+    "strengths", "0.2,0.4,0.6,0.8,1.0", "edit: the img2img strengths of the curve."
 )
 _SPLIT = flags.DEFINE_string("split", "test", "reconstruction: the data split.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "reconstruction, text2img: images per batch.")
@@ -86,65 +128,113 @@ flags.mark_flags_as_required(["workdir"])
 PROGRAM = "python -m ldm_jax.evaluate"
 
 
+def _sampling() -> dict:
+    """The sampling flags every sample-based metric takes (None: the workdir config's)."""
+    return dict(
+        seed=_SEED.value,
+        sampler=_SAMPLER.value,
+        steps=_STEPS.value,
+        eta=_ETA.value,
+        batch_size=_BATCH.value,
+    )
+
+
+def _guided() -> dict:
+    return dict(_sampling(), guidance=_GUIDANCE.value)
+
+
+def _strengths() -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in _STRENGTHS.value.split(",") if s.strip())
+    except ValueError:
+        values = ()
+    if not values or any(not 0.0 < s <= 1.0 for s in values):
+        raise app.UsageError(
+            f"--strengths must be comma-separated numbers in (0, 1], got {_STRENGTHS.value!r}."
+        )
+    return values
+
+
+# --what -> (output file in the workdir, the call on that workdir)
+_METRICS: dict[str, tuple[str, Callable[[str], dict]]] = {
+    "reconstruction": (
+        "eval_reconstruction.json",
+        lambda w: reconstruction.evaluate_workdir(
+            w, _NUM.value, _SPLIT.value, _BATCH.value, _FEATURES.value, _CLASSIFIER_DIR.value
+        ),
+    ),
+    "text2img": (
+        "eval_text2img.json",
+        lambda w: text2img.evaluate_workdir(
+            w,
+            num=_NUM.value,
+            candidates=_CANDIDATES.value,
+            baselines=_BASELINES.value,
+            **_guided(),
+        ),
+    ),
+    "layout": (
+        "eval_layout.json",
+        lambda w: layout_accuracy.evaluate_workdir(
+            w, num=_NUM.value, classifier_dir=_CLASSIFIER_DIR.value, **_guided()
+        ),
+    ),
+    "superres": (
+        "eval_superres.json",
+        lambda w: superres.evaluate_workdir(
+            w, num=_NUM.value, classifier_dir=_CLASSIFIER_DIR.value, **_sampling()
+        ),
+    ),
+    "inpaint": (
+        "eval_inpaint.json",
+        lambda w: inpainting.evaluate_workdir(
+            w, num=_NUM.value, reference_workdir=_REFERENCE.value, **_sampling()
+        ),
+    ),
+    "semantic": (
+        "eval_semantic.json",
+        lambda w: semantic.evaluate_workdir(w, num=_NUM.value, **_sampling()),
+    ),
+    "edit": (
+        "eval_edit.json",
+        lambda w: editing.evaluate_workdir(
+            w,
+            num=_NUM.value,
+            strengths=_strengths(),
+            classifier_dir=_CLASSIFIER_DIR.value,
+            **_guided(),
+        ),
+    ),
+}
+
+
+def _class_samples(workdir: str) -> dict:
+    """`--what samples`: class accuracy, diversity and FD of class-conditional samples."""
+    trained = load_trained_ldm(workdir)
+    cfg = trained.config.sample
+    guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
+    return evaluate(
+        trained,
+        _PER_CLASS.value,
+        guidance,
+        _SAMPLER.value or cfg.sampler,
+        _STEPS.value or cfg.steps,
+        _SEED.value,
+        _CLASSIFIER_DIR.value,
+        cfg.eta if _ETA.value is None else _ETA.value,
+    )
+
+
+_METRICS["samples"] = ("eval.json", _class_samples)
+
+
 def main(argv):
     log.show_own_status_only()
     with cli_errors.user_errors_as_exit(PROGRAM):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        if _WHAT.value == "reconstruction":
-            result = reconstruction.evaluate_workdir(
-                _WORKDIR.value,
-                _NUM.value,
-                _SPLIT.value,
-                _BATCH.value,
-                _FEATURES.value,
-                _CLASSIFIER_DIR.value,
-            )
-            _write(result, "eval_reconstruction.json")
-            return
-        if _WHAT.value == "text2img":
-            result = text2img.evaluate_workdir(
-                _WORKDIR.value,
-                num=_NUM.value,
-                candidates=_CANDIDATES.value,
-                seed=_SEED.value,
-                guidance=_GUIDANCE.value,
-                sampler=_SAMPLER.value,
-                steps=_STEPS.value,
-                eta=_ETA.value,
-                batch_size=_BATCH.value,
-                baselines=_BASELINES.value,
-            )
-            _write(result, "eval_text2img.json")
-            return
-        if _WHAT.value == "layout":
-            result = layout_accuracy.evaluate_workdir(
-                _WORKDIR.value,
-                num=_NUM.value,
-                seed=_SEED.value,
-                guidance=_GUIDANCE.value,
-                sampler=_SAMPLER.value,
-                steps=_STEPS.value,
-                eta=_ETA.value,
-                batch_size=_BATCH.value,
-                classifier_dir=_CLASSIFIER_DIR.value,
-            )
-            _write(result, "eval_layout.json")
-            return
-        trained = load_trained_ldm(_WORKDIR.value)
-        cfg = trained.config.sample
-        guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
-        result = evaluate(
-            trained,
-            _PER_CLASS.value,
-            guidance,
-            _SAMPLER.value or cfg.sampler,
-            _STEPS.value or cfg.steps,
-            _SEED.value,
-            _CLASSIFIER_DIR.value,
-            cfg.eta if _ETA.value is None else _ETA.value,
-        )
-        _write(result, "eval.json")
+        name, score = _METRICS[_WHAT.value]
+        _write(score(_WORKDIR.value), name)
 
 
 def _write(result: dict, name: str) -> None:

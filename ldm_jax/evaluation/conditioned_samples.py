@@ -14,7 +14,7 @@ from ldm_jax.workdir.reader import TrainedLDM
 def sample_per_condition(
     trained: TrainedLDM,
     cond: np.ndarray,
-    uncond: np.ndarray,
+    uncond: np.ndarray | None,
     *,
     sampler: str,
     steps: int,

@@ -44,7 +44,7 @@ import numpy as np
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.config.validation import ConfigError
-from ldm_jax.data import degradations, layout_tokens
+from ldm_jax.data import degradations, layout_tokens, masks
 from ldm_jax.models import factory
 from ldm_jax.models.conditioning import drop_labels
 from ldm_jax.sampling.generate import (
@@ -53,7 +53,6 @@ from ldm_jax.sampling.generate import (
     inpainting_condition,
     sd_inpainting_condition,
 )
-from ldm_jax.trainers import masks
 
 CONTEXT_LENGTH = TEXT_CONTEXT_LENGTH
 # Arrays the latent cache keeps per example for each kind, besides the latents.

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.config.files import load_config_file
+from ldm_jax.data import masks
 from ldm_jax.models.tokenizer import WordPieceTokenizer
 from ldm_jax.sampling.generate import fixed_text_context
-from ldm_jax.trainers import captions, conditions, masks
+from ldm_jax.trainers import captions, conditions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
