@@ -13,11 +13,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from ldm_jax.config import small_first_stages
+
 IMAGE_SIZE = 32
 F = 4
 LATENT_SIZE = IMAGE_SIZE // F  # 8
 FIRST_STAGE_STEPS = 800
 LDM_STEPS = 2000
+
+
+def first_stage(channels: int) -> dict[str, Any]:
+    """The `model.first_stage` section: the f sweep's KL f=4 on 32x32 images of `channels`
+    (8x8x3 latents). Every task config of a dataset shares it, so one trained first stage
+    serves them all (`--config.train.first_stage_workdir`)."""
+    return small_first_stages.first_stage("kl", F, channels=channels, image_size=IMAGE_SIZE)
+
+
+def first_stage_training() -> dict[str, Any]:
+    """The `autoencoder_train` section: L1 + KL (no LPIPS or PatchGAN), FIRST_STAGE_STEPS of
+    batch 16 (`small_first_stages.training`)."""
+    return small_first_stages.training("kl", FIRST_STAGE_STEPS, paper_loss=False)
+
+
+def fashion_mnist_data() -> dict[str, Any]:
+    """The `data` section of the unlabelled tasks on 32x32 grey Fashion-MNIST."""
+    return dict(
+        name="fashion_mnist", image_size=IMAGE_SIZE, channels=1, num_classes=0, crop="center"
+    )
 
 
 def unet(in_channels: int, out_channels: int, context_dim: int | None = None) -> dict[str, Any]:

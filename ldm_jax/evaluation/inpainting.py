@@ -54,7 +54,7 @@ from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import masks as mask_lib
 from ldm_jax.data import pipeline
 from ldm_jax.evaluation.conditioned_samples import sample_per_condition
-from ldm_jax.evaluation.reconstruction import reconstruct
+from ldm_jax.evaluation.reconstruction import reconstruct_images
 from ldm_jax.losses import lpips
 from ldm_jax.sampling import editing
 from ldm_jax.sampling.generate import (
@@ -171,13 +171,6 @@ def inpainting_conditions(
     f = builders.downsampling_factor(trained.config)
     fn = jax.jit(lambda x, m: inpainting_condition(ae, trained.ae_params, x, m, f))
     return _map_batches(fn, (images, mask), batch_size)
-
-
-def reconstructions(trained: TrainedLDM, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """D(E(x)) [N, H, W, C] float32 in [-1, 1] by the workdir's first stage."""
-    ae = builders.build_autoencoder(trained.config)
-    fn = jax.jit(lambda x: jnp.clip(reconstruct(ae, trained.ae_params, x)[0], -1.0, 1.0))
-    return _map_batches(fn, (images,), batch_size)
 
 
 def _unconditional_branch(reference: TrainedLDM, batch: int) -> np.ndarray | None:
@@ -326,7 +319,7 @@ def evaluate_workdir(
     outputs = {
         "ldm": paste(images, samples, mask),
         "mean_fill": mean_fill(images, mask),
-        "reconstruction": paste(images, reconstructions(trained, images, batch_size), mask),
+        "reconstruction": paste(images, reconstruct_images(trained, images, batch_size), mask),
     }
     if reference is not None:
         repainted = masked_sampling(

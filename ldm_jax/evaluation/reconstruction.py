@@ -129,6 +129,21 @@ def reconstruct(ae: Any, params: Any, x: jax.Array) -> tuple[jax.Array, jax.Arra
     return rec.astype(jnp.float32), None
 
 
+def reconstruct_images(trained: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """D(E(x)) [N, H, W, C] float32 in [-1, 1] of images [N, H, W, C] by a workdir's first stage
+    (`reader.TrainedLDM`; the posterior mean for KL). One batch shape compiles: the last batch is
+    zero-padded."""
+    ae = builders.build_autoencoder(trained.config)
+    apply = jax.jit(lambda p, x: jnp.clip(reconstruct(ae, p, x)[0], -1.0, 1.0))
+    b = min(batch_size, len(images))
+    out = []
+    for start in range(0, len(images), b):
+        x = np.asarray(images[start : start + b], np.float32)
+        padded = np.pad(x, ((0, b - len(x)),) + ((0, 0),) * 3)
+        out.append(np.asarray(apply(trained.ae_params, padded))[: len(x)])
+    return np.concatenate(out).astype(np.float32)
+
+
 def _batch_metrics(ae: Any, lpips_net: str | None):
     """Jitted (ae_params, lpips_params, x) -> ({psnr, ssim[, lpips]} [B] each, x_rec, indices)."""
 

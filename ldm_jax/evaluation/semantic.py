@@ -43,7 +43,7 @@ from ldm_jax.config.model_config import model_config
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import emoji_palette, noto_emoji_segmentation_builder, pipeline
 from ldm_jax.evaluation.conditioned_samples import sample_per_condition
-from ldm_jax.evaluation.text2img import reconstructions
+from ldm_jax.evaluation.reconstruction import reconstruct_images
 from ldm_jax.sampling.images import to_uint8
 from ldm_jax.workdir.reader import TrainedLDM, load_trained_ldm
 
@@ -195,7 +195,7 @@ def evaluate_workdir(
         "shuffled_maps": segmentation_scores(maps[other], sample_maps_),
         "real_images_shuffled_maps": segmentation_scores(maps[other], real_maps),
         "first_stage_reconstructions": segmentation_scores(
-            maps, rederived_maps(reconstructions(trained, real, batch_size))
+            maps, rederived_maps(reconstruct_images(trained, real, batch_size))
         ),
     }
     protocol = {

@@ -46,10 +46,10 @@ from ldm_jax.data import degradations, pipeline
 from ldm_jax.evaluation import classifier as clf
 from ldm_jax.evaluation import metrics
 from ldm_jax.evaluation.conditioned_samples import sample_per_condition
-from ldm_jax.evaluation.reconstruction import SSIM_WINDOW, reconstruct, ssim
+from ldm_jax.evaluation.reconstruction import SSIM_WINDOW, reconstruct_images, ssim
 from ldm_jax.losses import lpips
 from ldm_jax.losses.autoencoder_loss import psnr
-from ldm_jax.workdir.reader import TrainedLDM, load_trained_ldm
+from ldm_jax.workdir.reader import load_trained_ldm
 
 DEFAULT_NUM = 1000
 METHODS = ("ldm", "bicubic", "nearest", "reconstruction")
@@ -117,19 +117,6 @@ def low_res_psnr(outputs: np.ndarray, low: np.ndarray, f: int) -> float:
     inputs [N, H/f, W/f, C]."""
     down = degradations.bicubic(jnp.asarray(outputs, jnp.float32), f)  # [N, h, w, C]
     return float(np.mean(np.asarray(psnr(jnp.asarray(low, jnp.float32), down), np.float64)))
-
-
-def reconstructions(trained: TrainedLDM, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """D(E(x)) [N, H, W, C] float32 in [-1, 1] of the workdir's first stage (padded batches)."""
-    ae = builders.build_autoencoder(trained.config)
-    apply = jax.jit(lambda p, x: jnp.clip(reconstruct(ae, p, x)[0], -1.0, 1.0))
-    b = min(batch_size, len(images))
-    out = []
-    for start in range(0, len(images), b):
-        x = images[start : start + b]
-        padded = np.pad(x, ((0, b - len(x)),) + ((0, 0),) * 3)
-        out.append(np.asarray(apply(trained.ae_params, padded))[: len(x)])
-    return np.concatenate(out).astype(np.float32)
 
 
 def is_grey_fashion_mnist(config: Any) -> bool:
@@ -210,7 +197,7 @@ def evaluate_workdir(
         "ldm": samples,
         "bicubic": upsample_bicubic(low, f),
         "nearest": upsample_nearest(low, f),
-        "reconstruction": reconstructions(trained, images, batch_size),
+        "reconstruction": reconstruct_images(trained, images, batch_size),
     }
     score_fn = make_score_fn(lpips.load_lpips_params(LPIPS_NET))
     result: dict[str, Any] = {

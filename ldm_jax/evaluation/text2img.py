@@ -27,8 +27,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.config import builders
@@ -37,7 +35,7 @@ from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import pipeline
 from ldm_jax.evaluation import caption_retrieval as cr
 from ldm_jax.evaluation.conditioned_samples import sample_per_condition
-from ldm_jax.evaluation.reconstruction import reconstruct
+from ldm_jax.evaluation.reconstruction import reconstruct_images
 from ldm_jax.models import factory
 from ldm_jax.models.minilm_encoder import frozen_minilm
 from ldm_jax.models.tokenizer import WordPieceTokenizer
@@ -103,18 +101,6 @@ def sample_captions(
         trained, cond, uncond, sampler=sampler, steps=steps, guidance=guidance, eta=eta,
         seed=seed, batch_size=batch_size,
     )  # fmt: skip
-
-
-def reconstructions(trained: TrainedLDM, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """D(E(x)) of images [N, H, W, C], clipped to [-1, 1]."""
-    ae = builders.build_autoencoder(trained.config)
-    fn = jax.jit(lambda p, x: jnp.clip(reconstruct(ae, p, x)[0], -1.0, 1.0))
-    return np.concatenate(
-        [
-            np.asarray(fn(trained.ae_params, images[i : i + batch_size]))
-            for i in range(0, len(images), batch_size)
-        ]
-    )
 
 
 def nearest_caption_images(
@@ -185,7 +171,8 @@ def evaluate_workdir(
     result: dict[str, Any] = {"samples": score(samples)}
     if baselines:
         first_image = np.array([np.flatnonzero(groups.image_caption == q)[0] for q in queries])
-        result["first_stage_reconstructions"] = score(reconstructions(trained, refs[first_image]))
+        reconstructed = reconstruct_images(trained, refs[first_image])
+        result["first_stage_reconstructions"] = score(reconstructed)
         train = _split(trained, config.data.train_split)
         nearest, _ = nearest_caption_images(texts, train["caption"], train["image"])
         result["nearest_train_caption"] = score(nearest)

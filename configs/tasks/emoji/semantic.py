@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from ldm_jax.config import experiment, presets, small_first_stages, small_tasks
+from ldm_jax.config import experiment, presets, small_tasks
 from ldm_jax.data import emoji_palette, noto_emoji_segmentation_builder
 
 NUM_CLASSES = emoji_palette.NUM_CLASSES  # 9: background and 8 colour classes
@@ -88,9 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "noto_emoji_semantic"
     c.reference = "models/ldm/semantic_synthesis256 (concat, spatial_rescaler), CPU scale"
     c.stage = "both"
-    first_stage = small_first_stages.first_stage(
-        "kl", small_tasks.F, channels=3, image_size=small_tasks.IMAGE_SIZE
-    )
+    first_stage = small_tasks.first_stage(channels=3)
     latent = first_stage["embed_dim"]
     c.model = dict(
         conditioning_key="concat",
@@ -101,9 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.diffusion = presets.diffusion("ldm", scale_by_std=True)
     c.data = _data()
-    c.autoencoder_train = small_first_stages.training(
-        "kl", small_tasks.FIRST_STAGE_STEPS, paper_loss=False
-    )
+    c.autoencoder_train = small_tasks.first_stage_training()
     c.train = small_tasks.ldm_training()
     c.sample = small_tasks.sampling()
     c = experiment.finalize(c, arg)

@@ -43,11 +43,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from ldm_jax.config import experiment, presets, small_first_stages
+from ldm_jax.config import experiment, presets, small_tasks
 from ldm_jax.config.validation import CAPTION_VOCAB_SIZES
 
-IMAGE_SIZE = 32
-FIRST_STAGE_STEPS = 800
+IMAGE_SIZE = small_tasks.IMAGE_SIZE
 # The WordPiece vocabulary built from noto_emoji's training captions (special tokens included).
 NOTO_EMOJI_VOCAB = CAPTION_VOCAB_SIZES["noto_emoji"]  # 2310
 MAX_TOKENS = 32
@@ -59,24 +58,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "noto_emoji_text2img_bert"
     c.reference = "models/ldm/text2img256 (BERTEmbedder + crossattn), at CPU scale"
     c.stage = "both"
-    first_stage = small_first_stages.first_stage("kl", 4, channels=3, image_size=IMAGE_SIZE)
+    first_stage = small_tasks.first_stage(channels=3)
     latent = first_stage["embed_dim"]
     c.model = dict(
         conditioning_key="crossattn",
         first_stage=first_stage,
-        unet=dict(
-            image_size=IMAGE_SIZE // 4,
-            in_channels=latent,
-            out_channels=latent,
-            model_channels=32,
-            channel_mult=(1, 2, 2),
-            num_res_blocks=1,
-            attention_resolutions=(2, 4),
-            num_head_channels=32,
-            use_spatial_transformer=True,
-            transformer_depth=1,
-            context_dim=128,
-        ),
+        unet=small_tasks.unet(latent, latent, context_dim=128),
         cond_stage=dict(
             kind="bert", n_embed=128, n_layer=2, vocab_size=NOTO_EMOJI_VOCAB, max_seq_len=MAX_TOKENS
         ),
@@ -84,17 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.diffusion = presets.diffusion("ldm", scale_by_std=True)
     c.data = dict(name="noto_emoji", image_size=IMAGE_SIZE, channels=3, num_classes=0)
     # L1 + KL only (see the docstring).
-    c.autoencoder_train = small_first_stages.training("kl", FIRST_STAGE_STEPS, paper_loss=False)
-    c.train = dict(
-        steps=2000,
-        batch_size=64,
-        learning_rate=1e-3,
-        warmup_steps=200,
-        ema_decay=0.999,
-        cond_drop_prob=0.1,
-        log_every=50,
-        checkpoint_every=500,
-        sample_every=0,
-    )
-    c.sample = dict(sampler="ddim", steps=50, eta=1.0, guidance_scale=4.0, per_class=8)
+    c.autoencoder_train = small_tasks.first_stage_training()
+    c.train = small_tasks.ldm_training(cond_drop_prob=0.1)
+    c.sample = small_tasks.sampling(guidance_scale=4.0)
     return experiment.finalize(c, arg)

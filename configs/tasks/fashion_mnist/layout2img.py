@@ -43,11 +43,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from ldm_jax.config import experiment, presets, small_first_stages
+from ldm_jax.config import experiment, presets, small_tasks
 from ldm_jax.data import fashion_mnist_layout
 
-IMAGE_SIZE = 32
-FIRST_STAGE_STEPS = 800
+IMAGE_SIZE = small_tasks.IMAGE_SIZE
 MAX_OBJECTS = fashion_mnist_layout.MAX_OBJECTS  # 4
 GRID = 32  # points per axis of the box corners
 LAYOUT_VOCAB = GRID * GRID + 1  # 1025: the grid's points and the padding id
@@ -60,24 +59,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "fashion_mnist_layout2img"
     c.reference = "models/ldm/layout2img-openimages256 (BERTEmbedder over box tokens), CPU scale"
     c.stage = "both"
-    first_stage = small_first_stages.first_stage("kl", 4, channels=1, image_size=IMAGE_SIZE)
+    first_stage = small_tasks.first_stage(channels=1)
     latent = first_stage["embed_dim"]
     c.model = dict(
         conditioning_key="crossattn",
         first_stage=first_stage,
-        unet=dict(
-            image_size=IMAGE_SIZE // 4,
-            in_channels=latent,
-            out_channels=latent,
-            model_channels=32,
-            channel_mult=(1, 2, 2),
-            num_res_blocks=1,
-            attention_resolutions=(2, 4),
-            num_head_channels=32,
-            use_spatial_transformer=True,
-            transformer_depth=1,
-            context_dim=128,
-        ),
+        unet=small_tasks.unet(latent, latent, context_dim=128),
         cond_stage=dict(
             kind="bert",
             n_embed=128,
@@ -96,19 +83,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         train_split="train[:20000]",
         crop="center",
     )
-    c.autoencoder_train = small_first_stages.training("kl", FIRST_STAGE_STEPS, paper_loss=False)
-    c.train = dict(
-        steps=2000,
-        batch_size=64,
-        learning_rate=1e-3,
-        warmup_steps=200,
-        ema_decay=0.999,
-        cond_drop_prob=0.1,
-        log_every=50,
-        checkpoint_every=500,
-        sample_every=0,
-    )
-    c.sample = dict(sampler="ddim", steps=50, eta=1.0, guidance_scale=3.0, per_class=8)
+    c.autoencoder_train = small_tasks.first_stage_training()
+    c.train = small_tasks.ldm_training(cond_drop_prob=0.1)
+    c.sample = small_tasks.sampling(guidance_scale=3.0)
     c = experiment.finalize(c, arg)
     if arg == experiment.TINY:
         # The tiny variant swaps the data for synthetic shapes; keep the layout canvases.

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from ldm_jax.config import experiment, presets, small_first_stages, small_tasks
+from ldm_jax.config import experiment, presets, small_tasks
 
 CHANNELS = 1  # grey Fashion-MNIST
 
@@ -47,9 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "fashion_mnist_unconditional"
     c.reference = "configs/latent-diffusion/ffhq-ldm-vq-4.yaml (unconditional), CPU scale"
     c.stage = "both"
-    first_stage = small_first_stages.first_stage(
-        "kl", small_tasks.F, channels=CHANNELS, image_size=small_tasks.IMAGE_SIZE
-    )
+    first_stage = small_tasks.first_stage(CHANNELS)
     latent = first_stage["embed_dim"]
     c.model = dict(
         conditioning_key=None,
@@ -58,16 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         cond_stage=dict(kind="none"),
     )
     c.diffusion = presets.diffusion("ldm", scale_by_std=True)
-    c.data = dict(
-        name="fashion_mnist",
-        image_size=small_tasks.IMAGE_SIZE,
-        channels=CHANNELS,
-        num_classes=0,
-        crop="center",
-    )
-    c.autoencoder_train = small_first_stages.training(
-        "kl", small_tasks.FIRST_STAGE_STEPS, paper_loss=False
-    )
+    c.data = small_tasks.fashion_mnist_data()
+    c.autoencoder_train = small_tasks.first_stage_training()
     c.train = small_tasks.ldm_training()
     c.sample = small_tasks.sampling()
     return experiment.finalize(c, arg)
