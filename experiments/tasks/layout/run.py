@@ -7,7 +7,7 @@ accuracy of the item inside each requested box (`configs/tasks/fashion_mnist/lay
 Steps: `python -m ldm_jax.train --config configs/tasks/fashion_mnist/layout2img.py` (the KL f=4
 first stage, then the LDM with the jointly trained BERT over layout tokens); `samples.png`: for
 the first ROWS test canvases, the real canvas with its boxes' layout, then COLUMNS samples of
-that layout; `python -m ldm_jax.evaluate --what layout` on every test layout.
+that layout; `python -m ldm_jax.evaluate --what layout --num 1000` on the first 1,000 test layouts.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import task_runner  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = task_runner.ROOT / "configs" / "tasks" / "fashion_mnist" / "layout2img.py"
 ROWS, COLUMNS = 8, 6
+NUM_LAYOUTS = 1000  # the first 1,000 of the 10,000 test canvases
 
 
 def layout_grid(workdir: pathlib.Path, path: pathlib.Path, quick: bool) -> None:
@@ -60,7 +61,8 @@ def main() -> None:
     layout_grid(workdir, demo.out / "samples.png", demo.quick)
     demo.results["grid"] = "samples.png"
     quick_args = ("--num=4", "--steps=2")
-    demo.log("eval", task_runner.evaluate(workdir, "layout", demo.quick, (), quick_args))
+    args = (f"--num={NUM_LAYOUTS}",)
+    demo.log("eval", task_runner.evaluate(workdir, "layout", demo.quick, args, quick_args))
     demo.finish()
 
 
