@@ -20,7 +20,8 @@ lacks. Classifier-free guidance as the BERT config: 10% empty captions in traini
 Runtime: the LDM step ran at 4.8 steps/s (batch 64; 2 CPU cores shared with another training
 job), 2.5x the BERT config's 1.9: the frozen encoder runs once per caption, not in every step. On
 a borrowed first stage that is about 7 minutes for the 2000 steps; with its own stage 1 about 13.
-Result: not measured yet (`experiments/tasks/text2img/run.py`).
+Measured (`experiments/tasks/text2img/`): the LDM 538 s on the borrowed first stage; caption
+retrieval 0.33 +- 0.04 among 10 captions (chance 0.10), a tie with the BERT model.
 
 `:tiny` is the seconds-long variant for tests (synthetic shapes, 16 MiniLM tokens, 3 steps; the
 MiniLM weights are real, so it needs the package installed).
