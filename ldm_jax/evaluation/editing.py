@@ -41,8 +41,9 @@ from ldm_jax.diffusion.timesteps import img2img_start_index
 from ldm_jax.evaluation import caption_retrieval as cr
 from ldm_jax.evaluation import classifier as clf
 from ldm_jax.evaluation import metrics
+from ldm_jax.evaluation.conditioned_samples import sample_per_condition
 from ldm_jax.sampling import editing
-from ldm_jax.sampling.generate import decode_latents, encode_images, make_sampler, null_label
+from ldm_jax.sampling.generate import decode_latents, encode_images, null_label
 from ldm_jax.sampling.request import SampleInputError
 from ldm_jax.workdir.reader import TrainedLDM, load_trained_ldm
 
@@ -212,31 +213,15 @@ def edit_images(
     Returns:
       float32 [N, H, W, C] in [-1, 1].
     """
-    config = trained.config
-    sample = make_sampler(config, sampler, steps, strength=strength)  # strength is static
-    null = null_label(builders.build_denoiser(config))
+    null = null_label(builders.build_denoiser(trained.config))
     uncond = None if null is None else np.full((1,), null, np.int32)  # [1]
-    h, w, c = builders.latent_shape(config)
-    targets = np.asarray(targets, np.int32)
-    b = min(batch_size, len(targets))
-    out = []
-    for i, (start, n) in enumerate(_chunks(len(targets), b)):
-        # editing.ImageGuide.sampler_inputs: x_init only below strength 1.
-        x_init = {} if strength >= 1.0 else {"x_init": _pad(latents[start : start + n], b)}
-        images = sample(
-            trained.ae_params,
-            trained.ldm_params,
-            _pad(targets[start : start + n], b),
-            uncond,
-            jax.random.fold_in(jax.random.PRNGKey(seed), i),
-            jnp.float32(guidance),
-            jnp.float32(eta),
-            jnp.float32(trained.scale_factor),
-            shape=(b, h, w, c),
-            **x_init,
-        )
-        out.append(np.clip(np.asarray(images, np.float32)[:n], -1.0, 1.0))
-    return np.concatenate(out)
+    # editing.ImageGuide.sampler_inputs: x_init only below strength 1.
+    x_init = {} if strength >= 1.0 else {"x_init": latents}
+    return sample_per_condition(
+        trained, np.asarray(targets, np.int32), uncond, sampler=sampler, steps=steps,
+        guidance=guidance, eta=eta, seed=seed, batch_size=batch_size, strength=strength,
+        latents=x_init,
+    )  # fmt: skip
 
 
 def _score(

@@ -45,7 +45,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.config import builders
@@ -54,13 +53,12 @@ from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import masks as mask_lib
 from ldm_jax.data import pipeline
 from ldm_jax.evaluation.conditioned_samples import sample_per_condition
+from ldm_jax.evaluation.editing import encode_latents
 from ldm_jax.evaluation.reconstruction import reconstruct_images
 from ldm_jax.losses import lpips
 from ldm_jax.sampling import editing
 from ldm_jax.sampling.generate import (
-    encode_images,
     inpainting_condition,
-    make_sampler,
     null_label,
 )
 from ldm_jax.workdir.reader import TrainedLDM, load_trained_ldm
@@ -226,36 +224,13 @@ def masked_sampling(
     config = reference.config
     check_reference(reference, images.shape[1:])
     f = builders.downsampling_factor(config)
-    h, w, c = builders.latent_shape(config)
-    n = len(images)
-    b = min(batch_size, n)
-    cond = _unconditional_branch(reference, b)
+    cond = _unconditional_branch(reference, len(images))  # [N] null classes, or None
     keep = np.concatenate([editing.latent_keep_mask(m, f) for m in mask])  # [N, h, w, 1]
-    ae = builders.build_autoencoder(config)
-    scale = jnp.float32(reference.scale_factor)
-    encode = jax.jit(lambda x: encode_images(ae, reference.ae_params, x) * scale)
-    sample = make_sampler(config, sampler, steps)
-    out = []
-    for i, start in enumerate(range(0, n, b)):
-        x, k = images[start : start + b], keep[start : start + b]
-        rows = len(x)
-        x = np.concatenate([x, np.repeat(x[-1:], b - rows, axis=0)])
-        k = np.concatenate([k, np.repeat(k[-1:], b - rows, axis=0)])
-        result = sample(
-            reference.ae_params,
-            reference.ldm_params,
-            cond,
-            None,
-            jax.random.fold_in(jax.random.PRNGKey(seed), i),
-            jnp.float32(1.0),
-            jnp.float32(eta),
-            scale,
-            shape=(b, h, w, c),
-            mask=k,
-            x_known=encode(x),
-        )
-        out.append(np.clip(np.asarray(result, np.float32)[:rows], -1.0, 1.0))
-    return np.concatenate(out)
+    known = encode_latents(reference, images, batch_size)  # [N, h, w, c], scaled
+    return sample_per_condition(
+        reference, cond, None, sampler=sampler, steps=steps, guidance=1.0, eta=eta, seed=seed,
+        batch_size=batch_size, latents={"mask": keep, "x_known": known},
+    )  # fmt: skip
 
 
 def evaluate_workdir(
