@@ -22,7 +22,9 @@ and the middle) on 4 input channels (z_t's 3 and the grey 8x8 image) and 3 outpu
 paper's LDM schedule, latents scaled by 1/std of the first batch; 2000 steps of batch 64, Adam
 1e-3, EMA 0.999. Concat conditions are never dropped: sampling is unguided (DDIM 50 steps, eta 1).
 
-Runtime: not measured yet. Result: not measured yet; `python -m ldm_jax.evaluate --workdir
+Runtime (2 cores, XLA matmul 208 GFLOP/s, lightly loaded): stage 1 234 s, the LDM 398 s. Result
+(`experiments/tasks/superres/`): PSNR 20.55 dB and LPIPS 0.219 against bicubic's 16.73 dB and
+0.440 (ceiling D(E(x)): 23.12 dB, 0.163). `python -m ldm_jax.evaluate --workdir
 runs/sr --what superres` scores it (`ldm_jax/evaluation/superres.py`): PSNR and LPIPS-VGG of one
 super-resolved sample per low-res input of the first 1000 test images, beside bicubic and
 nearest-neighbour up-sampling of the same inputs and the first stage's reconstruction D(E(x))
