@@ -36,8 +36,8 @@ is unguided (DDIM 50 steps, eta 1); the known pixels are pasted back after decod
 Runtime (2 cores, loaded by a test run): the LDM 619 s on a borrowed first stage. Result
 (`experiments/tasks/inpainting/`, 1,000 test images): PSNR in the hole 14.60 dB, LPIPS 0.213,
 against mean filling 9.45 dB / 0.410 and masked sampling of `unconditional.py` 10.91 / 0.297.
-`python -m ldm_jax.evaluate --what inpaint` scores it (`ldm_jax/evaluation/inpainting.py`): PSNR inside the hole and LPIPS-VGG of one
-inpainting per test image under fixed large masks, beside filling the hole with the mean of the
+`python -m ldm_jax.evaluate --what inpaint` scores it (`ldm_jax/evaluation/inpainting.py`): PSNR
+inside the hole and LPIPS-VGG of one inpainting per test image under fixed large masks, beside filling the hole with the mean of the
 known pixels, the first stage's reconstruction pasted into the hole, and masked sampling
 ("repaint") with a model trained without masks (`--reference_workdir`, e.g. `unconditional.py`).
 
