@@ -37,9 +37,10 @@ Runtime (2 cores, loaded by a test run): the LDM 619 s on a borrowed first stage
 (`experiments/tasks/inpainting/`, 1,000 test images): PSNR in the hole 14.60 dB, LPIPS 0.213,
 against mean filling 9.45 dB / 0.410 and masked sampling of `unconditional.py` 10.91 / 0.297.
 `python -m ldm_jax.evaluate --what inpaint` scores it (`ldm_jax/evaluation/inpainting.py`): PSNR
-inside the hole and LPIPS-VGG of one inpainting per test image under fixed large masks, beside filling the hole with the mean of the
-known pixels, the first stage's reconstruction pasted into the hole, and masked sampling
-("repaint") with a model trained without masks (`--reference_workdir`, e.g. `unconditional.py`).
+inside the hole and LPIPS-VGG of one inpainting per test image under fixed large masks, beside
+filling the hole with the mean of the known pixels, the first stage's reconstruction pasted into
+the hole, and masked sampling ("repaint") with a model trained without masks
+(`--reference_workdir`, e.g. `unconditional.py`).
 
 `:tiny` is the seconds-long variant for tests (`experiment.finalize`): 32x32 synthetic shapes
 (3 channels, so the U-Net takes 3 + 3 + 1 channels), the tiny KL f=4 first stage, 2 + 3 steps.
