@@ -73,9 +73,14 @@ def record(
     flops_per_iter: float | None,
     matmul_peak: float | None,
     threads: int,
+    peak_rss: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One benchmark result with every field of `FIELDS` (plus `extra`)."""
+    """One benchmark result with every field of `FIELDS` (plus `extra`).
+
+    `peak_rss` is the process's high-water mark taken right after the timed iterations, before
+    FLOP counting or the matmul-peak measurement add their own allocations (default: now).
+    """
     median = statistics.median(times)
     achieved = flops_per_iter / median if flops_per_iter else None
     return {
@@ -90,7 +95,7 @@ def record(
         "compile_s": round(compile_s, 3),
         "items_per_s": round(items_per_iter / median, 4),
         "item": item,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes() if peak_rss is None else peak_rss,
         "flops_per_iter": flops_per_iter,
         "achieved_flops_per_s": achieved,
         "matmul_peak_flops_per_s": matmul_peak,

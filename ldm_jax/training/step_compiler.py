@@ -9,6 +9,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 
 from ldm_jax.parallel import sharding
+from ldm_jax.training.host_memory import release_freed_host_memory
 
 
 def memory_analysis(compiled: Any) -> dict[str, int]:
@@ -50,4 +51,5 @@ def compile_train_step(
         donate_argnums=0,
     )
     compiled = jitted.lower(abstract_state, abstract_batch).compile()
+    release_freed_host_memory()  # the compiler's garbage, before the step's temporaries
     return compiled, memory_analysis(compiled)
