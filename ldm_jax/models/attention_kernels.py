@@ -122,8 +122,8 @@ def _query_chunks(q_len: int, max_rows: int | None = None) -> int:
 
 
 def _training_rows(k_len: int) -> int:
-    """Query rows per block when training: TRAINING_BLOCK_LOGITS / Lk, at most QUERY_CHUNK."""
-    return min(QUERY_CHUNK, TRAINING_BLOCK_LOGITS // k_len)
+    """Query rows per block when training: TRAINING_BLOCK_LOGITS / Lk, in [1, QUERY_CHUNK]."""
+    return max(1, min(QUERY_CHUNK, TRAINING_BLOCK_LOGITS // k_len))
 
 
 def _logits(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:

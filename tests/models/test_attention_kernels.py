@@ -64,6 +64,24 @@ def test_query_chunks_forward_and_gradients(monkeypatch):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_training_blocks_smaller_than_inference_blocks(monkeypatch):
+    """Training uses TRAINING_BLOCK_LOGITS-sized blocks (here 16 rows at 40 keys) while the
+    inference forward keeps one whole block: values and gradients still match plain attention."""
+    monkeypatch.setattr(ak, "TRAINING_BLOCK_LOGITS", 16 * 40)
+    assert ak._training_rows(40) == 16 and ak._training_rows(4000) == 1
+    assert ak._query_chunks(64, ak._training_rows(40)) == 4 and ak._query_chunks(64) == 1
+    q, k, v = _inputs(2, 64, 40, 2, 8)
+    dout = _inputs(2, 64, 40, 2, 8, seed=5)[0]
+    np.testing.assert_allclose(
+        ak.blocked_attention(q, k, v), _numpy_attention(q, k, v), atol=1e-5, rtol=1e-5
+    )
+    out, vjp = jax.vjp(ak.blocked_attention, q, k, v)
+    np.testing.assert_allclose(out, _numpy_attention(q, k, v), atol=1e-5, rtol=1e-5)
+    _, ref_vjp = jax.vjp(ak.einsum_attention, q, k, v)
+    for got, want in zip(vjp(dout), ref_vjp(dout), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_second_order_free_gradient_of_a_loss():
     """jax.grad through the kernel inside a scalar loss (as a train step uses it)."""
     q, k, v = _inputs(2, 48, 48, 2, 8)
