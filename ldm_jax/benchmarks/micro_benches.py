@@ -17,7 +17,7 @@ import numpy as np
 
 from ldm_jax.benchmarks.model_benches import FRAMEWORK
 from ldm_jax.benchmarks.presets import ATTENTION_KEY_LENS, ATTENTION_SHAPE, GROUPNORM_SHAPE
-from ldm_jax.benchmarks.timing import peak_rss_bytes, record, time_iterations
+from ldm_jax.benchmarks.timing import record, time_iterations
 from ldm_jax.benchmarks.xla_measure import compile_timed, matmul_peak_flops, xla_threads
 from ldm_jax.models import attention_kernels
 from ldm_jax.models.layers import GroupNorm32
@@ -32,7 +32,6 @@ def _attention_flops(b: int, lq: int, lk: int, h: int, d: int, backward: bool) -
 def _timed(bench, fn, args, repeats, flops, **extra) -> dict[str, Any]:
     compiled, compile_s = compile_timed(jax.jit(fn), *args)
     times = time_iterations(lambda: jax.block_until_ready(compiled(*args)), repeats)
-    peak_rss = peak_rss_bytes()
     b = args[0].shape[0]
     return record(
         bench,
@@ -47,7 +46,6 @@ def _timed(bench, fn, args, repeats, flops, **extra) -> dict[str, Any]:
         flops,
         matmul_peak_flops("float32"),
         xla_threads(),
-        peak_rss=peak_rss,
         **extra,
     )
 

@@ -23,7 +23,7 @@ import optax
 
 from ldm_jax import diffusion
 from ldm_jax.benchmarks.presets import Preset
-from ldm_jax.benchmarks.timing import peak_rss_bytes, record, time_iterations
+from ldm_jax.benchmarks.timing import record, time_iterations
 from ldm_jax.benchmarks.xla_measure import compile_timed, matmul_peak_flops, xla_flops, xla_threads
 from ldm_jax.models import factory
 from ldm_jax.models.autoencoder import DiagonalGaussian
@@ -39,7 +39,6 @@ def _memory(compiled: Any) -> dict[str, int]:
 
 
 def _record(bench, preset, batch, times, compile_s, items, item, flops, **extra):
-    """`record` for our side; `extra` carries `peak_rss` taken right after the timing."""
     return record(
         bench,
         FRAMEWORK,
@@ -79,7 +78,6 @@ def bench_unet_forward(preset: Preset, repeats: int) -> dict[str, Any]:
     fn = lambda p, x, t, c: unet.apply({"params": p}, x, t, c)
     compiled, compile_s = compile_timed(jax.jit(fn), params, x, t, context)
     times = time_iterations(lambda: jax.block_until_ready(compiled(params, x, t, context)), repeats)
-    peak_rss = peak_rss_bytes()
     flops = xla_flops(fn, params, x, t, context)
     n = sum(a.size for a in jax.tree.leaves(params))
     return _record(
@@ -92,7 +90,6 @@ def bench_unet_forward(preset: Preset, repeats: int) -> dict[str, Any]:
         "latent",
         flops,
         params=n,
-        peak_rss=peak_rss,
         **_memory(compiled),
     )
 
@@ -133,7 +130,6 @@ def bench_unet_train(preset: Preset, repeats: int, remat: str = "none") -> dict[
         jax.block_until_ready(loss)
 
     times = time_iterations(run, repeats)
-    peak_rss = peak_rss_bytes()
     flops = xla_flops(step, state[0], state[1], z0, noise, t, context)
     return _record(
         "unet_train",
@@ -145,7 +141,6 @@ def bench_unet_train(preset: Preset, repeats: int, remat: str = "none") -> dict[
         "latent",
         flops,
         remat=remat,
-        peak_rss=peak_rss,
         **_memory(compiled),
     )
 
@@ -180,7 +175,6 @@ def bench_sample(
     times = time_iterations(
         lambda: jax.block_until_ready(compiled(params, x, context, scale)), repeats
     )
-    peak_rss = peak_rss_bytes()
     pair = lambda p, x, t, c: diffusion.guidance_pair_fn(model_fn(p), c, uncond)(x, t)
     flops = xla_flops(pair, params, x, t, context)
     return _record(
@@ -196,7 +190,6 @@ def bench_sample(
         steps=steps,
         images=images,
         seconds_per_image=round(float(np.median(times)) / images, 4),
-        peak_rss=peak_rss,
         **_memory(compiled),
     )
 
@@ -217,7 +210,6 @@ def bench_autoencoder(preset: Preset, repeats: int) -> dict[str, Any]:
 
     compiled, compile_s = compile_timed(jax.jit(fn), params, x)
     times = time_iterations(lambda: jax.block_until_ready(compiled(params, x)), repeats)
-    peak_rss = peak_rss_bytes()
     return _record(
         "autoencoder",
         preset,
@@ -227,6 +219,5 @@ def bench_autoencoder(preset: Preset, repeats: int) -> dict[str, Any]:
         preset.ae_batch,
         "image",
         xla_flops(fn, params, x),
-        peak_rss=peak_rss,
         **_memory(compiled),
     )

@@ -45,18 +45,27 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def time_iterations(run: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
+class Timings(list):
+    """Seconds per timed call, and the process's peak RSS when the last call returned."""
+
+    peak_rss_bytes: int
+
+
+def time_iterations(run: Callable[[], Any], repeats: int, warmup: int = 1) -> Timings:
     """Seconds of each of `repeats` calls of `run` after `warmup` untimed calls.
 
-    `run` must block until its work is done (e.g. end with `jax.block_until_ready`).
+    `run` must block until its work is done (e.g. end with `jax.block_until_ready`). The
+    result also carries the peak RSS right after the timing, before anything a benchmark
+    measures afterwards (FLOP counts, the matmul peak) allocates its own memory.
     """
     for _ in range(warmup):
         run()
-    times = []
+    times = Timings()
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
+    times.peak_rss_bytes = peak_rss_bytes()
     return times
 
 
@@ -73,13 +82,12 @@ def record(
     flops_per_iter: float | None,
     matmul_peak: float | None,
     threads: int,
-    peak_rss: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """One benchmark result with every field of `FIELDS` (plus `extra`).
 
-    `peak_rss` is the process's high-water mark taken right after the timed iterations, before
-    FLOP counting or the matmul-peak measurement add their own allocations (default: now).
+    The peak RSS is the one `time_iterations` saw at the end of the timing (now, for plain
+    lists of times).
     """
     median = statistics.median(times)
     achieved = flops_per_iter / median if flops_per_iter else None
@@ -95,7 +103,7 @@ def record(
         "compile_s": round(compile_s, 3),
         "items_per_s": round(items_per_iter / median, 4),
         "item": item,
-        "peak_rss_bytes": peak_rss_bytes() if peak_rss is None else peak_rss,
+        "peak_rss_bytes": getattr(times, "peak_rss_bytes", None) or peak_rss_bytes(),
         "flops_per_iter": flops_per_iter,
         "achieved_flops_per_s": achieved,
         "matmul_peak_flops_per_s": matmul_peak,

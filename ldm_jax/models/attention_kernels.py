@@ -112,7 +112,7 @@ def _query_chunks(q_len: int, max_rows: int | None = None) -> int:
 
     One chunk (the whole sequence) when no such split exists, e.g. for a prime length.
     """
-    max_rows = QUERY_CHUNK if max_rows is None else max(1, max_rows)
+    max_rows = QUERY_CHUNK if max_rows is None else max_rows
     n = -(-q_len // max_rows)
     while q_len // n >= max_rows // 4:
         if q_len % n == 0:

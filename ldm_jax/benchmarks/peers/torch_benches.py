@@ -22,7 +22,7 @@ from ldm_jax.benchmarks.presets import (
     GROUPNORM_SHAPE,
     Preset,
 )
-from ldm_jax.benchmarks.timing import peak_rss_bytes, record, time_iterations
+from ldm_jax.benchmarks.timing import record, time_iterations
 
 FRAMEWORK = f"torch {torch.__version__} + diffusers {diffusers.__version__}"
 SCHEDULE = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
@@ -58,7 +58,6 @@ def _timed(
     run()  # warm-up (allocator, oneDNN primitive caches)
     first_s = time.perf_counter() - start
     times = time_iterations(run, repeats, warmup=0)
-    peak_rss = peak_rss_bytes()  # before FLOP counting and the matmul peak allocate their own
     fn, times_over = flops_of or (run, 1)
     flops = _count_flops(fn) * times_over
     return record(
@@ -74,7 +73,6 @@ def _timed(
         flops,
         _peak(),
         torch.get_num_threads(),
-        peak_rss=peak_rss,
         **extra,
     )
 
