@@ -3,6 +3,10 @@
   python -m ldm_jax.sample --workdir runs/quickstart --class 7 --num 16 --out sneakers.png \
       [--guidance 2.0 --sampler ddim --steps 50 --eta 1.0 --seed 0]
   python -m ldm_jax.sample --workdir runs/txt2img --task text2img --prompt "a red fox"
+  python -m ldm_jax.sample --workdir runs/sd15 --task text2img --prompt "a castle" \
+      --negative_prompt "blurry" --guidance 7.5 --guidance_rescale 0.7 --num 4 --seed 3
+  python -m ldm_jax.sample --workdir runs/sd15 --task img2img --image x.png --strength 0.6 \
+      --prompt "an oil painting"                              # img2img = edit
   python -m ldm_jax.sample --workdir runs/sr --task superres --image low_res.png
   python -m ldm_jax.sample --workdir runs/inpaint --task inpaint --image x.png --mask m.png
   python -m ldm_jax.sample --workdir runs/semantic --task semantic --image labels.png
@@ -47,6 +51,11 @@ flags.DEFINE_integer(
     "class", None, "Class label to generate (Fashion-MNIST: 0..9); default: one row per class."
 )
 _PROMPT = flags.DEFINE_string("prompt", None, "Caption (text2img; edit/inpaint of text models).")
+_NEGATIVE = flags.DEFINE_string(
+    "negative_prompt",
+    None,
+    "Caption that guidance steers away from (text models; default: the empty caption).",
+)
 _IMAGE = flags.DEFINE_string(
     "image",
     None,
@@ -70,6 +79,11 @@ _GUIDANCE = flags.DEFINE_float(
     "guidance",
     None,
     "Classifier-free guidance scale (default: the config's sample.guidance_scale; 1 disables).",
+)
+_RESCALE = flags.DEFINE_float(
+    "guidance_rescale",
+    None,
+    "Guidance rescale in [0, 1] (Lin et al. 2023; diffusers' guidance_rescale; default 0).",
 )
 _SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLERS), "Sampler (default: the config's).")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's).")
@@ -99,6 +113,8 @@ def main(argv):
             seed=_SEED.value,
             strength=_STRENGTH.value,
             layout=_LAYOUT.value,
+            negative_prompt=_NEGATIVE.value,
+            guidance_rescale=_RESCALE.value,
         )
         try:
             result = run(load_trained_ldm(_WORKDIR.value), request)

@@ -120,11 +120,23 @@ def test_usage_errors_raised_while_running_are_one_line(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        ([], "give the source first: compvis or diffusers"),
+        ([], "give the source first: compvis, diffusers or sd-single-file"),
         (["--out", "w"], "give the source first"),
-        (["tensorflow", "--out", "w"], "unknown source 'tensorflow': compvis or diffusers."),
+        (
+            ["tensorflow", "--out", "w"],
+            "unknown source 'tensorflow': compvis, diffusers or sd-single-file.",
+        ),
         (["compvis", "--out", "w"], "compvis needs --config --ckpt."),
-        (["diffusers", "--unet", "u"], "diffusers needs --vae --out."),
+        (["diffusers", "--unet", "u"], "diffusers needs --out."),
+        (["diffusers", "--unet", "u", "--out", "w"], "needs --dir SD_FOLDER"),
+        (["diffusers", "--dir", "d", "--vae", "v", "--out", "w"], "not both"),
+        (["diffusers", "--dir", "d", "--unet", "u", "--out", "w"], "--dir takes the pipeline"),
+        (["sd-single-file", "--ckpt", "m.ckpt", "--out", "w"], "needs --tokenizer."),
+        (
+            ["sd-single-file", "--ckpt=m", "--tokenizer=t", "--out=w", "--prediction_type=x0"],
+            "prediction_type",
+        ),
+        (["diffusers", "--dir=d", "--out=w", "--workdir=v"], "not both"),
         (
             ["compvis", "--config=c", "--ckpt=k", "--out=w", "--vae=v"],
             "compvis does not take --vae",
@@ -163,6 +175,19 @@ def test_convert_keeps_its_command_lines():
     assert (source, args.unet, args.vae, args.scheduler) == ("diffusers", "u", "v", None)
     again = convert.parse_args(["diffusers", "--vae", "v2", "--out", "w"])[1]
     assert again.unet is None and again.vae == "v2"  # every call parses afresh
+    source, args = convert.parse_args(["diffusers", "--dir", "sd", "--workdir", "w"])
+    assert (source, args.dir, args.out, args.vae) == ("diffusers", "sd", "w", None)
+    source, args = convert.parse_args(
+        ["sd-single-file", "--ckpt=m.safetensors", "--tokenizer=t", "--out=w"]
+        + ["--prediction_type=v_prediction", "--no_ema"]
+    )
+    assert (source, args.ckpt, args.tokenizer, args.prediction_type, args.no_ema) == (
+        "sd-single-file",
+        "m.safetensors",
+        "t",
+        "v_prediction",
+        True,
+    )
 
 
 def test_status_lines_name_their_caller():

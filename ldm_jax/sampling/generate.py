@@ -121,7 +121,8 @@ def make_sampler(
 
     Returns:
       sample(ae_params, ldm_params, cond, uncond, rng, guidance_scale, eta, scale_factor, shape,
-      x_init=None, mask=None, x_known=None) -> images [B, H, W, C] float32 in [-1, 1], where
+      x_init=None, mask=None, x_known=None, guidance_rescale=0.0, noise=None)
+      -> images [B, H, W, C] float32 in [-1, 1], where
       `shape` (static) is the latent shape (B, h, w, c), `cond` the condition y of the denoiser
       (a pytree with leading batch B, or None) and `uncond` the y of the unconditional branch
       (leading batch 1 or B), or None for no classifier-free guidance. For "hybrid" models y is
@@ -129,6 +130,9 @@ def make_sampler(
       scale_factor), batch 1 or B: `x_init` [B, h, w, c] the img2img start (needed for
       strength < 1), `mask` [B, h, w, 1] 1 where `x_known` [B, h, w, c] is kept every step
       (masked sampling, the paper's inpainting with models trained without masks).
+      `guidance_rescale` (traced when given) is Lin et al.'s rescale of the guided output, as
+      diffusers' `guidance_rescale`; `noise` [B, h, w, c] replaces the initial latent drawn from
+      `rng` (e.g. to reproduce another library's images from its latents).
     """
     ae = builders.build_autoencoder(config)
     denoiser: LatentDenoiser = builders.build_denoiser(config)
@@ -148,13 +152,18 @@ def make_sampler(
         x_init=None,
         mask=None,
         x_known=None,
+        guidance_rescale=0.0,
+        noise=None,
     ):
         noise_rng, sample_rng = jax.random.split(rng)
         if x_init is not None:
             x_init = jnp.broadcast_to(x_init, shape)  # [B, h, w, c]
         if x_known is not None:
             x_known = jnp.broadcast_to(x_known, shape)  # [B, h, w, c]
-        z_T = jax.random.normal(noise_rng, shape, jnp.float32)  # [B, h, w, c]
+        if noise is None:
+            z_T = jax.random.normal(noise_rng, shape, jnp.float32)  # [B, h, w, c]
+        else:
+            z_T = jnp.broadcast_to(jnp.asarray(noise, jnp.float32), shape)
 
         def model_fn(x, t, y):
             if denoiser.conditioning_key == "hybrid":
@@ -166,7 +175,9 @@ def make_sampler(
         if uncond is None:
             eps_fn = lambda x, t: model_fn(x, t, cond)
         else:
-            eps_fn = diffusion.classifier_free_guidance(model_fn, cond, uncond, guidance_scale)
+            eps_fn = diffusion.classifier_free_guidance(
+                model_fn, cond, uncond, guidance_scale, guidance_rescale
+            )
         z0 = diffusion.sample(
             eps_fn,
             z_T,

@@ -17,7 +17,9 @@ class SampleRequest:
     """What to sample; None fields take the workdir config's `sample` defaults.
 
     `strength` is the img2img strength of `--task edit` (None: `DEFAULT_STRENGTH`); `layout` the
-    `--layout` of `--task layout` (a JSON file or test:INDEX; `layout_input.py`).
+    `--layout` of `--task layout` (a JSON file or test:INDEX; `layout_input.py`);
+    `negative_prompt` the caption of guidance's unconditional branch (default: the empty one);
+    `guidance_rescale` Lin et al.'s rescale in [0, 1] of the guided output (default 0: none).
     """
 
     task: str = "generate"
@@ -33,6 +35,8 @@ class SampleRequest:
     seed: int = 0
     strength: float | None = None
     layout: str | None = None
+    negative_prompt: str | None = None
+    guidance_rescale: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +51,7 @@ class SampleResult:
 def reject(request: SampleRequest, task: str, *flags: str) -> None:
     """Raises `SampleInputError` for the first of `flags` that the request sets."""
     given = {"--class": request.class_label, "--prompt": request.prompt}
+    given["--negative_prompt"] = request.negative_prompt
     given.update({"--image": request.image, "--mask": request.mask})
     given.update({"--strength": request.strength, "--layout": request.layout})
     for flag in flags:

@@ -1,8 +1,9 @@
 """The sample CLI's tasks: turn a request (class, prompt, image, mask) into conditions, sample.
 
   generate   unconditional, or class-conditional (cross-attention class token or "adm" labels)
-  text2img   the paper's BERT text encoder, or a frozen one (MiniLM: its context of the prompt);
-             guidance against the empty prompt
+  text2img   the paper's BERT text encoder, or a frozen one (MiniLM, or Stable Diffusion's
+             CLIP/OpenCLIP read from the workdir: its context of the prompt); guidance against
+             the empty prompt or --negative_prompt, optionally rescaled (--guidance_rescale)
   superres   concat: the low-resolution image (its size is the latent size) stacked on z_t
   inpaint    two modes, by the workdir's model:
                concat (a model trained for inpainting: the paper's inpainting model, SD
@@ -17,7 +18,8 @@
              guidance against the empty layout
   edit       img2img on an unconditional, class- or text-conditioned model: the image's latent
              noised to --strength, denoised under --class / --prompt; with --mask, masked
-             sampling as well (the new condition fills the hole; `editing.py`)
+             sampling as well (the new condition fills the hole; `editing.py`); `img2img` is
+             another name for it (diffusers' word)
 
 Which task a workdir's model performs follows from `config.model` (`model_task`); `edit` and the
 masked-sampling `inpaint` work on the models whose task is generate or text2img. Without --class
@@ -26,6 +28,7 @@ or --prompt those two use the model's unconditional branch (null class, empty ca
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any
@@ -36,7 +39,6 @@ import numpy as np
 
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
-from ldm_jax.models import factory
 from ldm_jax.models.factory import EXTERNAL_COND_STAGES, FROZEN_TEXT_ENCODERS
 from ldm_jax.models.tokenizer import WordPieceTokenizer
 from ldm_jax.sampling import editing, image_inputs, layout_input
@@ -56,10 +58,12 @@ from ldm_jax.sampling.request import (
     reject,
 )
 from ldm_jax.workdir.reader import TrainedLDM
+from ldm_jax.workdir.text_encoder import prompt_encoder
 
 __all__ = ["TASKS", "SampleInputError", "SampleRequest", "SampleResult", "model_task", "run"]
 
-TASKS = ("generate", "text2img", "superres", "inpaint", "semantic", "layout", "edit")
+TASKS = ("generate", "text2img", "superres", "inpaint", "semantic", "layout", "edit", "img2img")
+ALIASES = {"img2img": "edit"}  # diffusers' name for image-guided sampling
 _NEEDS = {
     "generate": "[--class C]",
     "text2img": "--prompt TEXT",
@@ -129,6 +133,7 @@ class _Task:
         self.post = lambda images: images
         self.strength = 1.0  # img2img strength (static: one program per strength)
         self.latents: dict[str, np.ndarray] = {}  # x_init / mask / x_known of the sampler
+        self.text_uncond = False  # the unconditional branch is a caption (--negative_prompt)
 
     def _batch(self, x: np.ndarray) -> np.ndarray:
         return np.broadcast_to(x[None], (self.request.num, *x.shape)).copy()
@@ -172,7 +177,7 @@ class _Task:
         self.info["prompt"] = prompt
         if cond_cfg["kind"] in (*EXTERNAL_COND_STAGES, *FROZEN_TEXT_ENCODERS):
             self.cond = self._text_context([prompt] * num)  # [B, L, D]
-            self.uncond = self._text_context([""])  # [1, L, D]
+            self.uncond = self._negative_context()  # [1, L, D]
             return
         if not cond_cfg.get("vocab"):
             raise SampleInputError(
@@ -184,7 +189,19 @@ class _Task:
             raise SampleInputError(f"The workdir's vocabulary {vocab} is missing.")
         tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond_cfg.get("max_seq_len", 77))
         self.cond = tokenizer([prompt] * num)  # [B, L] int
-        self.uncond = tokenizer([""])  # [1, L]: the reference's unconditional prompt
+        self.uncond = tokenizer([self._negative_prompt()])  # [1, L]: "" as the reference
+
+    def _negative_prompt(self) -> str:
+        """The caption of the unconditional branch: --negative_prompt, else the empty one."""
+        self.text_uncond = True
+        negative = self.request.negative_prompt
+        if negative is not None:
+            self.info["negative_prompt"] = negative
+        return "" if negative is None else negative
+
+    def _negative_context(self) -> np.ndarray:
+        """[1, L, D]: the frozen encoder's context of the negative (default: empty) prompt."""
+        return self._text_context([self._negative_prompt()])
 
     def edit(self) -> None:
         """img2img (--task edit) and masked sampling (--mask; --task inpaint on a model trained
@@ -256,18 +273,20 @@ class _Task:
         self.info["layout"] = objects
 
     def _text_context(self, prompts: list[str]) -> np.ndarray:
-        """Context tokens of a frozen text encoder: MiniLM's (`factory.frozen_text_encoder`, as
-        in training), or for CLIP/OpenCLIP the fixed per-caption stand-in that the SD tiny
-        variants train on (`generate.fixed_text_context`); real CLIP encoders arrive with
-        issue 13."""
-        encoder = factory.frozen_text_encoder(self.model["cond_stage"])
+        """Context tokens of a frozen text encoder: the workdir's (MiniLM, or a Stable Diffusion
+        CLIP/OpenCLIP read from its folders; `workdir/text_encoder.py`, as in training), or the
+        fixed per-caption stand-in that the SD :tiny variants train on
+        (`generate.fixed_text_context`)."""
+        cond = self.model["cond_stage"]
+        encoder = prompt_encoder(self.trained.workdir, cond)
         if encoder is not None:
             return encoder(prompts)  # [N, L, D]
         if not self.config.get("train", {}).get("fixed_text_context"):
             raise SampleInputError(
-                f"This model's {self.model['cond_stage']['kind']} text encoder is not "
-                "implemented yet (issue 13); only workdirs trained with "
-                "train.fixed_text_context (the SD :tiny variants) sample."
+                f"This workdir's {cond['kind']} text encoder has no weights: import a Stable "
+                "Diffusion model with python -m ldm_jax.convert diffusers --dir SD_FOLDER "
+                "(or sd-single-file --ckpt MODEL), or train an SD :tiny variant "
+                "(train.fixed_text_context)."
             )
         return fixed_text_context(prompts, TEXT_CONTEXT_LENGTH, self.model["unet"]["context_dim"])
 
@@ -309,7 +328,7 @@ class _Task:
                 "context": self._text_context([prompt] * r.num),
                 "concat": self._batch(np.asarray(concat[0])),
             }
-            self.uncond = {"context": self._text_context([""]), "concat": np.asarray(concat)}
+            self.uncond = {"context": self._negative_context(), "concat": np.asarray(concat)}
             self.info["prompt"] = prompt
         else:
             if r.prompt is not None:
@@ -373,6 +392,11 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
     config = trained.config
     if request.task not in TASKS:
         raise SampleInputError(f"--task must be one of {TASKS}, got {request.task!r}.")
+    asked = request.task
+    request = dataclasses.replace(request, task=ALIASES.get(asked, asked))
+    rescale = request.guidance_rescale
+    if rescale is not None and not 0.0 <= rescale <= 1.0:
+        raise SampleInputError(f"--guidance_rescale must be in [0, 1], got {rescale}.")
     if request.num <= 0:
         raise SampleInputError(f"--num must be positive, got {request.num}.")
     task = workdir_task(config)
@@ -383,10 +407,27 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
     steps = request.steps or s.steps
     job = _Task(trained, request, steps)
     getattr(job, method)()
+    if request.negative_prompt is not None and not job.text_uncond:
+        raise SampleInputError(
+            f"--negative_prompt: --task {asked} on this model has no text condition to guide "
+            "against (it applies to text-conditioned models)."
+        )
+    if rescale is not None and job.uncond is None:
+        raise SampleInputError("--guidance_rescale: this sampling has no classifier-free guidance.")
+    extra = dict(job.latents)
+    if rescale is not None:
+        extra["guidance_rescale"] = jnp.float32(rescale)
     guidance = s.guidance_scale if request.guidance is None else request.guidance
     eta = s.eta if request.eta is None else request.eta
     sampler = request.sampler or s.sampler
-    sample = make_sampler(config, sampler, steps, strength=job.strength)
+    sample = make_sampler(
+        config,
+        sampler,
+        steps,
+        timestep_spacing=s.get("timestep_spacing", "leading"),
+        steps_offset=int(s.get("steps_offset", 1)),
+        strength=job.strength,
+    )
     batch = request.num if job.cond is None else jax.tree.leaves(job.cond)[0].shape[0]
     images = sample(
         trained.ae_params,
@@ -398,14 +439,15 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
         jnp.float32(eta),
         jnp.float32(trained.scale_factor),
         shape=(batch, job.h, job.w, job.c),
-        **job.latents,
+        **extra,
     )
     images = np.clip(job.post(np.asarray(images)), -1.0, 1.0)
     info = {
-        "task": request.task,
+        "task": asked,
         "num_images": int(batch),
         **job.info,
         "guidance": guidance if job.uncond is not None else None,
+        "guidance_rescale": rescale,
         "sampler": sampler,
         "eta": eta,
         "steps": steps,

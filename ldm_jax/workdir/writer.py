@@ -46,10 +46,13 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def _sample_defaults(model: dict[str, Any]) -> dict[str, Any]:
-    """DDIM, 50 steps, eta 0; guidance 5 for text, 3 for classes with a null class, else 1."""
+    """DDIM, 50 steps, eta 0; guidance 7.5 for Stable Diffusion's CLIP (diffusers' default), 5
+    for the paper's text model, 3 for classes with a null class, else 1."""
     cond = model["cond_stage"]
     guidance = 1.0
-    if cond["kind"] == "bert":
+    if cond["kind"] in factory.EXTERNAL_COND_STAGES:
+        guidance = 7.5
+    elif cond["kind"] == "bert":
         guidance = 5.0
     elif cond["kind"] == "class" and cond.get("add_null_class"):
         guidance = 3.0
@@ -71,6 +74,7 @@ def write_workdir(
     diffusion_fields: dict[str, Any],
     source: dict[str, Any],
     vocab: str | None = None,
+    sample_settings: dict[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
     """Writes a full sampleable workdir for a paper-schema model; returns its config.
 
@@ -84,6 +88,8 @@ def write_workdir(
         other `config.schema.DiffusionConfig` fields take their defaults.
       source: provenance, stored as `config.imported`.
       vocab: a text model's WordPiece vocabulary, copied into the workdir.
+      sample_settings: `config.sample` entries over the defaults (sampler, timestep_spacing,
+        steps_offset of an imported scheduler).
 
     Raises:
       UnsupportedConfigError: the weights do not fit the networks `model` builds.
@@ -115,7 +121,7 @@ def write_workdir(
     config.model = model
     diffusion_section = dict(diffusion_fields, scale_factor=float(scale_factor))
     config.diffusion = schema.DiffusionConfig.from_dict(diffusion_section).to_dict()
-    config.sample = _sample_defaults(model)
+    config.sample = dict(_sample_defaults(model), **(sample_settings or {}))
     config.imported = source
     _check_tree(
         config, "first stage", builders.abstract_autoencoder_params(config), first_stage_params
@@ -159,6 +165,44 @@ def schedule_fields(
             raise UnsupportedConfigError(
                 "The checkpoint's betas differ from its config's schedule."
             )
+    return fields
+
+
+_BETA_SCHEDULES = {
+    "linear": "linear",
+    "scaled_linear": "scaled_linear",
+    "squaredcos_cap_v2": "cosine",
+}
+
+
+def scheduler_fields(scheduler_config: dict[str, Any] | None) -> dict[str, Any]:
+    """`config.diffusion` schedule fields and prediction type of a diffusers scheduler config.
+
+    Without a config: the paper's LDM schedule (scaled_linear, 0.0015 to 0.0195, 1000 steps,
+    epsilon prediction), as diffusers' CompVis LDM pipelines.
+
+    Raises:
+      UnsupportedConfigError: a schedule ldm_jax does not implement (trained betas, zero-SNR
+        rescaling, another beta schedule or prediction type).
+    """
+    s = dict(scheduler_config or {})
+    beta_schedule = s.get("beta_schedule", "scaled_linear")
+    if beta_schedule not in _BETA_SCHEDULES:
+        raise UnsupportedConfigError(f"scheduler beta_schedule={beta_schedule!r} is not supported.")
+    if s.get("trained_betas") is not None:
+        raise UnsupportedConfigError("scheduler trained_betas are not supported.")
+    if s.get("rescale_betas_zero_snr"):
+        raise UnsupportedConfigError("scheduler rescale_betas_zero_snr=True is not supported.")
+    fields = schedule_fields(
+        _BETA_SCHEDULES[beta_schedule],
+        int(s.get("num_train_timesteps", 1000)),
+        float(s.get("beta_start", 0.0015 if scheduler_config is None else 0.0001)),
+        float(s.get("beta_end", 0.0195 if scheduler_config is None else 0.02)),
+        None,
+    )
+    fields["prediction_type"] = s.get("prediction_type", "epsilon")
+    if fields["prediction_type"] not in diffusion.PREDICTION_TYPES:
+        raise UnsupportedConfigError(f"prediction_type={fields['prediction_type']!r}.")
     return fields
 
 
@@ -287,25 +331,7 @@ def write_diffusers_workdir(
         cond_stage=cond,
         conditioning_key=key,
     )
-    s = dict(scheduler_config or {})
-    beta_schedule = s.get("beta_schedule", "scaled_linear")
-    kinds = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
-    if beta_schedule not in kinds:
-        raise UnsupportedConfigError(f"scheduler beta_schedule={beta_schedule!r} is not supported.")
-    if s.get("trained_betas") is not None:
-        raise UnsupportedConfigError("scheduler trained_betas are not supported.")
-    if s.get("rescale_betas_zero_snr"):
-        raise UnsupportedConfigError("scheduler rescale_betas_zero_snr=True is not supported.")
-    fields = schedule_fields(
-        kinds[beta_schedule],
-        int(s.get("num_train_timesteps", 1000)),
-        float(s.get("beta_start", 0.0015 if scheduler_config is None else 0.0001)),
-        float(s.get("beta_end", 0.0195 if scheduler_config is None else 0.02)),
-        None,
-    )
-    fields["prediction_type"] = s.get("prediction_type", "epsilon")
-    if fields["prediction_type"] not in diffusion.PREDICTION_TYPES:
-        raise UnsupportedConfigError(f"prediction_type={fields['prediction_type']!r}.")
+    fields = scheduler_fields(scheduler_config)
     scale = float(vae_config.get("scaling_factor", 1.0))
     return write_workdir(
         workdir,

@@ -223,5 +223,5 @@ def test_diffusers_refuses_cross_attention_unets(tmp_path):
     with pytest.raises(SystemExit) as e:
         convert.main([*argv, "--out", str(tmp_path / "wd")])
     msg = str(e.value.code)
-    assert "\n" not in msg and "CLIP" in msg and "does not implement" in msg
+    assert "\n" not in msg and "UNet2DConditionModel" in msg and "--dir SD_FOLDER" in msg
     assert not (tmp_path / "wd").exists()
