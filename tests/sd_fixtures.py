@@ -99,10 +99,7 @@ def make_tiny_sd_pipeline(
 def save_tiny_sd_folder(directory: str | os.PathLike, **kwargs) -> pathlib.Path:
     """Saves `make_tiny_sd_pipeline(**kwargs)` with `save_pretrained`; returns the folder."""
     directory = pathlib.Path(directory)
-    make_tiny_sd_pipeline(**kwargs).save_pretrained(directory)
-    # transformers 5 saves only tokenizer.json; the hub's SD folders also hold vocab.json and
-    # merges.txt, as the tiny tokenizer's files (the same vocabulary) are written here.
-    write_tiny_tokenizer(directory / "tokenizer")
+    make_tiny_sd_pipeline(**kwargs).save_pretrained(directory)  # tokenizer/: tokenizer.json only
     return directory
 
 

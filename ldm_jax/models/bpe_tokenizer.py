@@ -43,11 +43,15 @@ import regex
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
 CONFIG_FILE, SPECIAL_TOKENS_FILE = "tokenizer_config.json", "special_tokens_map.json"
+FAST_FILE = (
+    "tokenizer.json"  # what transformers 5's save_pretrained writes (vocab and merges inside)
+)
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")  # transformers' order
 DEFAULT_MAX_LENGTH = 77
 _LAYOUT = (
     f"a CLIP tokenizer folder holds {VOCAB_FILE} and {MERGES_FILE} (and optionally "
-    f"{CONFIG_FILE}, {SPECIAL_TOKENS_FILE}), as a diffusers model's tokenizer/ folder"
+    f"{CONFIG_FILE}, {SPECIAL_TOKENS_FILE}), or {FAST_FILE}, as a diffusers model's tokenizer/ "
+    "folder"
 )
 
 _WHITESPACE = regex.compile(r"\p{White_Space}+")
@@ -89,6 +93,34 @@ def _content(token: str | Mapping[str, Any]) -> tuple[str, bool]:
     if isinstance(token, Mapping):
         return str(token["content"]), bool(token.get("normalized", True))
     return str(token), False
+
+
+def _merge_pairs(lines: Sequence[str]) -> list[tuple[str, str]]:
+    """merges.txt lines ("a b"; a "#version" header) -> merge pairs in priority order."""
+    merges = []
+    for line in lines:
+        parts = line.split()
+        if line.startswith("#version") or len(parts) != 2:
+            continue
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def _read_fast_tokenizer(
+    path: pathlib.Path,
+) -> tuple[dict[str, int], list[tuple[str, str]], dict[str, bool]]:
+    """(vocab, merges, special token -> normalized) of a tokenizers-library `tokenizer.json`
+    holding a BPE model (merges as "a b" strings or [a, b] pairs)."""
+    data = json.loads(path.read_text("utf-8"))
+    model = data.get("model") or {}
+    if model.get("type", "BPE") != "BPE" or "vocab" not in model:
+        raise ValueError(f"CLIP tokenizer: {path} does not hold a BPE model.")
+    pairs = [m.split() if isinstance(m, str) else m for m in model.get("merges", [])]
+    merges = [(str(a), str(b)) for a, b in pairs]
+    added = {
+        str(t["content"]): bool(t.get("normalized", True)) for t in data.get("added_tokens", [])
+    }
+    return dict(model["vocab"]), merges, added
 
 
 def _missing(path: pathlib.Path) -> FileNotFoundError:
@@ -190,16 +222,17 @@ class ClipTokenizer:
           FileNotFoundError: vocab.json or merges.txt is missing (one line, naming it).
         """
         directory = pathlib.Path(directory)
-        for name in (VOCAB_FILE, MERGES_FILE):
-            if not (directory / name).is_file():
-                raise _missing(directory / name)
-        vocab = json.loads((directory / VOCAB_FILE).read_text("utf-8"))
-        merges = []
-        for line in (directory / MERGES_FILE).read_text("utf-8").splitlines():
-            parts = line.split()
-            if line.startswith("#version") or len(parts) != 2:
-                continue
-            merges.append((parts[0], parts[1]))
+        fast = directory / FAST_FILE
+        classic = all((directory / name).is_file() for name in (VOCAB_FILE, MERGES_FILE))
+        added: dict[str, bool] = {}
+        if not classic and fast.is_file():  # transformers 5 saves only tokenizer.json
+            vocab, merges, added = _read_fast_tokenizer(fast)
+        else:
+            for name in (VOCAB_FILE, MERGES_FILE):
+                if not (directory / name).is_file():
+                    raise _missing(directory / name)
+            vocab = json.loads((directory / VOCAB_FILE).read_text("utf-8"))
+            merges = _merge_pairs((directory / MERGES_FILE).read_text("utf-8").splitlines())
         config = {}
         if (directory / CONFIG_FILE).is_file():
             config = json.loads((directory / CONFIG_FILE).read_text("utf-8"))
@@ -211,6 +244,8 @@ class ClipTokenizer:
             }
         elif (directory / SPECIAL_TOKENS_FILE).is_file():
             config.update(json.loads((directory / SPECIAL_TOKENS_FILE).read_text("utf-8")))
+        elif added:
+            normalized = added
         defaults = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
         specials = {k: config.get(k) or v for k, v in defaults.items()}
         if max_length is None:

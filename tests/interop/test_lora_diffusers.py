@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import re
-import sys
+import jax
+import numpy as np
+import pytest
 
-try:  # A CUDA torchvision wheel beside the CPU torch fails on import; transformers then breaks.
-    import torchvision  # noqa: F401
-except (ImportError, RuntimeError):
-    sys.modules["torchvision"] = None  # find_spec -> None: transformers treats it as absent
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from ldm_jax import interop  # noqa: E402
-from ldm_jax.interop import lora_diffusers as LD  # noqa: E402
-from ldm_jax.models import lora as L  # noqa: E402
-from tests.interop import reference as ref  # noqa: E402
-from tests.interop.reference import TOL, max_err, torch  # noqa: E402
-from tests.models.test_lora import clip_shaped_tree  # noqa: E402
+from ldm_jax import interop
+from ldm_jax.interop import lora_diffusers as LD
+from ldm_jax.models import lora as L
+from tests.interop import reference as ref
+from tests.interop.reference import TOL, max_err, torch
+from tests.models.test_lora import clip_shaped_tree
 
 peft = pytest.importorskip("peft")
 SD = ref.diffusers.StableDiffusionPipeline  # its LoRA classmethods need no pipeline instance

@@ -7,8 +7,6 @@ transformers 5's tokenizer (the Rust `tokenizers` library) called as the SD pipe
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import transformers
@@ -95,15 +93,20 @@ def test_optional_files_and_saved_transformers_format(tmp_path):
     (folder / "special_tokens_map.json").unlink()
     ours = ClipTokenizer.from_dir(folder)  # CLIP's defaults, 77 ids
     np.testing.assert_array_equal(ours(EDGE_CASES), _reference(folder, EDGE_CASES))
-    # What transformers 5's save_pretrained writes (added_tokens_decoder in the config).
-    saved = tmp_path / "saved"
-    transformers.CLIPTokenizer.from_pretrained(tmp_path / "a").save_pretrained(saved)
-    if not (saved / "vocab.json").is_file():
-        pytest.skip("transformers saved tokenizer.json only")
-    assert "added_tokens_decoder" in json.loads((saved / "tokenizer_config.json").read_text())
-    np.testing.assert_array_equal(
-        ClipTokenizer.from_dir(saved)(EDGE_CASES), _reference(saved, EDGE_CASES)
-    )
+    # What transformers 5's save_pretrained writes: tokenizer.json alone (vocab and merges
+    # inside), for CLIP's padding and for SD 2's "!" padding.
+    for pad in (None, "!"):
+        source = clip_fixtures.write_clip_tokenizer(tmp_path / f"src{pad}", **_pad_kwargs(pad))
+        saved = tmp_path / f"saved{pad}"
+        transformers.CLIPTokenizer.from_pretrained(source).save_pretrained(saved)
+        assert (saved / "tokenizer.json").is_file() and not (saved / "vocab.json").is_file()
+        ours = ClipTokenizer.from_dir(saved)
+        np.testing.assert_array_equal(ours(EDGE_CASES), _reference(saved, EDGE_CASES))
+        assert ours.pad_id == (0 if pad == "!" else ours.eos_id)
+
+
+def _pad_kwargs(pad: str | None) -> dict:
+    return {} if pad is None else {"pad_token": pad}
 
 
 def test_missing_file_is_one_line(tmp_path):
