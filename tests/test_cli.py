@@ -188,6 +188,10 @@ def test_convert_keeps_its_command_lines():
         "v_prediction",
         True,
     )
+    _, args = convert.parse_args(
+        ["sd-single-file", "--ckpt=m.ckpt", "--tokenizer=t", "--config=v2.yaml", "--out=w"]
+    )
+    assert (args.config, args.prediction_type) == ("v2.yaml", None)  # a non-standard model
 
 
 def test_status_lines_name_their_caller():
@@ -212,7 +216,8 @@ def test_status_lines_name_their_caller():
 
 # Modules that print their results (output, not status): the entry points, and the benchmark
 # runner that streams one JSON line per benchmark for `python -m ldm_jax.bench`.
-_PRINTS_OUTPUT = {"train", "sample", "evaluate", "convert", "summary", "cache_latents", "bench"}
+_PRINTS_OUTPUT = {"train", "sample", "evaluate", "convert", "export", "summary", "cache_latents"}
+_PRINTS_OUTPUT |= {"bench"}
 _PRINTS_OUTPUT |= {"benchmarks.train_steps", "benchmarks.timing"}
 
 
