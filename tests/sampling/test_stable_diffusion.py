@@ -215,3 +215,38 @@ def test_convert_sample_export_command_lines(tmp_path):
     assert json.loads(line)["pipeline"] == "StableDiffusionInpaintPipeline"
     back = diffusers.StableDiffusionInpaintPipeline.from_pretrained(str(exported))
     assert back.unet.config.in_channels == 9
+
+
+def test_new_prompts_guidance_and_rescale_reuse_the_compiled_sampler():
+    workdir = tiny_sd_workdir()
+    trained = load_trained_ldm(workdir)
+    config = trained.config
+    encode = prompt_encoder(workdir, model_config(config)["cond_stage"])
+    sample = make_sampler(config, "ddim", 2)
+    runs = [("a cat", "", 7.5, 0.0), ("a dog on a hill", "ugly", 3.0, 0.7), ("", "x", 1.0, 1.0)]
+    images = []
+    for prompt, negative, guidance, rescale in runs:
+        images.append(
+            sample(
+                trained.ae_params,
+                trained.ldm_params,
+                encode([prompt, prompt]),
+                encode([negative]),
+                jax.random.PRNGKey(0),
+                jnp.float32(guidance),
+                jnp.float32(0.0),
+                jnp.float32(trained.scale_factor),
+                shape=(2, LATENT, LATENT, 4),
+                guidance_rescale=jnp.float32(rescale),
+            )
+        )
+    assert sample._cache_size() == 1
+    assert float(jnp.abs(images[0] - images[1]).max()) > 1e-3  # the inputs did change
+
+
+def test_negative_prompt_needs_a_text_model():
+    from tests.sampling.tiny_models import random_model, tiny_config
+
+    trained = random_model(tiny_config("paper/cin256_v2.py"))
+    with pytest.raises(SampleInputError, match="--negative_prompt: --task generate"):
+        run(trained, SampleRequest(num=1, class_label=1, steps=1, negative_prompt="blurry"))
