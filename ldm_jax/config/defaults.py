@@ -21,6 +21,7 @@ OPTIONAL_FIELDS = {
         "original_elbo_weight": 0.0,
         "scale_factor": 1.0,
         "scale_by_std": False,
+        "offset_noise": 0.0,
     },
     "data": {"train_split": "train", "data_dir": "", "path": "", "crop": "center"},
 }

@@ -10,6 +10,9 @@ A stage's section (`config.autoencoder_train` or `config.train`) may set:
   latent_cache: stage 2 reads latents encoded in "memory" at start-up, or from the "disk"
     cache in `<workdir>/latents` (written once; see `python -m ldm_jax.cache_latents`).
 `config.mesh` sets the device mesh (see `training/sharding.py`).
+
+A fine-tuning run (`config.finetune`, `trainers/finetune.py`) with method "lora" adapts the
+U-Net with the low-rank update `lora_config` describes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import jax.numpy as jnp
 import ml_collections
 
+from ldm_jax.models.lora import LoraConfig
 from ldm_jax.parallel import sharding
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -64,3 +68,17 @@ def mesh_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config.mesh`, or the default for configs written before meshes existed."""
     mesh = config.get("mesh")
     return default_mesh_config() if mesh is None else mesh
+
+
+def is_lora_finetune(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config` is a LoRA fine-tune (its denoiser = a frozen base + a LoRA tree)."""
+    finetune = config.get("finetune")
+    return finetune is not None and finetune.get("method") == "lora"
+
+
+def lora_config(config: ml_collections.ConfigDict) -> LoraConfig:
+    """The U-Net LoRA of a LoRA fine-tune: `finetune.lora.{rank, alpha, targets}` (alpha 0 or
+    None: alpha = rank)."""
+    lora = config.finetune.lora
+    alpha = lora.get("alpha") or None
+    return LoraConfig(rank=int(lora.rank), alpha=alpha, targets=tuple(lora.targets))

@@ -103,6 +103,8 @@ class DiffusionConfig(Spec):
       scale_factor: latent scale (z * scale_factor is what the diffusion sees).
       scale_by_std: set `scale_factor` to 1/std of the first batch's latents instead.
       rescale_zero_snr: rescale betas to zero terminal SNR (Lin et al. 2024).
+      offset_noise: training noise plus this times one N(0, 1) draw per example and channel
+        (Guttenberg 2023's "offset noise"; 0: off).
     """
 
     SECTION: ClassVar[str] = "diffusion"
@@ -119,6 +121,7 @@ class DiffusionConfig(Spec):
     scale_factor: float = 1.0
     scale_by_std: bool = False
     rescale_zero_snr: bool = False
+    offset_noise: float = 0.0
 
     @classmethod
     def from_reference(cls, mapping: Mapping[str, Any]) -> DiffusionConfig:

@@ -25,7 +25,8 @@ from ldm_jax.models.specs import closest, downsampling_factor
 from ldm_jax.models.unet import REMAT_POLICIES
 from ldm_jax.parallel import sharding
 
-STAGES = ("autoencoder", "ldm", "both")
+STAGES = ("autoencoder", "ldm", "both", "finetune")
+FINETUNE_METHODS = ("lora", "full")
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 SAMPLERS = tuple(diffusion.SAMPLERS)
 CONDITIONING = ("class", "none")
@@ -85,7 +86,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _validate_model(config)
     else:
         _validate_quickstart_networks(config)
-    for section in ("autoencoder_train", "train"):
+    for section in _train_sections(config):
         _positive_ints(
             config,
             section,
@@ -99,7 +100,68 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if "diffusion" in config:
         _validate_diffusion(config)
+    if config.stage == "finetune":
+        _validate_finetune(config)
     _validate_rest(config)
+
+
+def _train_sections(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The training sections a run reads (a fine-tune trains no first stage)."""
+    return ("train",) if config.stage == "finetune" else ("autoencoder_train", "train")
+
+
+def _validate_finetune(config: ml_collections.ConfigDict) -> None:
+    """`config.finetune` (`trainers/finetune.py`), after its base workdir filled `model`."""
+    ft = config.get("finetune")
+    _require(ft is not None, "finetune", "is missing: config.stage='finetune' needs it.")
+    _require(
+        ft.method in FINETUNE_METHODS,
+        "finetune.method",
+        f"{ft.method!r} is not one of {FINETUNE_METHODS}.",
+    )
+    if ft.method == "lora":
+        lora = ft.lora
+        _require(
+            isinstance(lora.rank, int) and not isinstance(lora.rank, bool) and lora.rank >= 1,
+            "finetune.lora.rank",
+            f"must be an integer >= 1, got {lora.rank!r}.",
+        )
+        alpha = lora.get("alpha") or 0.0
+        _require(
+            isinstance(alpha, (int, float)) and alpha >= 0,
+            "finetune.lora.alpha",
+            f"must be >= 0 (0: alpha = rank), got {alpha!r}.",
+        )
+        _require(
+            bool(lora.targets) and not isinstance(lora.targets, str),
+            "finetune.lora.targets",
+            "must name the Dense modules to adapt, e.g. ('to_q', 'to_k', 'to_v', 'to_out_0').",
+        )
+        _require(
+            not lora.get("text_encoder", False),
+            "finetune.lora.text_encoder",
+            "LoRA on the text encoder is not implemented yet; set it to False.",
+        )
+    prior = ft.prior_preservation
+    if prior.enabled:
+        _require(
+            bool(str(prior.class_prompt).strip()),
+            "finetune.prior_preservation.class_prompt",
+            "is empty; give the class's prompt, e.g. 'a face emoji'.",
+        )
+        n = prior.num_class_images
+        _require(
+            isinstance(n, int) and n >= 1,
+            "finetune.prior_preservation.num_class_images",
+            f"must be a positive integer, got {n!r}.",
+        )
+        _require(
+            prior.weight >= 0,
+            "finetune.prior_preservation.weight",
+            f"must be >= 0, got {prior.weight!r}.",
+        )
+    offset = config.diffusion.get("offset_noise", 0.0)
+    _require(offset >= 0, "diffusion.offset_noise", f"must be >= 0, got {offset!r}.")
 
 
 def _validate_quickstart_networks(config: ml_collections.ConfigDict) -> None:
@@ -181,11 +243,17 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
         )
         return
     cond = model.get("cond_stage") or {}
-    if cond.get("kind") in FROZEN_TEXT_ENCODERS and not config.train.get("fixed_text_context"):
+    if (
+        cond.get("kind") in FROZEN_TEXT_ENCODERS
+        and not config.train.get("fixed_text_context")
+        and not cond.get("text_encoder")
+    ):
         raise ConfigError(
-            f"config.model.cond_stage.kind={cond.get('kind')!r}: the frozen CLIP/OpenCLIP text "
-            "encoder of Stable Diffusion arrives with a later issue (issue 13) and cannot train "
-            "yet; the config's ':tiny' variant trains on fixed context embeddings meanwhile."
+            f"config.model.cond_stage.kind={cond.get('kind')!r}: training needs the frozen "
+            "CLIP/OpenCLIP text encoder's weights, which this config does not name "
+            "(cond_stage.text_encoder); fine-tune an imported Stable Diffusion workdir with "
+            "configs/finetune/sd_lora.py or sd_full.py (issue 13), or use the config's ':tiny' "
+            "variant (fixed context embeddings)."
         )
     _validate_text_encoder(config)
     _require(
@@ -342,7 +410,7 @@ def _validate_rest(config: ml_collections.ConfigDict) -> None:
         "sample.steps",
         f"must be in [1, diffusion.num_timesteps={diff.num_timesteps}].",
     )
-    for section in ("autoencoder_train", "train"):
+    for section in _train_sections(config):
         _validate_train_options(config, section)
     _validate_first_stage_loss(config)
     _validate_mesh(config)
@@ -350,6 +418,8 @@ def _validate_rest(config: ml_collections.ConfigDict) -> None:
 
 def _validate_first_stage_loss(config: ml_collections.ConfigDict) -> None:
     """`autoencoder_train.loss` (optional): known fields, types and ranges."""
+    if "autoencoder_train" not in config:
+        return  # a fine-tune trains no first stage
     loss = config.autoencoder_train.get("loss")
     try:
         loss = FirstStageLossConfig.from_dict(dict(loss or {}))

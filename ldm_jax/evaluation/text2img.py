@@ -36,11 +36,11 @@ from ldm_jax.data import pipeline
 from ldm_jax.evaluation import caption_retrieval as cr
 from ldm_jax.evaluation.conditioned_samples import sample_per_condition
 from ldm_jax.evaluation.reconstruction import reconstruct_images
-from ldm_jax.models import factory
 from ldm_jax.models.minilm_encoder import frozen_minilm
 from ldm_jax.models.tokenizer import WordPieceTokenizer
 from ldm_jax.sampling.generate import TEXT_CONTEXT_LENGTH, fixed_text_context
 from ldm_jax.workdir.reader import TrainedLDM, load_trained_ldm
+from ldm_jax.workdir.text_encoder import prompt_encoder
 
 TEXT_CONDITIONS = ("text", "context")
 BASELINE_TOKENS = 64  # MiniLM tokens per caption for the nearest-caption baseline
@@ -61,7 +61,8 @@ def check_text2img(config) -> str:
 def caption_conditions(trained: TrainedLDM, captions: Sequence[str]) -> tuple[Any, Any]:
     """(cond [N, ...], uncond [1, ...]) of `captions` and of the empty caption, as the sample CLI
     feeds them: token ids [.., L] from the workdir's vocabulary (BERT) or contexts [.., L, D]
-    (the frozen MiniLM; the fixed stand-in of the SD `:tiny` variants)."""
+    (the frozen MiniLM, a Stable Diffusion workdir's CLIP; the fixed stand-in of the SD `:tiny`
+    variants)."""
     config = trained.config
     cond_cfg = model_config(config)["cond_stage"]
     texts = [str(c) for c in captions]
@@ -71,7 +72,9 @@ def caption_conditions(trained: TrainedLDM, captions: Sequence[str]) -> tuple[An
             raise ConfigError(f"The text model's vocabulary {vocab} is missing.")
         tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond_cfg.get("max_seq_len", 77))
         return tokenizer(texts), tokenizer([""])  # [N, L], [1, L]
-    encoder = factory.frozen_text_encoder(cond_cfg)
+    encoder = None
+    if not config.get("train", {}).get("fixed_text_context", False):
+        encoder = prompt_encoder(trained.workdir, cond_cfg)  # MiniLM, or the workdir's CLIP
     if encoder is not None:
         return encoder(texts), encoder([""])  # [N, L, D], [1, L, D]
     if not config.train.get("fixed_text_context"):

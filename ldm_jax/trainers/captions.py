@@ -98,4 +98,4 @@ def caption_arrays(
     if key == "tokens":
         ensure_vocab(config, workdir, texts)
         return load_tokenizer(config, workdir)(texts)  # [N, L]
-    return text_context(config, texts)  # [N, L, D]
+    return text_context(config, texts, workdir)  # [N, L, D]

@@ -13,9 +13,10 @@ Training feeds exactly what `sampling/tasks.py` feeds at sampling time (kinds: s
              `builders.layout_vocab`; computed on the host) to the same BERT (use_tokenizer
              False); dropped to the empty layout (every token padding)
   context    per-caption context [B, L, D] (`text_context`): the frozen MiniLM's last hidden
-             state (cond stage "frozen_minilm"), or the fixed stand-in of the SD tiny variants
-             for the frozen CLIP encoder (`generate.fixed_text_context`, L = 77); computed once
-             per caption on the host, dropped to the empty caption's
+             state (cond stage "frozen_minilm"), a Stable Diffusion workdir's CLIP
+             (`workdir/text_encoder.py`), or the fixed stand-in of the SD tiny variants
+             (`generate.fixed_text_context`, L = 77); computed once per caption on the host,
+             dropped to the empty caption's
   superres   the image degraded to [B, H/f, W/f, C] by `train.superres_degradation`, concatenated:
              "bicubic" (antialiased down-sampling by f; the default) or "bsr_light" (random
              blur, down-sampling method, noise and JPEG-like quantisation; `data/degradations.py`)
@@ -45,7 +46,6 @@ from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import degradations, layout_tokens, masks
-from ldm_jax.models import factory
 from ldm_jax.models.conditioning import drop_labels
 from ldm_jax.sampling.generate import (
     TEXT_CONTEXT_LENGTH,
@@ -53,6 +53,7 @@ from ldm_jax.sampling.generate import (
     inpainting_condition,
     sd_inpainting_condition,
 )
+from ldm_jax.workdir.text_encoder import prompt_encoder
 
 CONTEXT_LENGTH = TEXT_CONTEXT_LENGTH
 # Arrays the latent cache keeps per example for each kind, besides the latents.
@@ -134,14 +135,20 @@ def context_dim(config: ml_collections.ConfigDict) -> int:
     return int(model_config(config)["unet"]["context_dim"])
 
 
-def text_context(config: ml_collections.ConfigDict, captions: Sequence[str]) -> np.ndarray:
-    """Context tokens [N, L, D] of captions for the "context" kind: the frozen text encoder's
-    (`factory.frozen_text_encoder`, e.g. MiniLM), else the fixed per-caption stand-in.
+def text_context(
+    config: ml_collections.ConfigDict, captions: Sequence[str], workdir: str = ""
+) -> np.ndarray:
+    """Context tokens [N, L, D] of captions for the "context" kind: the workdir's frozen text
+    encoder (`workdir.text_encoder.prompt_encoder`: MiniLM, or the CLIP of a Stable Diffusion
+    workdir read from `workdir`), else (`train.fixed_text_context`, or a CLIP config without
+    weights) the fixed per-caption stand-in.
 
     Raises:
       ConfigError: the U-Net's context_dim differs from the frozen encoder's width.
     """
-    encoder = factory.frozen_text_encoder(model_config(config)["cond_stage"])
+    encoder = None
+    if not config.get("train", {}).get("fixed_text_context", False):
+        encoder = prompt_encoder(workdir, model_config(config)["cond_stage"])
     if encoder is None:
         return fixed_text_context(captions, CONTEXT_LENGTH, context_dim(config))
     context = encoder(captions)  # [N, L, D]
@@ -174,9 +181,11 @@ def make_conditions(
     ae_params: Any = None,
     scale_factor: float = 1.0,
     tokenizer: Any = None,
+    workdir: str = "",
 ) -> Conditions:
     """The `Conditions` of a config (ae_params: the frozen first stage, for inpainting;
-    tokenizer: the text models' `WordPieceTokenizer`)."""
+    tokenizer: the text models' `WordPieceTokenizer`; workdir: where a Stable Diffusion
+    model's CLIP folders are)."""
     kind = builders.condition_kind(config)
     keys = HOST_KEYS[kind]
     p = drop_prob(config)
@@ -206,11 +215,11 @@ def make_conditions(
             null = tokenizer([""])  # [1, L]: the empty caption
             field = "tokens"
         else:
-            null = text_context(config, [""])  # [1, L, D]: the empty caption
+            null = text_context(config, [""], workdir)  # [1, L, D]: the empty caption
             field = "context"
         return Conditions(kind, keys, lambda b, r: (_drop_rows(r, b[field], null, p), None), null)
     if kind == "hybrid_inpaint":
-        null_ctx = text_context(config, [""])
+        null_ctx = text_context(config, [""], workdir)
 
         def train_hybrid(batch, rng):
             mask_rng, drop_rng = jax.random.split(rng)

@@ -68,33 +68,43 @@ def sample_latents(batch: dict[str, jax.Array], rng: jax.Array, deterministic: b
     return batch["mean"] + std * jax.random.normal(rng, std.shape)
 
 
-def make_train_step(
+def offset_noise(rng: jax.Array, shape: tuple[int, ...], offset: float) -> jax.Array:
+    """N(0, 1) noise of `shape` [B, h, w, c], plus `offset` times one N(0, 1) draw per example
+    and channel ([B, 1, 1, c]; "offset noise", which lets the model shift an image's mean
+    brightness); plain noise when `offset` is 0."""
+    if not offset:
+        return jax.random.normal(rng, shape, jnp.float32)
+    noise_rng, offset_rng = jax.random.split(rng)
+    noise = jax.random.normal(noise_rng, shape, jnp.float32)
+    per_channel = jax.random.normal(offset_rng, (shape[0], 1, 1, shape[-1]), jnp.float32)
+    return noise + offset * per_channel
+
+
+def make_loss_fn(
     config: ml_collections.ConfigDict,
-    tx: optax.GradientTransformation,
     scale_factor: float,
     conditions: Conditions | None = None,
-) -> StepFn:
-    """The (state, batch) -> (state, metrics) update (to be jitted with shardings).
+) -> Callable[..., tuple[jax.Array, dict]]:
+    """(denoiser params, batch, (z_rng, step_rng)) -> (scalar loss, {}).
 
-    A batch holds the latents ("mean" [B, h, w, c] and, for a KL first stage, "logvar"; z is
-    resampled from the posterior every step and scaled by `scale_factor`) and the arrays of its
-    condition (`conditions.keys`; see `trainers/conditions.py`). `conditions` defaults to those
-    of a class-conditional or unconditional model.
+    The loss is the mean over the batch of the per-example diffusion loss, each example
+    multiplied by `batch["weight"]` [B] when the batch has one (prior preservation's instance
+    and class examples; see `trainers/finetune.py`). `diffusion.offset_noise` > 0 adds offset
+    noise (`offset_noise`).
     """
     denoiser = training_denoiser(config)
     schedule = builders.build_schedule(config)
     conditions = make_conditions(config) if conditions is None else conditions
     deterministic = builders.has_deterministic_latents(config)
-    ema_decay = config.train.ema_decay
-    accum = train_options(config.train).grad_accum_steps
     d = config.diffusion
+    offset = float(d.get("offset_noise", 0.0))
 
     def loss_fn(params, batch, rngs):
         z_rng, step_rng = rngs
         t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(step_rng, 4)
         z0 = sample_latents(batch, z_rng, deterministic) * scale_factor  # [B, h, w, c]
         t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps, jnp.int32)  # [B]
-        noise = jax.random.normal(noise_rng, z0.shape, jnp.float32)
+        noise = offset_noise(noise_rng, z0.shape, offset)  # [B, h, w, c]
         z_t = diffusion.q_sample(schedule, z0, t, noise)  # [B, h, w, c]
         y, concat = conditions.train(batch, drop_rng)
         out = denoiser.apply(
@@ -118,7 +128,29 @@ def make_train_step(
             min_snr_gamma=d.min_snr_gamma,
             original_elbo_weight=d.original_elbo_weight,
         )  # [B]
+        if "weight" in batch:
+            loss = loss * batch["weight"].astype(jnp.float32)
         return jnp.mean(loss), {}
+
+    return loss_fn
+
+
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    tx: optax.GradientTransformation,
+    scale_factor: float,
+    conditions: Conditions | None = None,
+) -> StepFn:
+    """The (state, batch) -> (state, metrics) update (to be jitted with shardings).
+
+    A batch holds the latents ("mean" [B, h, w, c] and, for a KL first stage, "logvar"; z is
+    resampled from the posterior every step and scaled by `scale_factor`) and the arrays of its
+    condition (`conditions.keys`; see `trainers/conditions.py`). `conditions` defaults to those
+    of a class-conditional or unconditional model. The loss: `make_loss_fn`.
+    """
+    loss_fn = make_loss_fn(config, scale_factor, conditions)
+    ema_decay = config.train.ema_decay
+    accum = train_options(config.train).grad_accum_steps
 
     def train_step(state: TrainState, batch):
         rng, z_rng, step_rng = jax.random.split(state.rng, 3)
@@ -277,7 +309,7 @@ def prepare_inputs(
     tokenizer = None
     if builders.condition_kind(config) == "text":
         tokenizer = captions.load_tokenizer(config, workdir)
-    conditions = make_conditions(config, ae_params, scale_factor, tokenizer)
+    conditions = make_conditions(config, ae_params, scale_factor, tokenizer, workdir)
     return StageInputs(loader, scale_factor, conditions)
 
 

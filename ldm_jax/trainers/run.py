@@ -1,4 +1,5 @@
-"""Runs the training stages a config asks for (autoencoder, LDM, or both) in one workdir.
+"""Runs the training stages a config asks for (autoencoder, LDM, or both; or fine-tuning of
+another workdir's model, `trainers/finetune.py`) in one workdir.
 
 The LDM stage takes its frozen first stage from stage 1 of the same workdir, or from
 `config.train.first_stage_workdir` (another trained workdir, or a `python -m ldm_jax.convert`
@@ -20,7 +21,7 @@ from ldm_jax.config.defaults import with_defaults
 from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.validation import ConfigError, validate_config
 from ldm_jax.trainers import autoencoder as train_autoencoder
-from ldm_jax.trainers import captions
+from ldm_jax.trainers import captions, finetune
 from ldm_jax.trainers import ldm as train_ldm
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer, MissingCheckpointError
@@ -59,6 +60,8 @@ def first_stage_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Validates the config and runs the stage(s) it asks for; returns wall seconds per stage."""
     config = with_defaults(config)
+    if config.get("stage") == finetune.STAGE:
+        config = with_defaults(finetune.resolve_config(config))
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
     if config.stage != "autoencoder" and has_model_section(config):
@@ -79,6 +82,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             start = time.perf_counter()
             train_ldm.train_ldm(config, workdir, ae_params, writer)
             timings["ldm_s"] = time.perf_counter() - start
+        if config.stage == finetune.STAGE:
+            start = time.perf_counter()
+            finetune.train_finetune(config, workdir, ae_params, writer)
+            timings["finetune_s"] = time.perf_counter() - start
     finally:
         writer.close()
     return timings

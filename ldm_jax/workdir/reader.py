@@ -8,6 +8,9 @@ for stage 2, `ema_params` (the trainers' `TrainState`, or the lean `{step, param
 `{step, ema_params}` of an imported model); only those are read, and their tree is checked
 against the networks the config builds, so a config and weights that disagree fail by name. A
 text model's WordPiece vocabulary lives next to `config.json` (`config.model.cond_stage.vocab`).
+A LoRA fine-tune (`config.finetune.method == "lora"`, `trainers/finetune.py`) keeps its frozen
+base denoiser in `checkpoints/base` and the LoRA tree (params and EMA) in `checkpoints/ldm`;
+`load_trained_ldm` returns the base with the EMA LoRA merged in.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import orbax.checkpoint as ocp
 
 from ldm_jax.config import builders
 from ldm_jax.config.defaults import with_defaults
+from ldm_jax.config.options import is_lora_finetune, lora_config
 from ldm_jax.models import factory
+from ldm_jax.models.lora import merge_lora
 from ldm_jax.training.checkpoint import MissingCheckpointError
 from ldm_jax.workdir import layout
 
@@ -153,6 +158,14 @@ def load_trained_ldm(workdir: str) -> TrainedLDM:
     ldm_dir = layout.checkpoint_dir(workdir, "ldm")
     state, meta, _ = restore_state(ldm_dir)
     params = state.get("ema_params") or state["params"]
+    if is_lora_finetune(config):
+        base_dir = layout.checkpoint_dir(workdir, "base")
+        base, _, _ = restore_state(base_dir)
+        base = _checked(base["params"], builders.abstract_denoiser_params(config), "base", base_dir)
+        try:
+            params = merge_lora(base, params, lora_config(config))
+        except ValueError as e:
+            raise WorkdirError(f"{ldm_dir}: the LoRA weights do not fit the base: {e}") from None
     ldm_params = _checked(params, builders.abstract_denoiser_params(config), "denoiser", ldm_dir)
     if "scale_factor" not in meta:
         raise WorkdirError(f"{ldm_dir}: the checkpoint's metadata has no scale_factor.")

@@ -1,0 +1,472 @@
+"""Fine-tuning a text-to-image workdir (Stable Diffusion imported with `python -m ldm_jax.convert`,
+or any workdir whose denoiser cross-attends to a frozen text encoder it holds): LoRA or full.
+
+  python -m ldm_jax.train --config configs/finetune/sd_lora.py --workdir runs/ft \
+      --config.finetune.base_workdir=runs/sd
+
+`config.stage == "finetune"` with a `finetune` section (`configs/finetune/*.py`):
+  base_workdir   the workdir to start from; its config.json gives `model`, `diffusion` (the
+                 fine-tune config's `diffusion` entries, e.g. loss_weighting="min_snr" or
+                 offset_noise, override it) and `sample` (likewise), and `data.image_size`
+                 (0 in the fine-tune config: the base's; another value must equal it).
+  method         "lora": the frozen base denoiser plus a LoRA tree (`models/lora.py`) on the
+                 U-Net's attention projections (`lora.targets`, `rank`, `alpha`); only the LoRA
+                 tree is in the train state (optimizer, EMA, checkpoints). The base enters the
+                 compiled step as an argument, sharded like the model's parameters, and the step
+                 differentiates `merge_lora(base, lora)` w.r.t. the LoRA tree only.
+                 "full": stage-2 training of every denoiser parameter from the base's EMA
+                 weights (the `train` options as for `stage=ldm`: bf16, remat, accumulation,
+                 FSDP through `mesh`, EMA).
+  prior_preservation  DreamBooth's prior loss: before training, the base model samples
+                 `num_class_images` images of `class_prompt` (the base workdir's sampler
+                 settings, seed `config.seed`); their latents join the training set with the
+                 class prompt as caption. Each example's loss is weighted (`batch["weight"]`):
+                 1 for the instance examples, `weight * N_instance / N_class` for the class
+                 examples, so the expected loss is proportional to
+                 E[instance loss] + weight * E[class loss] whatever the number of class images.
+
+The fine-tune workdir is self-contained: the base's `text_encoder/`, `tokenizer/` and first
+stage (`checkpoints/autoencoder`) are copied into it; `checkpoints/ldm` holds the fine-tuned
+state (the LoRA tree for "lora"), `checkpoints/base` the frozen base denoiser of a LoRA run, and
+`lora/pytorch_lora_weights.safetensors` the EMA LoRA in the diffusers format
+(`pipe.load_lora_weights(folder)`), written after training. `workdir/reader.load_trained_ldm`
+returns the merged weights, so `python -m ldm_jax.sample`, `evaluate` and `export` read a
+fine-tune workdir like any other. A rerun resumes from the fine-tune workdir's own checkpoints.
+Text-encoder LoRA is not implemented (the text encoder stays frozen).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from ldm_jax.config import builders
+from ldm_jax.config.model_config import has_model_section
+from ldm_jax.config.options import is_lora_finetune, lora_config, train_options
+from ldm_jax.config.validation import ConfigError
+from ldm_jax.data import latents_in_memory as latent_cache
+from ldm_jax.interop.lora_diffusers import save_diffusers_lora
+from ldm_jax.models.lora import init_lora_params, lora_param_count, merge_lora
+from ldm_jax.parallel import sharding
+from ldm_jax.sampling import images as image_grid
+from ldm_jax.sampling.generate import make_sampler
+from ldm_jax.trainers import latents
+from ldm_jax.trainers import ldm as stage2
+from ldm_jax.trainers.conditions import make_conditions, text_context
+from ldm_jax.training import logging as log
+from ldm_jax.training.checkpoint import Checkpointer
+from ldm_jax.training.gradients import accumulate_gradients
+from ldm_jax.training.logging import MetricWriter
+from ldm_jax.training.loop import run_loop
+from ldm_jax.training.sharded_stage import (
+    ShardedState,
+    check_batch_size,
+    check_process_rows,
+    compiled_step,
+    init_or_restore,
+)
+from ldm_jax.training.state import TrainState, apply_gradients, create_state
+from ldm_jax.training.step_compiler import memory_analysis
+from ldm_jax.workdir import layout, reader
+
+STAGE = "finetune"
+METHODS = ("lora", "full")
+# Sections of the base workdir's config.json that the fine-tune config may override.
+OVERRIDABLE = ("diffusion", "sample")
+CLASS_IMAGE_BATCH = 16  # class images sampled per compiled call
+
+
+def _base_dir(config: ml_collections.ConfigDict) -> str:
+    if config.get("finetune") is None:
+        raise ConfigError("config.finetune: is missing; config.stage='finetune' needs it.")
+    base = str(config.finetune.get("base_workdir") or "")
+    if not base:
+        raise ConfigError(
+            "config.finetune.base_workdir: is empty; name the workdir to fine-tune, e.g. one "
+            "imported with python -m ldm_jax.convert diffusers --dir SD_FOLDER --out WORKDIR."
+        )
+    if not os.path.isfile(layout.config_path(base)):
+        raise ConfigError(
+            f"config.finetune.base_workdir: {base} holds no config.json; import a model with "
+            "python -m ldm_jax.convert diffusers --dir SD_FOLDER --out WORKDIR."
+        )
+    return base
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The fine-tune config completed from its base workdir (see the module docstring).
+
+    Raises:
+      ConfigError: a missing base, a base that is not a text-to-image model with a frozen text
+        encoder, or a data.image_size other than the base's.
+    """
+    base_dir = _base_dir(config)
+    base = reader.load_config(base_dir)
+    kind = builders.condition_kind(base) if has_model_section(base) else "none"
+    if kind != "context":
+        raise ConfigError(
+            f"config.finetune.base_workdir: {base_dir} holds a model conditioned on {kind!r}; "
+            "fine-tuning needs a text-to-image model with a frozen text encoder (a Stable "
+            "Diffusion workdir from python -m ldm_jax.convert, or a frozen_minilm model)."
+        )
+    out = ml_collections.ConfigDict(config.to_dict())
+    out.model = base.model.to_dict()
+    for name in OVERRIDABLE:
+        merged = base[name].to_dict() if name in base else {}
+        merged.update(config[name].to_dict() if name in config else {})
+        out[name] = merged
+    # The denoiser's image side (an imported VAE's `resolution` may name another size).
+    side = int(base.model.unet.image_size) * builders.downsampling_factor(base)
+    size = int(config.data.get("image_size") or 0)
+    if size not in (0, side):
+        raise ConfigError(
+            f"config.data.image_size: is {size} but the base model in {base_dir} works on "
+            f"{side}x{side} images; set --config.data.image_size=0 (the base's) or {side}."
+        )
+    out.data.image_size = side
+    out.data.channels = int(base.data.channels)
+    out.train.first_stage_workdir = base_dir  # copied into this workdir by `trainers/run.py`
+    out.diffusion.scale_by_std = False  # the base's scale factor (`load_base`)
+    return out
+
+
+class Base(NamedTuple):
+    """The base workdir's denoiser (EMA) parameters, as float32 numpy, and latent scale."""
+
+    params: Any
+    scale_factor: float
+
+
+def load_base(config: ml_collections.ConfigDict) -> Base:
+    """The base denoiser of `config.finetune.base_workdir`, checked against `config.model`."""
+    base_dir = _base_dir(config)
+    ldm_dir = layout.checkpoint_dir(base_dir, "ldm")
+    state, meta, _ = reader.restore_state(ldm_dir)
+    params = state.get("ema_params") or state["params"]
+    abstract = builders.abstract_denoiser_params(config)
+    params = reader._checked(params, abstract, "denoiser", ldm_dir)
+    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    return Base(params, float(meta.get("scale_factor", config.diffusion.scale_factor)))
+
+
+def copy_text_encoder(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Copies the base's text encoder and tokenizer folders (those `model.cond_stage` names)
+    into the workdir when missing (process 0)."""
+    base_dir = _base_dir(config)
+    cond = config.model.cond_stage
+    for field in ("text_encoder", "tokenizer"):
+        name = cond.get(field)
+        if not name or jax.process_index() != 0:
+            continue
+        target = os.path.join(workdir, name)
+        if not os.path.isdir(target):
+            shutil.copytree(os.path.join(base_dir, name), target)
+    if jax.process_count() > 1:  # The others read the copies (shared file system).
+        multihost_utils.sync_global_devices("finetune_text_encoder")
+
+
+def _save_once(directory: str, tree: dict[str, Any], meta: dict[str, Any]) -> None:
+    ckpt = Checkpointer(directory, 1)
+    if ckpt.latest_step() is None:
+        ckpt.save(0, tree, meta)
+    ckpt.close()
+
+
+def _put(tree: Any, shardings: Any) -> Any:
+    """A host tree as global arrays with `shardings` (every process holds the whole tree)."""
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]), tree, shardings
+    )
+
+
+def class_prior_arrays(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    ae_params: Any,
+    base: Base,
+) -> dict[str, np.ndarray]:
+    """DreamBooth's class examples: the base model's samples of `class_prompt`, encoded by the
+    first stage ({"mean", "logvar", "context"}, N = `num_class_images`)."""
+    prior = config.finetune.prior_preservation
+    n, s = int(prior.num_class_images), config.sample
+    sample = make_sampler(
+        config, s.sampler, s.steps, s.get("timestep_spacing", "leading"), s.get("steps_offset", 1)
+    )
+    cond = text_context(config, [str(prior.class_prompt)], workdir)  # [1, L, D]
+    uncond = text_context(config, [""], workdir)  # [1, L, D]
+    side = int(config.model.unet.image_size)
+    c = int(config.model.unet.out_channels)
+    batch = min(CLASS_IMAGE_BATCH, n)
+    images = []
+    for i in range(0, n, batch):
+        images.append(
+            np.asarray(
+                sample(
+                    ae_params,
+                    base.params,
+                    jnp.repeat(jnp.asarray(cond), batch, axis=0),
+                    jnp.asarray(uncond),
+                    jax.random.fold_in(jax.random.PRNGKey(config.seed), i),
+                    jnp.float32(s.guidance_scale),
+                    jnp.float32(s.eta),
+                    jnp.float32(base.scale_factor),
+                    shape=(batch, side, side, c),
+                )
+            )
+        )
+    images = np.concatenate(images)[:n]  # [N, H, W, C]
+    if jax.process_index() == 0:
+        image_grid.save_png(
+            os.path.join(workdir, "samples", "class_images.png"),
+            image_grid.make_grid(images[:16], columns=min(8, len(images))),
+        )
+    encode = latents.make_encode_fn(config, ae_params)
+    mean, logvar = latent_cache.encode_arrays(encode, images)
+    return {"mean": mean, "logvar": logvar, "context": np.repeat(cond, n, axis=0)}
+
+
+def training_arrays(
+    config: ml_collections.ConfigDict, workdir: str, ae_params: Any, base: Base
+) -> dict[str, np.ndarray]:
+    """The training split's latents and contexts, plus the class examples and per-example
+    "weight" when prior preservation is on (module docstring)."""
+    arrays = latents.encode_train_set(config, ae_params, workdir)
+    arrays.pop("label", None)
+    prior = config.finetune.prior_preservation
+    if not prior.enabled:
+        return arrays
+    log.info("finetune: sampling %d class images of %r", prior.num_class_images, prior.class_prompt)
+    extra = class_prior_arrays(config, workdir, ae_params, base)
+    n_inst, n_prior = len(arrays["mean"]), len(extra["mean"])
+    weight = np.concatenate(
+        [np.ones(n_inst, np.float32), np.full(n_prior, prior.weight * n_inst / n_prior, np.float32)]
+    )
+    keys = [k for k in arrays if k in extra]
+    out = {k: np.concatenate([arrays[k], extra[k].astype(arrays[k].dtype)]) for k in keys}
+    return out | {"weight": weight}
+
+
+def _inputs(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    ae_params: Any,
+    base: Base,
+    meta: dict[str, Any],
+) -> stage2.StageInputs:
+    arrays = training_arrays(config, workdir, ae_params, base)
+    loader = latent_cache.make_latent_loader(
+        arrays,
+        batch_size=config.train.batch_size,
+        seed=config.seed,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+    )
+    if meta:
+        loader.set_state(meta["data"])
+    conditions = make_conditions(config, ae_params, base.scale_factor, None, workdir)
+    return stage2.StageInputs(loader, base.scale_factor, conditions)
+
+
+def lora_state_init_fn(config: ml_collections.ConfigDict, tx, abstract_base: Any):
+    """rng -> a fresh LoRA train state (LoRA params of `abstract_base`'s shapes, EMA on)."""
+    cfg = lora_config(config)
+
+    def init(rng):
+        lora_rng, state_rng = jax.random.split(rng)
+        lora = init_lora_params(lora_rng, abstract_base, cfg)
+        return create_state(lora, tx, state_rng, use_ema=True)
+
+    return init
+
+
+def make_lora_train_step(
+    config: ml_collections.ConfigDict, tx, scale_factor: float, conditions: Any
+) -> Callable[[TrainState, Any, dict[str, jax.Array]], tuple[TrainState, dict]]:
+    """(LoRA state, frozen base params, batch) -> (state, metrics): the stage-2 loss
+    (`ldm.make_loss_fn`) of `merge_lora(base, lora)`, differentiated w.r.t. the LoRA tree."""
+    loss_fn = stage2.make_loss_fn(config, scale_factor, conditions)
+    cfg = lora_config(config)
+    accum = train_options(config.train).grad_accum_steps
+    ema_decay = config.train.ema_decay
+
+    def step(state: TrainState, base: Any, batch):
+        rng, z_rng, step_rng = jax.random.split(state.rng, 3)
+        lora_loss = lambda lora, b, r: loss_fn(merge_lora(base, lora, cfg), b, r)  # noqa: E731
+        grad_fn = jax.value_and_grad(lora_loss, has_aux=True)
+        (loss, _), grads = accumulate_gradients(
+            grad_fn, state.params, batch, (z_rng, step_rng), accum
+        )
+        return apply_gradients(state, grads, tx, rng, ema_decay), {"loss": loss}
+
+    return step
+
+
+def _compile_with_base(
+    step_fn: Callable[..., Any],
+    sharded: ShardedState,
+    base: Any,
+    base_shardings: Any,
+    host_batch: dict[str, np.ndarray],
+    global_batch_size: int,
+) -> Callable[[TrainState, dict[str, np.ndarray]], tuple[TrainState, dict]]:
+    """`sharded_stage.compiled_step` for a step that also reads the frozen base (not donated,
+    sharded by `base_shardings`)."""
+    batch_sh = sharded.batch_sharding
+    check_process_rows(sharded.mesh, batch_sh, global_batch_size)
+    abstract_batch = {
+        k: jax.ShapeDtypeStruct((global_batch_size,) + v.shape[1:], v.dtype, sharding=batch_sh)
+        for k, v in host_batch.items()
+    }
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(sharded.shardings, base_shardings, batch_sh),
+        out_shardings=(sharded.shardings, sharding.replicated(sharded.mesh)),
+        donate_argnums=0,
+    )
+    compiled = jitted.lower(
+        sharding.abstract_with_shardings(sharded.state, sharded.shardings),
+        sharding.abstract_with_shardings(base, base_shardings),
+        abstract_batch,
+    ).compile()
+    log.info("finetune: compiled the LoRA step: %s", memory_analysis(compiled))
+
+    def step(state, batch):
+        return compiled(state, base, sharding.put_batch(batch, batch_sh, global_batch_size))
+
+    return step
+
+
+def _denoiser_shardings(config: ml_collections.ConfigDict, sharded: ShardedState) -> Any:
+    """The shardings the denoiser's parameters get on the run's mesh (logical axis rules)."""
+    denoiser = builders.build_denoiser(config)
+    inputs = builders.denoiser_example_inputs(config)
+    init = lambda r: denoiser.init(r, *inputs)["params"]  # noqa: E731
+    rng = stage2.init_rng(config)
+    return sharding.sharded_abstract(init, rng, sharded.mesh, sharded.rules)[1]
+
+
+class Frozen(NamedTuple):
+    """The base model as a run sees it: on the host, and (LoRA) on the mesh with its shardings."""
+
+    base: Base
+    params: Any  # the base denoiser sharded like the model's parameters (LoRA), else None
+    shardings: Any
+
+
+def train_finetune(
+    config: ml_collections.ConfigDict, workdir: str, ae_params: Any, writer: MetricWriter
+) -> TrainState:
+    """Fine-tunes (or resumes) up to `config.train.steps`; returns the state (module docstring).
+
+    `config` is resolved (`resolve_config`) and `ae_params` is the base's first stage.
+    """
+    tcfg = config.train
+    tx = stage2.optimizer(config)
+    lora = is_lora_finetune(config)
+    copy_text_encoder(config, workdir)
+    base = load_base(config)
+    ckpt = Checkpointer(stage2.checkpoint_dir(workdir), tcfg.keep_checkpoints)
+    if lora:
+        _save_once(
+            layout.checkpoint_dir(workdir, "base"),
+            {"step": jnp.zeros((), jnp.int32), "params": base.params},
+            {"from": _base_dir(config), "scale_factor": base.scale_factor},
+        )
+        init_fn = lora_state_init_fn(config, tx, jax.eval_shape(lambda: base.params))
+    else:
+        init_fn = stage2.state_init_fn(config, tx)
+    sharded = init_or_restore(init_fn, stage2.init_rng(config), config, ckpt)
+    base_sh = _denoiser_shardings(config, sharded)
+    if not sharded.meta and not lora:  # A fresh full fine-tune starts from the base.
+        params = _put(base.params, base_sh)
+        sharded.state = sharded.state.replace(
+            params=params, ema_params=jax.tree.map(jnp.copy, params)
+        )
+    accum = train_options(tcfg).grad_accum_steps
+    check_batch_size(STAGE, "train", tcfg.batch_size, sharded.mesh, sharded.rules, accum)
+    if lora:
+        log.info("finetune: LoRA of %d parameters", lora_param_count(sharded.state.params))
+    if sharded.meta:
+        log.info("finetune: resuming from step %d", int(sharded.state.step))
+    state = sharded.state
+    if int(state.step) < tcfg.steps:
+        frozen = Frozen(base, _put(base.params, base_sh) if lora else None, base_sh)
+        state = _run(config, workdir, ae_params, writer, ckpt, sharded, frozen)
+    ckpt.close()
+    if lora and jax.process_index() == 0:
+        ema = jax.tree.map(np.asarray, state.ema_params)
+        path = save_diffusers_lora(
+            layout.lora_dir(workdir),
+            ema.get("diffusion_model", {}),
+            lora_config(config),
+            int(config.model.unet.num_res_blocks),
+        )
+        log.info("finetune: wrote %s", path)
+    return state
+
+
+def _run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    ae_params: Any,
+    writer: MetricWriter,
+    ckpt: Checkpointer,
+    sharded: ShardedState,
+    frozen: Frozen,
+) -> TrainState:
+    """The step loop of `train_finetune` from `sharded.state` up to `config.train.steps`."""
+    tcfg = config.train
+    tx = stage2.optimizer(config)
+    inputs = _inputs(config, workdir, ae_params, frozen.base, sharded.meta)
+    loader, scale_factor, conditions = inputs.loader, inputs.scale_factor, inputs.conditions
+    keys = stage2.step_keys(config, conditions)
+    if config.finetune.prior_preservation.enabled:
+        keys += ("weight",)
+    batches = ({k: b[k] for k in keys} for b in loader)
+    first_batch = next(batches)
+    lora = frozen.params is not None
+    if lora:
+        step_fn = make_lora_train_step(config, tx, scale_factor, conditions)
+        train_step = _compile_with_base(
+            step_fn, sharded, frozen.params, frozen.shardings, first_batch, tcfg.batch_size
+        )
+    else:
+        step_fn = stage2.make_train_step(config, tx, scale_factor, conditions)
+        train_step = compiled_step(STAGE, step_fn, sharded, first_batch, tcfg.batch_size)
+    grid_fn = stage2.make_grid_fn(config, conditions, first_batch, ae_params)
+
+    def on_step(step, state):
+        every, at_end = tcfg.sample_every, tcfg.get("final_samples", True)
+        if (step == tcfg.steps and at_end) or (every and step % every == 0):
+            if jax.process_count() > 1 or jax.process_index() != 0:
+                return  # Sample grids in single-process runs only.
+            ema = state.ema_params
+            if lora:
+                ema = merge_lora(frozen.params, ema, lora_config(config))
+            grid = grid_fn(ema, scale_factor)
+            image_grid.save_png(layout.sample_path(workdir, step), grid)
+            writer.image(step, f"{STAGE}/samples", grid)
+
+    return run_loop(
+        name=STAGE,
+        state=sharded.state,
+        step_fn=train_step,
+        batches=itertools.chain([first_batch], batches),
+        total_steps=tcfg.steps,
+        log_every=tcfg.log_every,
+        checkpoint_every=tcfg.checkpoint_every,
+        checkpointer=ckpt,
+        writer=writer,
+        meta_fn=lambda: {"data": loader.get_state(), "scale_factor": scale_factor},
+        on_step=on_step,
+        learning_rate_field="train.learning_rate",
+    )
