@@ -9,8 +9,9 @@ seconds-long variant for tests: the same conditioning kind and first-stage kind 
 downsampling factor f up to 8; the identity first stage, f = 1, stays pixel space and skips
 stage 1) at a few thousand parameters, on `synthetic_shapes` data, a few
 steps of batch 8. A Stable Diffusion tiny variant trains on fixed per-caption context
-embeddings in place of the frozen CLIP/OpenCLIP text encoder (which arrives with issue 13; see
-`trainers/conditions.py`).
+embeddings in place of the frozen CLIP/OpenCLIP text encoder, whose weights an SD preset does
+not hold (see `trainers/conditions.py`; imported SD workdirs train with their own encoder through
+`configs/finetune/`).
 """
 
 from __future__ import annotations

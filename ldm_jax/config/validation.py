@@ -252,7 +252,7 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
             f"config.model.cond_stage.kind={cond.get('kind')!r}: training needs the frozen "
             "CLIP/OpenCLIP text encoder's weights, which this config does not name "
             "(cond_stage.text_encoder); fine-tune an imported Stable Diffusion workdir with "
-            "configs/finetune/sd_lora.py or sd_full.py (issue 13), or use the config's ':tiny' "
+            "configs/finetune/sd_lora.py or sd_full.py, or use the config's ':tiny' "
             "variant (fixed context embeddings)."
         )
     _validate_text_encoder(config)

@@ -78,7 +78,11 @@ def caption_conditions(trained: TrainedLDM, captions: Sequence[str]) -> tuple[An
     if encoder is not None:
         return encoder(texts), encoder([""])  # [N, L, D], [1, L, D]
     if not config.train.get("fixed_text_context"):
-        raise ConfigError(f"The {cond_cfg['kind']} text encoder is not implemented yet.")
+        raise ConfigError(
+            f"This workdir's {cond_cfg['kind']} text encoder has no weights (config.model."
+            "cond_stage names no text_encoder folder); import a Stable Diffusion model with "
+            "python -m ldm_jax.convert to get one."
+        )
     dim = model_config(config)["unet"]["context_dim"]
     return (
         fixed_text_context(texts, TEXT_CONTEXT_LENGTH, dim),

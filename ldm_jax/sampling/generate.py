@@ -81,11 +81,11 @@ TEXT_CONTEXT_LENGTH = 77  # tokens of Stable Diffusion's CLIP context (and its s
 def fixed_text_context(captions: Sequence[str], length: int, dim: int) -> np.ndarray:
     """A deterministic stand-in for a frozen text encoder: one fixed embedding per caption.
 
-    Stable Diffusion's frozen CLIP/OpenCLIP text encoders arrive with issue 13; until then the
-    SD tiny variants cross-attend to these. Caption s maps to standard normal tokens drawn with
-    the seed SHA-256(s) (so equal captions share an embedding, and the empty caption "" is the
-    unconditional one), scaled by 1/sqrt(dim). They carry the caption's identity, not its
-    meaning.
+    The SD presets' :tiny variants, which hold no CLIP/OpenCLIP weights, cross-attend to these
+    (imported Stable Diffusion workdirs use their own text encoder). Caption s maps to standard
+    normal tokens drawn with the seed SHA-256(s) (so equal captions share an embedding, and the
+    empty caption "" is the unconditional one), scaled by 1/sqrt(dim). They carry the caption's
+    identity, not its meaning.
 
     Returns:
       float32 [N, length, dim].

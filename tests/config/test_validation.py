@@ -89,7 +89,7 @@ def paper_config(name, arg=None):
 @pytest.mark.parametrize("arg", [None, "tiny"])
 def test_every_paper_config_is_a_valid_experiment(arg):
     """Each paper/SD config finalizes into a valid experiment; the full SD configs say what is
-    missing (the frozen text encoder, issue 13) in one line."""
+    missing (the frozen text encoder's weights) in one line."""
     from ldm_jax.config.defaults import with_defaults
 
     names = [f"paper/{n}" for n in sorted(os.listdir(os.path.join(ROOT, "configs", "paper")))]
@@ -97,7 +97,8 @@ def test_every_paper_config_is_a_valid_experiment(arg):
     for name in (n for n in names if n.endswith(".py")):
         config = with_defaults(paper_config(name, arg))
         if name.startswith("sd/") and arg is None:
-            with pytest.raises(ConfigError, match=r"issue 13.*:tiny") as e:
+            missing = r"text encoder's weights.*configs/finetune.*:tiny"
+            with pytest.raises(ConfigError, match=missing) as e:
                 validate_config(config)
             assert "\n" not in str(e.value)
             continue

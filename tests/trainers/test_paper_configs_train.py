@@ -203,4 +203,4 @@ def test_stable_diffusion_tiny_and_full_message(first_stages, tmp_path):
     )
     assert proc.returncode != 0
     message = proc.stderr.strip().splitlines()[-1]
-    assert "issue 13" in message and "frozen_clip" in message, proc.stderr[-2000:]
+    assert "configs/finetune" in message and "frozen_clip" in message, proc.stderr[-2000:]
