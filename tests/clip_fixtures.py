@@ -56,17 +56,11 @@ TINY_MERGES = (
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table (the vocabulary's alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1))
-    bs += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
+    """GPT-2/CLIP's reversible byte -> printable character table (the vocabulary's alphabet),
+    transformers' copy (independent of the library's, which the tokenizer tests check)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode as reference
+
+    return reference()
 
 
 def _vocab_from_merges(merges: list[tuple[str, str]]) -> dict[str, int]:
