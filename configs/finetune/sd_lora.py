@@ -13,8 +13,9 @@ The base workdir gives the networks, the diffusion settings and the sampler (see
 on the U-Net attention projections to_q/to_k/to_v/to_out.0, AdamW 1e-4, min-SNR-5 loss
 weighting, 10% caption dropout, EMA 0.999, the emoji at the base's image size
 (`data.image_size = 0`). Offset noise (`diffusion.offset_noise`, e.g. 0.05) and DreamBooth prior
-preservation (`finetune.prior_preservation`) are off. The text encoder stays frozen (LoRA on it,
-`finetune.lora.text_encoder`, is not implemented).
+preservation (`finetune.prior_preservation`) are off. The text encoder stays frozen;
+`--config.finetune.lora.text_encoder=True` also trains LoRA (the same rank and alpha) on its
+attention projections q/k/v/out_proj (`ldm_jax/trainers/finetune_text.py`).
 
 Runtime and result: `experiments/finetune/` (a small imported model on 2 CPU cores; an SD 1.5
 base at 512 px needs an accelerator: the 859M-parameter U-Net's LoRA step). `:tiny` is the

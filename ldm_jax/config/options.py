@@ -12,17 +12,20 @@ A stage's section (`config.autoencoder_train` or `config.train`) may set:
 `config.mesh` sets the device mesh (see `training/sharding.py`).
 
 A fine-tuning run (`config.finetune`, `trainers/finetune.py`) with method "lora" adapts the
-U-Net with the low-rank update `lora_config` describes.
+U-Net with the low-rank update `lora_config` describes, and with `finetune.lora.text_encoder`
+also the CLIP text encoder's attention projections (`text_encoder_lora_config`); its LoRA tree
+is then {"unet": ..., "text_encoder": ...} (`unet_lora`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
 
-from ldm_jax.models.lora import LoraConfig
+from ldm_jax.models.lora import CLIP_ATTENTION_TARGETS, LoraConfig
 from ldm_jax.parallel import sharding
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -82,3 +85,20 @@ def lora_config(config: ml_collections.ConfigDict) -> LoraConfig:
     lora = config.finetune.lora
     alpha = lora.get("alpha") or None
     return LoraConfig(rank=int(lora.rank), alpha=alpha, targets=tuple(lora.targets))
+
+
+def has_text_encoder_lora(config: ml_collections.ConfigDict) -> bool:
+    """Whether a LoRA fine-tune also adapts the text encoder (`finetune.lora.text_encoder`)."""
+    return is_lora_finetune(config) and bool(config.finetune.lora.get("text_encoder", False))
+
+
+def text_encoder_lora_config(config: ml_collections.ConfigDict) -> LoraConfig:
+    """The text encoder's LoRA: the U-Net LoRA's rank and alpha on CLIP's attention projections
+    (q_proj, k_proj, v_proj, out_proj)."""
+    return dataclasses.replace(lora_config(config), targets=CLIP_ATTENTION_TARGETS)
+
+
+def unet_lora(config: ml_collections.ConfigDict, lora: Any) -> Any:
+    """The U-Net part of a LoRA fine-tune's LoRA tree (the whole tree without text-encoder
+    LoRA, `lora["unet"]` with it)."""
+    return lora["unet"] if has_text_encoder_lora(config) else lora

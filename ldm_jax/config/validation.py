@@ -27,6 +27,7 @@ from ldm_jax.parallel import sharding
 
 STAGES = ("autoencoder", "ldm", "both", "finetune")
 FINETUNE_METHODS = ("lora", "full")
+CLIP_COND_STAGES = ("frozen_clip", "frozen_openclip")  # text encoders read from the workdir
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 SAMPLERS = tuple(diffusion.SAMPLERS)
 CONDITIONING = ("class", "none")
@@ -137,10 +138,20 @@ def _validate_finetune(config: ml_collections.ConfigDict) -> None:
             "finetune.lora.targets",
             "must name the Dense modules to adapt, e.g. ('to_q', 'to_k', 'to_v', 'to_out_0').",
         )
+        cond = config.get("model", {}).get("cond_stage") or {}
         _require(
-            not lora.get("text_encoder", False),
+            not lora.get("text_encoder", False)
+            or (cond.get("kind") in CLIP_COND_STAGES and bool(cond.get("text_encoder"))),
             "finetune.lora.text_encoder",
-            "LoRA on the text encoder is not implemented yet; set it to False.",
+            "needs a base whose CLIP text encoder has weights in its workdir (an imported "
+            "Stable Diffusion model); set it to False.",
+        )
+    else:
+        _require(
+            not ft.get("lora", {}).get("text_encoder", False),
+            "finetune.lora.text_encoder",
+            "LoRA on the text encoder needs finetune.method='lora' (a full fine-tune trains "
+            "the denoiser only); set it to False.",
         )
     prior = ft.prior_preservation
     if prior.enabled:

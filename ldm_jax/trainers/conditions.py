@@ -100,7 +100,7 @@ def drop_prob(config: ml_collections.ConfigDict) -> float:
     return float(config.conditioning.drop_prob)
 
 
-def _drop_rows(rng: jax.Array, y: jax.Array, null: jax.Array, p: float) -> jax.Array:
+def drop_rows(rng: jax.Array, y: jax.Array, null: jax.Array, p: float) -> jax.Array:
     """Replaces each row of y [B, ...] by `null` [1, ...] with probability p."""
     keep = jax.random.uniform(rng, y.shape[:1]) >= p  # [B]
     keep = keep.reshape((-1,) + (1,) * (y.ndim - 1))
@@ -205,9 +205,7 @@ def make_conditions(
         return Conditions(kind, keys, train, null)
     if kind == "layout":
         null = builders.null_layout(builders.layout_vocab(config))  # [1, L]
-        return Conditions(
-            kind, keys, lambda b, r: (_drop_rows(r, b["tokens"], null, p), None), null
-        )
+        return Conditions(kind, keys, lambda b, r: (drop_rows(r, b["tokens"], null, p), None), null)
     if kind in ("text", "context"):
         if kind == "text":
             if tokenizer is None:
@@ -217,14 +215,14 @@ def make_conditions(
         else:
             null = text_context(config, [""], workdir)  # [1, L, D]: the empty caption
             field = "context"
-        return Conditions(kind, keys, lambda b, r: (_drop_rows(r, b[field], null, p), None), null)
+        return Conditions(kind, keys, lambda b, r: (drop_rows(r, b[field], null, p), None), null)
     if kind == "hybrid_inpaint":
         null_ctx = text_context(config, [""], workdir)
 
         def train_hybrid(batch, rng):
             mask_rng, drop_rng = jax.random.split(rng)
             concat = sd_inpainting_inputs(ae, ae_params, batch["image"], mask_rng, f, scale_factor)
-            return _drop_rows(drop_rng, batch["context"], null_ctx, p), concat
+            return drop_rows(drop_rng, batch["context"], null_ctx, p), concat
 
         return Conditions(kind, keys, train_hybrid, {"context": null_ctx})
     return Conditions(kind, keys, _unguided_train_fn(config, kind, ae, ae_params, f), None)

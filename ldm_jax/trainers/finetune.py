@@ -32,7 +32,10 @@ state (the LoRA tree for "lora"), `checkpoints/base` the frozen base denoiser of
 (`pipe.load_lora_weights(folder)`), written after training. `workdir/reader.load_trained_ldm`
 returns the merged weights, so `python -m ldm_jax.sample`, `evaluate` and `export` read a
 fine-tune workdir like any other. A rerun resumes from the fine-tune workdir's own checkpoints.
-Text-encoder LoRA is not implemented (the text encoder stays frozen).
+`lora.text_encoder=True` adds LoRA on the CLIP text encoder (`trainers/finetune_text.py`): the
+batches hold caption ids, the LoRA tree is {"unet", "text_encoder"}, the base CLIP is kept in
+`text_encoder_base/` and, after training, `text_encoder/` is the base CLIP with the EMA LoRA
+merged in (what sampling and export read). Otherwise the text encoder stays frozen.
 """
 
 from __future__ import annotations
@@ -51,7 +54,12 @@ from jax.experimental import multihost_utils
 
 from ldm_jax.config import builders
 from ldm_jax.config.model_config import has_model_section
-from ldm_jax.config.options import is_lora_finetune, lora_config, train_options
+from ldm_jax.config.options import (
+    has_text_encoder_lora,
+    is_lora_finetune,
+    lora_config,
+    train_options,
+)
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import latents_in_memory as latent_cache
 from ldm_jax.interop.lora_diffusers import save_diffusers_lora
@@ -59,7 +67,7 @@ from ldm_jax.models.lora import init_lora_params, lora_param_count, merge_lora
 from ldm_jax.parallel import sharding
 from ldm_jax.sampling import images as image_grid
 from ldm_jax.sampling.generate import make_sampler
-from ldm_jax.trainers import latents
+from ldm_jax.trainers import finetune_text, latents
 from ldm_jax.trainers import ldm as stage2
 from ldm_jax.trainers.conditions import make_conditions, text_context
 from ldm_jax.training import logging as log
@@ -201,8 +209,9 @@ def class_prior_arrays(
     sample = make_sampler(
         config, s.sampler, s.steps, s.get("timestep_spacing", "leading"), s.get("steps_offset", 1)
     )
-    cond = text_context(config, [str(prior.class_prompt)], workdir)  # [1, L, D]
-    uncond = text_context(config, [""], workdir)  # [1, L, D]
+    # The base's text encoder (a text-encoder LoRA run's `text_encoder/` is merged at the end).
+    cond = text_context(config, [str(prior.class_prompt)], _base_dir(config))  # [1, L, D]
+    uncond = text_context(config, [""], _base_dir(config))  # [1, L, D]
     side = int(config.model.unet.image_size)
     c = int(config.model.unet.out_channels)
     batch = min(CLASS_IMAGE_BATCH, n)
@@ -235,17 +244,27 @@ def class_prior_arrays(
 
 
 def training_arrays(
-    config: ml_collections.ConfigDict, workdir: str, ae_params: Any, base: Base
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    ae_params: Any,
+    base: Base,
+    text: finetune_text.TextEncoder | None = None,
 ) -> dict[str, np.ndarray]:
-    """The training split's latents and contexts, plus the class examples and per-example
-    "weight" when prior preservation is on (module docstring)."""
-    arrays = latents.encode_train_set(config, ae_params, workdir)
-    arrays.pop("label", None)
+    """The training split's latents and contexts (caption ids with `text`, a text-encoder LoRA
+    run), plus the class examples and per-example "weight" when prior preservation is on."""
+    if text is None:
+        arrays = latents.encode_train_set(config, ae_params, workdir)
+        arrays.pop("label", None)
+    else:
+        arrays = finetune_text.train_arrays(config, ae_params, text)
     prior = config.finetune.prior_preservation
     if not prior.enabled:
         return arrays
     log.info("finetune: sampling %d class images of %r", prior.num_class_images, prior.class_prompt)
     extra = class_prior_arrays(config, workdir, ae_params, base)
+    if text is not None:
+        ids = text.tokenizer([str(prior.class_prompt)])  # [1, L]
+        extra["tokens"] = np.repeat(ids, len(extra["mean"]), axis=0)
     n_inst, n_prior = len(arrays["mean"]), len(extra["mean"])
     weight = np.concatenate(
         [np.ones(n_inst, np.float32), np.full(n_prior, prior.weight * n_inst / n_prior, np.float32)]
@@ -261,8 +280,9 @@ def _inputs(
     ae_params: Any,
     base: Base,
     meta: dict[str, Any],
+    text: finetune_text.TextEncoder | None,
 ) -> stage2.StageInputs:
-    arrays = training_arrays(config, workdir, ae_params, base)
+    arrays = training_arrays(config, workdir, ae_params, base, text)
     loader = latent_cache.make_latent_loader(
         arrays,
         batch_size=config.train.batch_size,
@@ -272,7 +292,10 @@ def _inputs(
     )
     if meta:
         loader.set_state(meta["data"])
-    conditions = make_conditions(config, ae_params, base.scale_factor, None, workdir)
+    if text is None:
+        conditions = make_conditions(config, ae_params, base.scale_factor, None, workdir)
+    else:
+        conditions = finetune_text.make_conditions(config, text)
     return stage2.StageInputs(loader, base.scale_factor, conditions)
 
 
@@ -289,18 +312,27 @@ def lora_state_init_fn(config: ml_collections.ConfigDict, tx, abstract_base: Any
 
 
 def make_lora_train_step(
-    config: ml_collections.ConfigDict, tx, scale_factor: float, conditions: Any
+    config: ml_collections.ConfigDict, tx, scale_factor: float, conditions: Any, merge=None
 ) -> Callable[[TrainState, Any, dict[str, jax.Array]], tuple[TrainState, dict]]:
     """(LoRA state, frozen base params, batch) -> (state, metrics): the stage-2 loss
-    (`ldm.make_loss_fn`) of `merge_lora(base, lora)`, differentiated w.r.t. the LoRA tree."""
+    (`ldm.make_loss_fn`) of `merge_lora(base, lora)`, differentiated w.r.t. the LoRA tree.
+
+    `merge(base, lora) -> (denoiser params, extra batch entries)` replaces the U-Net merge
+    (`finetune_text.make_merge_fn`: both LoRA trees, the merged CLIP in the batch)."""
     loss_fn = stage2.make_loss_fn(config, scale_factor, conditions)
-    cfg = lora_config(config)
+    if merge is None:
+        cfg = lora_config(config)
+        merge = lambda base, lora: (merge_lora(base, lora, cfg), {})  # noqa: E731
     accum = train_options(config.train).grad_accum_steps
     ema_decay = config.train.ema_decay
 
     def step(state: TrainState, base: Any, batch):
         rng, z_rng, step_rng = jax.random.split(state.rng, 3)
-        lora_loss = lambda lora, b, r: loss_fn(merge_lora(base, lora, cfg), b, r)  # noqa: E731
+
+        def lora_loss(lora, b, r):
+            params, extra = merge(base, lora)
+            return loss_fn(params, b | extra, r)
+
         grad_fn = jax.value_and_grad(lora_loss, has_aux=True)
         (loss, _), grads = accumulate_gradients(
             grad_fn, state.params, batch, (z_rng, step_rng), accum
@@ -360,6 +392,7 @@ class Frozen(NamedTuple):
     base: Base
     params: Any  # the base denoiser sharded like the model's parameters (LoRA), else None
     shardings: Any
+    text: finetune_text.TextEncoder | None = None  # the base CLIP (text-encoder LoRA)
 
 
 def train_finetune(
@@ -373,6 +406,9 @@ def train_finetune(
     tx = stage2.optimizer(config)
     lora = is_lora_finetune(config)
     copy_text_encoder(config, workdir)
+    text = None
+    if has_text_encoder_lora(config):
+        text = finetune_text.load_text_encoder(config, workdir, _base_dir(config))
     base = load_base(config)
     ckpt = Checkpointer(stage2.checkpoint_dir(workdir), tcfg.keep_checkpoints)
     if lora:
@@ -381,7 +417,10 @@ def train_finetune(
             {"step": jnp.zeros((), jnp.int32), "params": base.params},
             {"from": _base_dir(config), "scale_factor": base.scale_factor},
         )
-        init_fn = lora_state_init_fn(config, tx, jax.eval_shape(lambda: base.params))
+        abstract = jax.eval_shape(lambda: base.params)
+        init_fn = lora_state_init_fn(config, tx, abstract)
+        if text is not None:
+            init_fn = finetune_text.lora_state_init_fn(config, tx, abstract, text)
     else:
         init_fn = stage2.state_init_fn(config, tx)
     sharded = init_or_restore(init_fn, stage2.init_rng(config), config, ckpt)
@@ -400,9 +439,15 @@ def train_finetune(
     state = sharded.state
     if int(state.step) < tcfg.steps:
         frozen = Frozen(base, _put(base.params, base_sh) if lora else None, base_sh)
+        if text is not None:
+            args = finetune_text.frozen_arguments(text, frozen.params, base_sh, sharded.mesh)
+            frozen = Frozen(base, *args, text)
         state = _run(config, workdir, ae_params, writer, ckpt, sharded, frozen)
     ckpt.close()
-    if lora and jax.process_index() == 0:
+    if text is not None and jax.process_index() == 0:
+        path = finetune_text.write_outputs(config, workdir, state.ema_params, text)
+        log.info("finetune: wrote %s and the merged text encoder", path)
+    elif lora and jax.process_index() == 0:
         ema = jax.tree.map(np.asarray, state.ema_params)
         path = save_diffusers_lora(
             layout.lora_dir(workdir),
@@ -426,7 +471,7 @@ def _run(
     """The step loop of `train_finetune` from `sharded.state` up to `config.train.steps`."""
     tcfg = config.train
     tx = stage2.optimizer(config)
-    inputs = _inputs(config, workdir, ae_params, frozen.base, sharded.meta)
+    inputs = _inputs(config, workdir, ae_params, frozen.base, sharded.meta, frozen.text)
     loader, scale_factor, conditions = inputs.loader, inputs.scale_factor, inputs.conditions
     keys = stage2.step_keys(config, conditions)
     if config.finetune.prior_preservation.enabled:
@@ -435,14 +480,20 @@ def _run(
     first_batch = next(batches)
     lora = frozen.params is not None
     if lora:
-        step_fn = make_lora_train_step(config, tx, scale_factor, conditions)
+        merge = None if frozen.text is None else finetune_text.make_merge_fn(config)
+        step_fn = make_lora_train_step(config, tx, scale_factor, conditions, merge)
         train_step = _compile_with_base(
             step_fn, sharded, frozen.params, frozen.shardings, first_batch, tcfg.batch_size
         )
     else:
         step_fn = stage2.make_train_step(config, tx, scale_factor, conditions)
         train_step = compiled_step(STAGE, step_fn, sharded, first_batch, tcfg.batch_size)
-    grid_fn = stage2.make_grid_fn(config, conditions, first_batch, ae_params)
+    if frozen.text is None:
+        grid_fn = stage2.make_grid_fn(config, conditions, first_batch, ae_params)
+    else:
+        grid_fn = finetune_text.make_grid_fn(
+            config, frozen.text, first_batch, ae_params, frozen.params
+        )
 
     def on_step(step, state):
         every, at_end = tcfg.sample_every, tcfg.get("final_samples", True)
@@ -450,7 +501,7 @@ def _run(
             if jax.process_count() > 1 or jax.process_index() != 0:
                 return  # Sample grids in single-process runs only.
             ema = state.ema_params
-            if lora:
+            if lora and frozen.text is None:
                 ema = merge_lora(frozen.params, ema, lora_config(config))
             grid = grid_fn(ema, scale_factor)
             image_grid.save_png(layout.sample_path(workdir, step), grid)

@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 
 from ldm_jax.config import builders
 from ldm_jax.config.defaults import with_defaults
-from ldm_jax.config.options import is_lora_finetune, lora_config
+from ldm_jax.config.options import is_lora_finetune, lora_config, unet_lora
 from ldm_jax.models import factory
 from ldm_jax.models.lora import merge_lora
 from ldm_jax.training.checkpoint import MissingCheckpointError
@@ -163,7 +163,7 @@ def load_trained_ldm(workdir: str) -> TrainedLDM:
         base, _, _ = restore_state(base_dir)
         base = _checked(base["params"], builders.abstract_denoiser_params(config), "base", base_dir)
         try:
-            params = merge_lora(base, params, lora_config(config))
+            params = merge_lora(base, unet_lora(config, params), lora_config(config))
         except ValueError as e:
             raise WorkdirError(f"{ldm_dir}: the LoRA weights do not fit the base: {e}") from None
     ldm_params = _checked(params, builders.abstract_denoiser_params(config), "denoiser", ldm_dir)

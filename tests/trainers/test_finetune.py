@@ -1,4 +1,5 @@
-"""Fine-tuning an imported Stable Diffusion workdir (`trainers/finetune.py`): LoRA and full.
+"""Fine-tuning an imported Stable Diffusion workdir (`trainers/finetune.py`): LoRA (on the U-Net,
+and on the text encoder too, `trainers/finetune_text.py`) and full.
 
 The base is the tiny random diffusers pipeline of `tests/sd_fixtures.py`, converted; the data
 the first 64 training emoji at its 16x16 image size.
@@ -19,25 +20,28 @@ import pytest
 from ldm_jax.config import builders
 from ldm_jax.config.defaults import with_defaults
 from ldm_jax.config.files import load_config_file
-from ldm_jax.config.options import lora_config
+from ldm_jax.config.options import lora_config, text_encoder_lora_config, unet_lora
 from ldm_jax.config.validation import ConfigError, validate_config
+from ldm_jax.interop.clip_weights import load_clip_text
 from ldm_jax.interop.lora_diffusers import LORA_WEIGHTS_NAME, load_diffusers_lora
-from ldm_jax.models.lora import merge_lora
+from ldm_jax.models.lora import CLIP_ATTENTION_TARGETS, merge_lora
 from ldm_jax.trainers import finetune
 from ldm_jax.trainers import ldm as stage2
 from ldm_jax.trainers.run import first_stage_params, run
 from ldm_jax.training.logging import MetricWriter
 from ldm_jax.workdir import layout
-from ldm_jax.workdir.reader import load_trained_ldm, restore_state
+from ldm_jax.workdir.reader import load_config, load_trained_ldm, restore_state
+from ldm_jax.workdir.text_encoder import prompt_encoder
 from tests.cli_runner import ROOT, run_cli
 from tests.sd_fixtures import tiny_sd_workdir
 
 CONFIGS = os.path.join(ROOT, "configs", "finetune")
 
 
-def tiny_config(method: str = "lora", **train) -> ml_collections.ConfigDict:
+def tiny_config(method: str = "lora", text_encoder=False, **train) -> ml_collections.ConfigDict:
     c = load_config_file(os.path.join(CONFIGS, f"sd_{method}.py"), "tiny")
     c.finetune.base_workdir = tiny_sd_workdir()
+    c.finetune.lora.text_encoder = text_encoder
     c.train.update(train)
     return c
 
@@ -102,6 +106,93 @@ def test_lora_workdir_reads_merged_and_the_diffusers_file_matches(lora_run):
     assert te is None and cfg.scale == pytest.approx(lora_config(config).scale)
     from_file = flat({"diffusion_model": merge_lora(unet, loaded, cfg)})
     assert all(np.allclose(from_file[k], got[k], atol=1e-5) for k in got)
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory) -> str:
+    """A 3-step LoRA fine-tune of the U-Net and the text encoder, with its final sample grid."""
+    workdir = str(tmp_path_factory.mktemp("ft") / "text")
+    run(tiny_config(text_encoder=True, final_samples=True), workdir)
+    return workdir
+
+
+def _clip(folder: str) -> dict[str, np.ndarray]:
+    return flat(load_clip_text(folder)[1])
+
+
+def test_text_encoder_lora_trains_both_trees_and_writes_the_merged_encoder(text_run):
+    state, _, step = restore_state(stage2.checkpoint_dir(text_run))
+    assert step == 3 and set(state["params"]) == {"unet", "text_encoder"}
+    text = flat(state["params"]["text_encoder"])
+    assert {k.split("/")[-2] for k in text} == set(CLIP_ATTENTION_TARGETS)
+    assert {k.split("/")[0] for k in text} == {"layers_0", "layers_1", "layers_2"}  # 3 layers
+    for part in ("unet", "text_encoder"):  # up starts at zero: both LoRA trees trained
+        ups = [v for k, v in flat(state["params"][part]).items() if k.endswith("/up")]
+        assert ups and all(np.abs(u).max() > 0 for u in ups)
+    base = _clip(os.path.join(tiny_sd_workdir(), "text_encoder"))
+    kept = _clip(os.path.join(text_run, "text_encoder_base"))
+    assert all(np.array_equal(base[k], kept[k]) for k in base)  # the base CLIP is untouched
+    config = load_config(text_run)
+    ema = flat(state["ema_params"]["text_encoder"])
+    merged = _clip(os.path.join(text_run, "text_encoder"))
+    for k, v in base.items():  # text_encoder/: kernel + scale * down @ up of the EMA LoRA
+        module = k.rsplit("/", 1)[0]
+        if k.endswith("/kernel") and f"{module}/down" in ema:
+            delta = ema[f"{module}/down"] @ ema[f"{module}/up"]
+            v = v + text_encoder_lora_config(config).scale * delta
+            assert not np.allclose(merged[k], base[k], atol=1e-7)
+        np.testing.assert_allclose(merged[k], v, atol=1e-6)
+    assert os.path.isfile(layout.sample_path(text_run, 3))  # the grid of the CLIP with LoRA
+
+
+def test_text_encoder_lora_file_gives_diffusers_our_embeddings_and_unet(text_run):
+    """diffusers' `load_lora_weights` + `fuse_lora` on the base pipeline: the same text
+    embeddings as the workdir's prompt encoder and the same U-Net output as our merged U-Net."""
+    import diffusers
+    import torch
+
+    config = load_config(text_run)
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+        os.path.join(tiny_sd_workdir(), "..", "src")
+    )
+    prompts = ["red heart", "a smiling face with sunglasses", ""]
+    ids = pipe.tokenizer(
+        prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        before = pipe.text_encoder(ids).last_hidden_state.numpy()
+    pipe.load_lora_weights(os.path.join(text_run, "lora"))
+    pipe.fuse_lora()
+    with torch.no_grad():
+        want = pipe.text_encoder(ids).last_hidden_state.numpy()  # [3, 77, 32]
+    got = prompt_encoder(text_run, config.model.cond_stage)(prompts)
+    assert np.abs(want - before).max() > 1e-4  # the LoRA changed the embeddings
+    assert np.abs(want - got).max() <= 1e-5  # measured 1.3e-6
+
+    ema, _, _ = restore_state(stage2.checkpoint_dir(text_run))
+    unet = merge_lora(base_params(), unet_lora(config, ema["ema_params"]), lora_config(config))
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, 8, 8, 4)).astype(np.float32)  # [B, h, w, c]
+    t = np.asarray([10, 600], np.int32)
+    ours = builders.build_denoiser(config).apply(
+        {"params": unet}, jnp.asarray(z), jnp.asarray(t), jnp.asarray(got[:2]), deterministic=True
+    )
+    with torch.no_grad():
+        theirs = pipe.unet(
+            torch.from_numpy(z.transpose(0, 3, 1, 2)),
+            torch.from_numpy(t).long(),
+            encoder_hidden_states=torch.from_numpy(want[:2]),
+        ).sample.numpy()
+    assert np.abs(np.asarray(ours) - theirs.transpose(0, 2, 3, 1)).max() <= 2e-5  # 2.7e-6
+
+
+def test_text_encoder_lora_rerun_merges_from_the_base(text_run):
+    """A rerun at the last step writes the same merged encoder (from text_encoder_base/, not
+    from the merged text_encoder/)."""
+    before = _clip(os.path.join(text_run, "text_encoder"))
+    run(tiny_config(text_encoder=True), text_run)
+    after = _clip(os.path.join(text_run, "text_encoder"))
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_lora_resume_continues_bitwise(lora_run, tmp_path):
@@ -229,7 +320,10 @@ def test_prior_preservation_samples_class_images_and_weights_them(tmp_path):
         (dict(base_workdir="/nonexistent"), r"config\.finetune\.base_workdir: .* no config"),
         (dict(method="prefix"), r"config\.finetune\.method: 'prefix' is not one of"),
         (dict(lora=dict(rank=0)), r"config\.finetune\.lora\.rank: must be an integer >= 1"),
-        (dict(lora=dict(text_encoder=True)), r"config\.finetune\.lora\.text_encoder: .*not impl"),
+        (
+            dict(method="full", lora=dict(text_encoder=True)),
+            r"config\.finetune\.lora\.text_encoder: .* needs finetune\.method='lora'",
+        ),
         (
             dict(prior_preservation=dict(enabled=True, class_prompt="")),
             r"config\.finetune\.prior_preservation\.class_prompt: is empty",
@@ -246,6 +340,11 @@ def test_config_errors_name_the_field(change, message):
     with pytest.raises(ConfigError, match=message) as e:
         resolved(config)
     assert "\n" not in str(e.value)
+
+
+def test_text_encoder_lora_is_accepted_with_method_lora():
+    config = resolved(tiny_config(text_encoder=True))
+    assert config.finetune.lora.text_encoder and config.finetune.method == "lora"
 
 
 def test_image_size_must_match_the_base():
@@ -294,3 +393,15 @@ def test_cli_train_sample_export_and_diffusers_loads_the_lora(tmp_path):
     ]  # fmt: skip
     assert changed and all(".attn" in k for k in changed)
     shutil.rmtree(out)
+
+
+def test_text_encoder_lora_workdir_reads_merged_for_sampling(text_run):
+    """`load_trained_ldm` (sample, evaluate, export) merges the U-Net part of the two-tree
+    LoRA state into the base; the text encoder comes merged from text_encoder/."""
+    config = load_config(text_run)
+    ema, _, _ = restore_state(stage2.checkpoint_dir(text_run))
+    want = merge_lora(base_params(), unet_lora(config, ema["ema_params"]), lora_config(config))
+    got = load_trained_ldm(text_run).ldm_params
+    assert flat(got).keys() == flat(want).keys()
+    for k, v in flat(want).items():
+        np.testing.assert_allclose(flat(got)[k], v, atol=1e-6)
