@@ -41,8 +41,6 @@ merged in (what sampling and export read). Otherwise the text encoder stays froz
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -50,26 +48,24 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from ldm_jax.config import builders
-from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.options import (
     has_text_encoder_lora,
     is_lora_finetune,
     lora_config,
     train_options,
 )
-from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import latents_in_memory as latent_cache
 from ldm_jax.interop.lora_diffusers import save_diffusers_lora
 from ldm_jax.models.lora import init_lora_params, lora_param_count, merge_lora
 from ldm_jax.parallel import sharding
 from ldm_jax.sampling import images as image_grid
-from ldm_jax.sampling.generate import make_sampler
-from ldm_jax.trainers import finetune_text, latents
+from ldm_jax.trainers import finetune_text
 from ldm_jax.trainers import ldm as stage2
-from ldm_jax.trainers.conditions import make_conditions, text_context
+from ldm_jax.trainers.conditions import make_conditions
+from ldm_jax.trainers.finetune_base import Base, base_dir, copy_text_encoder, load_base
+from ldm_jax.trainers.finetune_data import training_arrays
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.training.gradients import accumulate_gradients
@@ -84,102 +80,10 @@ from ldm_jax.training.sharded_stage import (
 )
 from ldm_jax.training.state import TrainState, apply_gradients, create_state
 from ldm_jax.training.step_compiler import memory_analysis
-from ldm_jax.workdir import layout, reader
+from ldm_jax.workdir import layout
 
 STAGE = "finetune"
 METHODS = ("lora", "full")
-# Sections of the base workdir's config.json that the fine-tune config may override.
-OVERRIDABLE = ("diffusion", "sample")
-CLASS_IMAGE_BATCH = 16  # class images sampled per compiled call
-
-
-def _base_dir(config: ml_collections.ConfigDict) -> str:
-    if config.get("finetune") is None:
-        raise ConfigError("config.finetune: is missing; config.stage='finetune' needs it.")
-    base = str(config.finetune.get("base_workdir") or "")
-    if not base:
-        raise ConfigError(
-            "config.finetune.base_workdir: is empty; name the workdir to fine-tune, e.g. one "
-            "imported with python -m ldm_jax.convert diffusers --dir SD_FOLDER --out WORKDIR."
-        )
-    if not os.path.isfile(layout.config_path(base)):
-        raise ConfigError(
-            f"config.finetune.base_workdir: {base} holds no config.json; import a model with "
-            "python -m ldm_jax.convert diffusers --dir SD_FOLDER --out WORKDIR."
-        )
-    return base
-
-
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The fine-tune config completed from its base workdir (see the module docstring).
-
-    Raises:
-      ConfigError: a missing base, a base that is not a text-to-image model with a frozen text
-        encoder, or a data.image_size other than the base's.
-    """
-    base_dir = _base_dir(config)
-    base = reader.load_config(base_dir)
-    kind = builders.condition_kind(base) if has_model_section(base) else "none"
-    if kind != "context":
-        raise ConfigError(
-            f"config.finetune.base_workdir: {base_dir} holds a model conditioned on {kind!r}; "
-            "fine-tuning needs a text-to-image model with a frozen text encoder (a Stable "
-            "Diffusion workdir from python -m ldm_jax.convert, or a frozen_minilm model)."
-        )
-    out = ml_collections.ConfigDict(config.to_dict())
-    out.model = base.model.to_dict()
-    for name in OVERRIDABLE:
-        merged = base[name].to_dict() if name in base else {}
-        merged.update(config[name].to_dict() if name in config else {})
-        out[name] = merged
-    # The denoiser's image side (an imported VAE's `resolution` may name another size).
-    side = int(base.model.unet.image_size) * builders.downsampling_factor(base)
-    size = int(config.data.get("image_size") or 0)
-    if size not in (0, side):
-        raise ConfigError(
-            f"config.data.image_size: is {size} but the base model in {base_dir} works on "
-            f"{side}x{side} images; set --config.data.image_size=0 (the base's) or {side}."
-        )
-    out.data.image_size = side
-    out.data.channels = int(base.data.channels)
-    out.train.first_stage_workdir = base_dir  # copied into this workdir by `trainers/run.py`
-    out.diffusion.scale_by_std = False  # the base's scale factor (`load_base`)
-    return out
-
-
-class Base(NamedTuple):
-    """The base workdir's denoiser (EMA) parameters, as float32 numpy, and latent scale."""
-
-    params: Any
-    scale_factor: float
-
-
-def load_base(config: ml_collections.ConfigDict) -> Base:
-    """The base denoiser of `config.finetune.base_workdir`, checked against `config.model`."""
-    base_dir = _base_dir(config)
-    ldm_dir = layout.checkpoint_dir(base_dir, "ldm")
-    state, meta, _ = reader.restore_state(ldm_dir)
-    params = state.get("ema_params") or state["params"]
-    abstract = builders.abstract_denoiser_params(config)
-    params = reader._checked(params, abstract, "denoiser", ldm_dir)
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-    return Base(params, float(meta.get("scale_factor", config.diffusion.scale_factor)))
-
-
-def copy_text_encoder(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Copies the base's text encoder and tokenizer folders (those `model.cond_stage` names)
-    into the workdir when missing (process 0)."""
-    base_dir = _base_dir(config)
-    cond = config.model.cond_stage
-    for field in ("text_encoder", "tokenizer"):
-        name = cond.get(field)
-        if not name or jax.process_index() != 0:
-            continue
-        target = os.path.join(workdir, name)
-        if not os.path.isdir(target):
-            shutil.copytree(os.path.join(base_dir, name), target)
-    if jax.process_count() > 1:  # The others read the copies (shared file system).
-        multihost_utils.sync_global_devices("finetune_text_encoder")
 
 
 def _save_once(directory: str, tree: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -194,84 +98,6 @@ def _put(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(
         lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]), tree, shardings
     )
-
-
-def class_prior_arrays(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    ae_params: Any,
-    base: Base,
-) -> dict[str, np.ndarray]:
-    """DreamBooth's class examples: the base model's samples of `class_prompt`, encoded by the
-    first stage ({"mean", "logvar", "context"}, N = `num_class_images`)."""
-    prior = config.finetune.prior_preservation
-    n, s = int(prior.num_class_images), config.sample
-    sample = make_sampler(
-        config, s.sampler, s.steps, s.get("timestep_spacing", "leading"), s.get("steps_offset", 1)
-    )
-    # The base's text encoder (a text-encoder LoRA run's `text_encoder/` is merged at the end).
-    cond = text_context(config, [str(prior.class_prompt)], _base_dir(config))  # [1, L, D]
-    uncond = text_context(config, [""], _base_dir(config))  # [1, L, D]
-    side = int(config.model.unet.image_size)
-    c = int(config.model.unet.out_channels)
-    batch = min(CLASS_IMAGE_BATCH, n)
-    images = []
-    for i in range(0, n, batch):
-        images.append(
-            np.asarray(
-                sample(
-                    ae_params,
-                    base.params,
-                    jnp.repeat(jnp.asarray(cond), batch, axis=0),
-                    jnp.asarray(uncond),
-                    jax.random.fold_in(jax.random.PRNGKey(config.seed), i),
-                    jnp.float32(s.guidance_scale),
-                    jnp.float32(s.eta),
-                    jnp.float32(base.scale_factor),
-                    shape=(batch, side, side, c),
-                )
-            )
-        )
-    images = np.concatenate(images)[:n]  # [N, H, W, C]
-    if jax.process_index() == 0:
-        image_grid.save_png(
-            os.path.join(workdir, "samples", "class_images.png"),
-            image_grid.make_grid(images[:16], columns=min(8, len(images))),
-        )
-    encode = latents.make_encode_fn(config, ae_params)
-    mean, logvar = latent_cache.encode_arrays(encode, images)
-    return {"mean": mean, "logvar": logvar, "context": np.repeat(cond, n, axis=0)}
-
-
-def training_arrays(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    ae_params: Any,
-    base: Base,
-    text: finetune_text.TextEncoder | None = None,
-) -> dict[str, np.ndarray]:
-    """The training split's latents and contexts (caption ids with `text`, a text-encoder LoRA
-    run), plus the class examples and per-example "weight" when prior preservation is on."""
-    if text is None:
-        arrays = latents.encode_train_set(config, ae_params, workdir)
-        arrays.pop("label", None)
-    else:
-        arrays = finetune_text.train_arrays(config, ae_params, text)
-    prior = config.finetune.prior_preservation
-    if not prior.enabled:
-        return arrays
-    log.info("finetune: sampling %d class images of %r", prior.num_class_images, prior.class_prompt)
-    extra = class_prior_arrays(config, workdir, ae_params, base)
-    if text is not None:
-        ids = text.tokenizer([str(prior.class_prompt)])  # [1, L]
-        extra["tokens"] = np.repeat(ids, len(extra["mean"]), axis=0)
-    n_inst, n_prior = len(arrays["mean"]), len(extra["mean"])
-    weight = np.concatenate(
-        [np.ones(n_inst, np.float32), np.full(n_prior, prior.weight * n_inst / n_prior, np.float32)]
-    )
-    keys = [k for k in arrays if k in extra]
-    out = {k: np.concatenate([arrays[k], extra[k].astype(arrays[k].dtype)]) for k in keys}
-    return out | {"weight": weight}
 
 
 def _inputs(
@@ -408,14 +234,14 @@ def train_finetune(
     copy_text_encoder(config, workdir)
     text = None
     if has_text_encoder_lora(config):
-        text = finetune_text.load_text_encoder(config, workdir, _base_dir(config))
+        text = finetune_text.load_text_encoder(config, workdir, base_dir(config))
     base = load_base(config)
     ckpt = Checkpointer(stage2.checkpoint_dir(workdir), tcfg.keep_checkpoints)
     if lora:
         _save_once(
             layout.checkpoint_dir(workdir, "base"),
             {"step": jnp.zeros((), jnp.int32), "params": base.params},
-            {"from": _base_dir(config), "scale_factor": base.scale_factor},
+            {"from": base_dir(config), "scale_factor": base.scale_factor},
         )
         abstract = jax.eval_shape(lambda: base.params)
         init_fn = lora_state_init_fn(config, tx, abstract)

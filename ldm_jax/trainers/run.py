@@ -21,7 +21,7 @@ from ldm_jax.config.defaults import with_defaults
 from ldm_jax.config.model_config import has_model_section
 from ldm_jax.config.validation import ConfigError, validate_config
 from ldm_jax.trainers import autoencoder as train_autoencoder
-from ldm_jax.trainers import captions, finetune
+from ldm_jax.trainers import captions, finetune, finetune_base
 from ldm_jax.trainers import ldm as train_ldm
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer, MissingCheckpointError
@@ -61,7 +61,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Validates the config and runs the stage(s) it asks for; returns wall seconds per stage."""
     config = with_defaults(config)
     if config.get("stage") == finetune.STAGE:
-        config = with_defaults(finetune.resolve_config(config))
+        config = with_defaults(finetune_base.resolve_config(config))
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
     if config.stage != "autoencoder" and has_model_section(config):

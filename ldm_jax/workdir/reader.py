@@ -98,7 +98,7 @@ def restore_state(directory: str) -> tuple[dict, dict, int]:
     return dict(restored.state), dict(restored.meta or {}), int(step)
 
 
-def _checked(params: Any, abstract: Any, what: str, directory: str) -> Any:
+def check_params(params: Any, abstract: Any, what: str, directory: str) -> Any:
     """`params` if its paths and shapes are those of `abstract`, else a `WorkdirError`."""
     got = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
     want = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract), sep="/")
@@ -141,7 +141,7 @@ def load_first_stage_params(workdir: str, config: ml_collections.ConfigDict | No
         return {}
     ae_dir = layout.checkpoint_dir(workdir, "autoencoder")
     state, _, _ = restore_state(ae_dir)
-    return _checked(
+    return check_params(
         state["params"], builders.abstract_autoencoder_params(config), "first-stage", ae_dir
     )
 
@@ -158,15 +158,16 @@ def load_trained_ldm(workdir: str) -> TrainedLDM:
     ldm_dir = layout.checkpoint_dir(workdir, "ldm")
     state, meta, _ = restore_state(ldm_dir)
     params = state.get("ema_params") or state["params"]
+    abstract = builders.abstract_denoiser_params(config)
     if is_lora_finetune(config):
         base_dir = layout.checkpoint_dir(workdir, "base")
         base, _, _ = restore_state(base_dir)
-        base = _checked(base["params"], builders.abstract_denoiser_params(config), "base", base_dir)
+        base = check_params(base["params"], abstract, "base", base_dir)
         try:
             params = merge_lora(base, unet_lora(config, params), lora_config(config))
         except ValueError as e:
             raise WorkdirError(f"{ldm_dir}: the LoRA weights do not fit the base: {e}") from None
-    ldm_params = _checked(params, builders.abstract_denoiser_params(config), "denoiser", ldm_dir)
+    ldm_params = check_params(params, abstract, "denoiser", ldm_dir)
     if "scale_factor" not in meta:
         raise WorkdirError(f"{ldm_dir}: the checkpoint's metadata has no scale_factor.")
     return TrainedLDM(

@@ -25,8 +25,9 @@ from ldm_jax.config.validation import ConfigError, validate_config
 from ldm_jax.interop.clip_weights import load_clip_text
 from ldm_jax.interop.lora_diffusers import LORA_WEIGHTS_NAME, load_diffusers_lora
 from ldm_jax.models.lora import CLIP_ATTENTION_TARGETS, merge_lora
-from ldm_jax.trainers import finetune
+from ldm_jax.trainers import finetune, finetune_base, finetune_data
 from ldm_jax.trainers import ldm as stage2
+from ldm_jax.trainers.conditions import make_conditions, text_context
 from ldm_jax.trainers.run import first_stage_params, run
 from ldm_jax.training.logging import MetricWriter
 from ldm_jax.workdir import layout
@@ -47,7 +48,7 @@ def tiny_config(method: str = "lora", text_encoder=False, **train) -> ml_collect
 
 
 def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    config = with_defaults(finetune.resolve_config(with_defaults(config)))
+    config = with_defaults(finetune_base.resolve_config(with_defaults(config)))
     validate_config(config)
     return config
 
@@ -227,7 +228,7 @@ def test_full_finetune_bf16_remat_accumulation_fsdp(tmp_path):
 
 
 def _loss(config, batch, rng=0):
-    conditions = finetune.make_conditions(config, None, 0.5, None, tiny_sd_workdir())
+    conditions = make_conditions(config, None, 0.5, None, tiny_sd_workdir())
     loss_fn = stage2.make_loss_fn(config, 0.5, conditions)
     params = base_params()
     rngs = (jax.random.PRNGKey(rng), jax.random.PRNGKey(rng + 1))
@@ -300,15 +301,15 @@ def test_prior_preservation_samples_class_images_and_weights_them(tmp_path):
     config = resolved(config)
     workdir = str(tmp_path / "prior")
     os.makedirs(workdir)
-    finetune.copy_text_encoder(config, workdir)
+    finetune_base.copy_text_encoder(config, workdir)
     ae_params = first_stage_params(config, workdir)
-    base = finetune.load_base(config)
-    arrays = finetune.training_arrays(config, workdir, ae_params, base)
+    base = finetune_base.load_base(config)
+    arrays = finetune_data.training_arrays(config, workdir, ae_params, base)
     n = len(arrays["mean"])
     assert n == 64 + 4 and set(arrays) == {"mean", "logvar", "context", "weight"}
     np.testing.assert_array_equal(arrays["weight"][:64], 1.0)
     np.testing.assert_allclose(arrays["weight"][64:], 0.5 * 64 / 4)
-    class_ctx = finetune.text_context(config, ["a smiling face"], workdir)
+    class_ctx = text_context(config, ["a smiling face"], workdir)
     np.testing.assert_allclose(arrays["context"][64:], np.repeat(class_ctx, 4, axis=0))
     assert os.path.isfile(os.path.join(workdir, "samples", "class_images.png"))
 
