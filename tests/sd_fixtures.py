@@ -14,22 +14,13 @@ import pathlib
 import tempfile
 
 from tests.clip_fixtures import random_clip_text_model, tiny_clip_config, write_tiny_tokenizer
+from tests.interop.reference import UNET_CONFIGS
 
 LATENT = 8  # latent side: 64x64 images through the f = 8 VAE would be too slow; f = 2 here
 IMAGE = 16
 
-UNET = dict(
-    sample_size=LATENT,
-    in_channels=4,
-    out_channels=4,
-    block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    layers_per_block=1,
-    cross_attention_dim=32,
-    attention_head_dim=4,
-    norm_num_groups=8,
-)
+# The parity tests' conv-projection U-Net, cross-attending to the tiny CLIP's 32-wide tokens.
+UNET = dict(UNET_CONFIGS["conv_proj_heads"], cross_attention_dim=32, attention_head_dim=4)
 VAE = dict(
     block_out_channels=(16, 32),
     down_block_types=("DownEncoderBlock2D",) * 2,

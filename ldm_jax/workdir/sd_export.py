@@ -29,41 +29,8 @@ from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
 from ldm_jax.interop import clip_weights
 from ldm_jax.workdir import text_encoder
+from ldm_jax.workdir.diffusers_scheduler import DIFFUSERS_VERSION, scheduler_config
 from ldm_jax.workdir.reader import TrainedLDM, WorkdirError, load_trained_ldm
-
-DIFFUSERS_VERSION = "0.42.1"  # the release whose folder layout this writes (and the tests read)
-_BETA_SCHEDULES = {
-    "linear": "linear",
-    "scaled_linear": "scaled_linear",
-    "cosine": "squaredcos_cap_v2",
-}
-_SCHEDULERS = {
-    "ddim": ("DDIMScheduler", dict(clip_sample=False, set_alpha_to_one=False)),
-    "plms": ("PNDMScheduler", dict(skip_prk_steps=True, set_alpha_to_one=False)),
-    "ddpm": ("DDPMScheduler", dict(clip_sample=False, variance_type="fixed_small")),
-    "dpmpp_2m": (
-        "DPMSolverMultistepScheduler",
-        dict(algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True),
-    ),
-}
-
-
-def scheduler_config(config: Any) -> dict[str, Any]:
-    """The diffusers scheduler config of a workdir config (`config.diffusion`, `config.sample`)."""
-    d, s = config.diffusion, config.sample
-    name, extra = _SCHEDULERS.get(s.get("sampler", "ddim"), _SCHEDULERS["ddim"])
-    return {
-        "_class_name": name,
-        "_diffusers_version": DIFFUSERS_VERSION,
-        "beta_schedule": _BETA_SCHEDULES[d.schedule],
-        "beta_start": float(d.beta_start),
-        "beta_end": float(d.beta_end),
-        "num_train_timesteps": int(d.num_timesteps),
-        "prediction_type": d.prediction_type,
-        "steps_offset": int(s.get("steps_offset", 1)),
-        "timestep_spacing": s.get("timestep_spacing", "leading"),
-        **extra,
-    }
 
 
 def _model_index(pipeline: str, scheduler: str) -> dict[str, Any]:

@@ -19,16 +19,8 @@ from ldm_jax.interop import clip_weights, model_spec
 from ldm_jax.interop.diffusers_config import UnsupportedConfigError
 from ldm_jax.interop.sd_pipeline import StableDiffusionParts
 from ldm_jax.workdir import layout
-from ldm_jax.workdir.writer import first_stage_spec, scheduler_fields, write_workdir
-
-# diffusers scheduler classes -> ldm_jax samplers (others: DDIM).
-_SAMPLERS = {
-    "DDIMScheduler": "ddim",
-    "PNDMScheduler": "plms",
-    "DDPMScheduler": "ddpm",
-    "DPMSolverMultistepScheduler": "dpmpp_2m",
-}
-_SPACINGS = ("leading", "trailing", "linspace")
+from ldm_jax.workdir.diffusers_scheduler import sample_settings, scheduler_fields
+from ldm_jax.workdir.writer import first_stage_spec, write_workdir
 
 
 def sd_conditioning_key(in_channels: int, latent_channels: int) -> str:
@@ -46,17 +38,6 @@ def sd_conditioning_key(in_channels: int, latent_channels: int) -> str:
         f"A Stable Diffusion U-Net with {in_channels} input channels on {latent_channels}-channel "
         f"latents is neither text-to-image ({latent_channels}) nor inpainting "
         f"({2 * latent_channels + 1})."
-    )
-
-
-def _sample_settings(scheduler_config: dict[str, Any]) -> dict[str, Any]:
-    spacing = scheduler_config.get("timestep_spacing", "leading")
-    if spacing not in _SPACINGS:
-        raise UnsupportedConfigError(f"scheduler timestep_spacing={spacing!r} is not supported.")
-    return dict(
-        sampler=_SAMPLERS.get(scheduler_config.get("_class_name"), "ddim"),
-        timestep_spacing=spacing,
-        steps_offset=int(scheduler_config.get("steps_offset", 0)),
     )
 
 
@@ -106,7 +87,7 @@ def write_sd_workdir(
         float(parts.vae_config.get("scaling_factor", 0.18215)),
         scheduler_fields(parts.scheduler_config),
         dict(source, pipeline=parts.pipeline),
-        sample_settings=_sample_settings(parts.scheduler_config),
+        sample_settings=sample_settings(parts.scheduler_config),
     )
     clip_weights.save_clip_text(
         parts.text_config, parts.text_params, os.path.join(workdir, layout.TEXT_ENCODER_DIR)

@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ldm_jax import diffusion
 from ldm_jax.config import builders, schema
 from ldm_jax.interop import compvis_config as ccfg
 from ldm_jax.interop import model_spec
@@ -37,6 +36,7 @@ from ldm_jax.models.text_encoder import BERTEmbedder
 from ldm_jax.models.unet import UNetModel
 from ldm_jax.training.checkpoint import Checkpointer
 from ldm_jax.workdir import layout
+from ldm_jax.workdir.diffusers_scheduler import schedule_fields, scheduler_fields
 
 
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -148,62 +148,6 @@ def _check_tree(config: Any, what: str, abstract: Any, params: Any) -> None:
         raise UnsupportedConfigError(
             f"The imported {what} weights do not fit the networks of the workdir config."
         )
-
-
-def schedule_fields(
-    kind: str, num_timesteps: int, beta_start: float, beta_end: float, betas: np.ndarray | None
-) -> dict[str, Any]:
-    """`config.diffusion` schedule fields; refuses when stored `betas` differ from them."""
-    fields = dict(
-        schedule=kind, num_timesteps=num_timesteps, beta_start=beta_start, beta_end=beta_end
-    )
-    if betas is not None:
-        rebuilt = diffusion.NoiseSchedule.create(
-            kind, num_timesteps=num_timesteps, beta_start=beta_start, beta_end=beta_end
-        ).betas
-        if len(rebuilt) != len(betas) or not np.allclose(rebuilt, betas, rtol=1e-4, atol=1e-7):
-            raise UnsupportedConfigError(
-                "The checkpoint's betas differ from its config's schedule."
-            )
-    return fields
-
-
-_BETA_SCHEDULES = {
-    "linear": "linear",
-    "scaled_linear": "scaled_linear",
-    "squaredcos_cap_v2": "cosine",
-}
-
-
-def scheduler_fields(scheduler_config: dict[str, Any] | None) -> dict[str, Any]:
-    """`config.diffusion` schedule fields and prediction type of a diffusers scheduler config.
-
-    Without a config: the paper's LDM schedule (scaled_linear, 0.0015 to 0.0195, 1000 steps,
-    epsilon prediction), as diffusers' CompVis LDM pipelines.
-
-    Raises:
-      UnsupportedConfigError: a schedule ldm_jax does not implement (trained betas, zero-SNR
-        rescaling, another beta schedule or prediction type).
-    """
-    s = dict(scheduler_config or {})
-    beta_schedule = s.get("beta_schedule", "scaled_linear")
-    if beta_schedule not in _BETA_SCHEDULES:
-        raise UnsupportedConfigError(f"scheduler beta_schedule={beta_schedule!r} is not supported.")
-    if s.get("trained_betas") is not None:
-        raise UnsupportedConfigError("scheduler trained_betas are not supported.")
-    if s.get("rescale_betas_zero_snr"):
-        raise UnsupportedConfigError("scheduler rescale_betas_zero_snr=True is not supported.")
-    fields = schedule_fields(
-        _BETA_SCHEDULES[beta_schedule],
-        int(s.get("num_train_timesteps", 1000)),
-        float(s.get("beta_start", 0.0015 if scheduler_config is None else 0.0001)),
-        float(s.get("beta_end", 0.0195 if scheduler_config is None else 0.02)),
-        None,
-    )
-    fields["prediction_type"] = s.get("prediction_type", "epsilon")
-    if fields["prediction_type"] not in diffusion.PREDICTION_TYPES:
-        raise UnsupportedConfigError(f"prediction_type={fields['prediction_type']!r}.")
-    return fields
 
 
 def compvis_model_spec(ldm: CompVisLDM) -> dict[str, Any]:
