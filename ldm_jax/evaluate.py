@@ -8,6 +8,9 @@
   python -m ldm_jax.evaluate --workdir runs/inp --what inpaint --reference_workdir runs/uncond
   python -m ldm_jax.evaluate --workdir runs/seg --what semantic
   python -m ldm_jax.evaluate --workdir runs/quickstart --what edit [--strengths 0.2,0.6,1.0]
+  python -m ldm_jax.evaluate --workdir runs/quickstart --what generative [--num_samples 50000 \
+      --metrics fd_classifier,fd_lpips,precision_recall,accuracy,fid,sfid,is \
+      --inception_weights pt_inception-2015-12-05-6726825d.pth]
 
 `--what samples` (the default, `eval.json`):
 
@@ -55,6 +58,18 @@ ceiling), the samples scored against other images' maps (chance) and reconstruct
 (default 200) edited by img2img to another class at each of `--strengths`; per strength the
 LPIPS and RMSE from the input and the fractions classified as the target and the source class.
 See `ldm_jax.evaluation.editing`.
+
+`--what generative` (`eval_generative.json`, class-conditional or unconditional models):
+`--num_samples` samples (default 1000; 50000 for the standard protocols) streamed to
+`--samples_dir` (default `<workdir>/eval_samples/<protocol>`) in shards of `--batch_size`; a
+rerun after a kill resumes there, and several processes (`--coordinator_address`,
+`--num_processes`, `--process_id`, as for training) share the shards. `--metrics` (comma list;
+default the offline ones that apply): fd_classifier, fd_lpips, precision_recall, accuracy, and
+with the FID Inception-v3 weights (`--inception_weights PATH` or LDM_JAX_INCEPTION_WEIGHTS;
+`--resize clean|legacy_pytorch|legacy_tensorflow`) fid, sfid, is; against the first
+`--num_reference` images (default `--num_samples`) of `--reference_split`. Each metric states
+its protocol (sample count, seed, sampler, reference set, features, resize) in the JSON.
+See `ldm_jax.evaluation.generative`.
 """
 
 from __future__ import annotations
@@ -63,12 +78,15 @@ import json
 import os
 from collections.abc import Callable
 
+import jax
 from absl import app, flags
 
 from ldm_jax import cli_errors
 from ldm_jax.config.validation import SAMPLERS
 from ldm_jax.evaluation import (
     editing,
+    feature_extractors,
+    generative,
     inpainting,
     layout_accuracy,
     reconstruction,
@@ -77,6 +95,7 @@ from ldm_jax.evaluation import (
     text2img,
 )
 from ldm_jax.evaluation.report import evaluate
+from ldm_jax.parallel import distributed
 from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import load_trained_ldm
 
@@ -84,7 +103,17 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
 _WHAT = flags.DEFINE_enum(
     "what",
     "samples",
-    ["samples", "reconstruction", "text2img", "layout", "superres", "inpaint", "semantic", "edit"],
+    [
+        "samples",
+        "reconstruction",
+        "text2img",
+        "layout",
+        "superres",
+        "inpaint",
+        "semantic",
+        "edit",
+        "generative",
+    ],
     "What to score: class-conditional samples, first-stage reconstructions, or one task's "
     "samples (see the module docstring).",
 )
@@ -123,6 +152,37 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed for sampling and for choosing real
 _CLASSIFIER_DIR = flags.DEFINE_string(
     "classifier_dir", None, "Classifier cache (default ~/.cache/ldm_jax/...)."
 )
+_GEN_METRICS = flags.DEFINE_string(
+    "metrics",
+    None,
+    "generative: comma list of " + ",".join(generative.METRICS) + " (default: the offline "
+    "metrics that apply to the workdir).",
+)
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1000, "generative: samples to score.")
+_SAMPLES_DIR = flags.DEFINE_string(
+    "samples_dir", None, "generative: shard folder (default <workdir>/eval_samples/<protocol>)."
+)
+_REFERENCE_SPLIT = flags.DEFINE_string(
+    "reference_split", "test", "generative: split of the real images compared with."
+)
+_NUM_REFERENCE = flags.DEFINE_integer(
+    "num_reference", None, "generative: first N real images of the split (--num_samples)."
+)
+_INCEPTION = flags.DEFINE_string(
+    "inception_weights",
+    None,
+    f"generative fid/sfid/is: the FID Inception-v3 weights (else ${generative.INCEPTION_ENV}).",
+)
+_RESIZE = flags.DEFINE_enum(
+    "resize", "clean", list(feature_extractors.RESIZES), "generative: Inception input resize."
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "generative, multi-process: HOST:PORT of process 0 (with --num_processes, --process_id).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: process count.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 flags.mark_flags_as_required(["workdir"])
 
 PROGRAM = "python -m ldm_jax.evaluate"
@@ -228,6 +288,31 @@ def _class_samples(workdir: str) -> dict:
 _METRICS["samples"] = ("eval.json", _class_samples)
 
 
+def _generative(workdir: str) -> dict:
+    """`--what generative`: sharded sampling, then FD / precision-recall / accuracy / FID."""
+    try:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    names = _GEN_METRICS.value.split(",") if _GEN_METRICS.value else None
+    return generative.evaluate_generative(
+        workdir,
+        metrics=names,
+        num_samples=_NUM_SAMPLES.value,
+        samples_dir=_SAMPLES_DIR.value,
+        reference_split=_REFERENCE_SPLIT.value,
+        num_reference=_NUM_REFERENCE.value,
+        inception_weights=_INCEPTION.value,
+        resize=_RESIZE.value,
+        guidance=_GUIDANCE.value,
+        classifier_dir=_CLASSIFIER_DIR.value,
+        **_sampling(),
+    )
+
+
+_METRICS["generative"] = ("eval_generative.json", _generative)
+
+
 def main(argv):
     log.show_own_status_only()
     with cli_errors.user_errors_as_exit(PROGRAM):
@@ -238,7 +323,9 @@ def main(argv):
 
 
 def _write(result: dict, name: str) -> None:
-    """Writes `result` to <workdir>/name and prints it as one JSON line."""
+    """Writes `result` to <workdir>/name and prints it as one JSON line (process 0 only)."""
+    if jax.process_index() != 0:
+        return
     with open(os.path.join(_WORKDIR.value, name), "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps(result))

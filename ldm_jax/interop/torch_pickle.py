@@ -1,4 +1,4 @@
-"""Reads PyTorch `torch.save` zip archives into numpy without PyTorch and without running code.
+"""Reads PyTorch `torch.save` files into numpy without PyTorch and without running code.
 
 A `.ckpt`/`.pt`/`.bin` file written by `torch.save` (PyTorch >= 1.6) is a zip archive holding
 `<prefix>/data.pkl` (a pickle of the saved object) and one raw little-endian buffer per storage
@@ -8,7 +8,13 @@ rebuild tensors (`torch._utils._rebuild_tensor_v2`, `_rebuild_parameter`, the `t
 types, `collections.OrderedDict`), each replaced by our own numpy implementation. Any other global
 is refused with an error naming it; with `allow_placeholders=True` it becomes an inert placeholder
 object instead (nothing from the file is imported or called), which lets one read the
-`state_dict` of Lightning checkpoints that also pickle callbacks or hyper-parameters.
+`state_dict` of Lightning checkpoints that also pickle callbacks or hyper-parameters. Files of
+PyTorch < 1.6 are not zip archives but a sequence of pickles: a magic number, the protocol
+version (1001), system info, the saved object (tensors refer to storages by key), the list of
+storage keys, then each storage as an int64 element count and its raw little-endian data. Each
+pickle is read with the same restricted unpickler, and pickle ends are found by parsing opcodes
+with `pickletools` (which runs nothing). pytorch-fid's FID Inception weights (2019) are such a
+file.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import pickletools
+import struct
 import zipfile
 from typing import Any
 
@@ -207,10 +215,11 @@ class _Archive:
 
 
 def load_torch_file(path: str, allow_placeholders: bool = False) -> Any:
-    """Loads a `torch.save` zip archive as nested dicts/lists of numpy arrays.
+    """Loads a `torch.save` file as nested dicts/lists of numpy arrays.
 
     Args:
-      path: a `.ckpt`, `.pt`, `.pth` or `.bin` file written by `torch.save` (zip format).
+      path: a `.ckpt`, `.pt`, `.pth` or `.bin` file written by `torch.save`: a zip archive, or
+        the pre-1.6 format (`load_legacy_torch_file`).
       allow_placeholders: turn globals other than tensor rebuilders into inert placeholders
         instead of refusing the file.
 
@@ -219,13 +228,10 @@ def load_torch_file(path: str, allow_placeholders: bool = False) -> Any:
 
     Raises:
       UnsafeCheckpointError: the pickle references a global outside the allow-list.
-      ValueError: the file is not a zip-format torch archive.
+      ValueError: the file is neither a zip-format nor a pre-1.6 torch.save file.
     """
     if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{path}: not a zip-format torch.save archive. Legacy (PyTorch < 1.6) checkpoints "
-            "are not supported; re-save it with a recent torch.save or convert it to safetensors."
-        )
+        return load_legacy_torch_file(path, allow_placeholders)
     with zipfile.ZipFile(path) as zf:
         archive = _Archive(zf)
         return _RestrictedUnpickler(archive.pickle_bytes, archive, allow_placeholders).load()
@@ -235,7 +241,7 @@ def load_state_dict(path: str, allow_placeholders: bool = False) -> dict[str, np
     """The flat `name -> array` state dict of a torch file (unwrapping Lightning's `state_dict`).
 
     Args:
-      path: a torch.save zip archive holding a state dict, or a dict with key `state_dict`.
+      path: a torch.save file holding a state dict, or a dict with key `state_dict`.
       allow_placeholders: see `load_torch_file`.
     """
     obj = load_torch_file(path, allow_placeholders)
@@ -244,3 +250,99 @@ def load_state_dict(path: str, allow_placeholders: bool = False) -> dict[str, np
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}.")
     return {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+
+
+class _LegacyUnpickler(_RestrictedUnpickler):
+    """The restricted unpickler with pre-1.6 storage references
+    ('storage', type, key, location, numel, view): the storages follow the pickle in the file,
+    so a first pass (`storages=None`) records them and builds tensors on zero storages."""
+
+    def __init__(
+        self, data: bytes, storages: dict[str, np.ndarray] | None, allow_placeholders: bool
+    ):
+        super().__init__(data, None, allow_placeholders)
+        self.storages = storages
+        self.seen: dict[str, tuple[np.dtype, int]] = {}
+
+    def persistent_load(self, pid: Any) -> np.ndarray:
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
+            raise UnsafeCheckpointError(f"Unsupported persistent id {pid!r}.")
+        _, storage_type, key, _location, numel, view = pid
+        if not isinstance(storage_type, _StorageType) or view is not None:
+            raise UnsafeCheckpointError(f"Unsupported storage reference {pid!r}.")
+        self.seen[str(key)] = (storage_type.dtype, int(numel))
+        if self.storages is None:
+            return np.zeros(int(numel), storage_type.dtype)
+        return self.storages[str(key)]
+
+
+def _pickle_end(data: bytes, start: int) -> int:
+    """Where the pickle that starts at `start` ends (opcodes are parsed, nothing is run)."""
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    for _ in pickletools.genops(stream):
+        pass
+    return stream.tell()
+
+
+def _plain(data: bytes) -> Any:
+    """A pickle of plain values (no globals resolve beyond the allow-list)."""
+    return _RestrictedUnpickler(data, None, False).load()
+
+
+def is_legacy_torch_file(data: bytes) -> bool:
+    """True if `data` starts with the pre-1.6 magic number and protocol pickles."""
+    try:
+        end = _pickle_end(data, 0)
+        magic = _plain(data[:end])
+        protocol = _plain(data[end : _pickle_end(data, end)])
+    except (ValueError, EOFError, pickle.UnpicklingError, IndexError):
+        return False
+    return magic == LEGACY_MAGIC and protocol == LEGACY_PROTOCOL
+
+
+def load_legacy_torch_file(path: str, allow_placeholders: bool = False) -> Any:
+    """Loads a pre-1.6 `torch.save` file as nested dicts/lists of numpy arrays.
+
+    Args:
+      path: the file.
+      allow_placeholders: as `load_torch_file`.
+
+    Returns:
+      The saved object with every tensor as a numpy array.
+
+    Raises:
+      ValueError: not a pre-1.6 torch file, big-endian, or truncated storages.
+      UnsafeCheckpointError: a global outside the allow-list.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if not is_legacy_torch_file(data):
+        raise ValueError(f"{path}: neither a zip-format nor a pre-1.6 torch.save file.")
+    pos = _pickle_end(data, _pickle_end(data, 0))
+    info_end = _pickle_end(data, pos)
+    info = _plain(data[pos:info_end])
+    if isinstance(info, dict) and not info.get("little_endian", True):
+        raise ValueError(f"{path}: big-endian legacy torch files are not supported.")
+    obj_start, obj_end = info_end, _pickle_end(data, info_end)
+    first = _LegacyUnpickler(data[obj_start:obj_end], None, allow_placeholders)
+    first.load()
+    keys_end = _pickle_end(data, obj_end)
+    keys = _plain(data[obj_end:keys_end])
+    storages, pos = {}, keys_end
+    for key in keys:
+        if str(key) not in first.seen:
+            raise ValueError(f"{path}: storage {key} is listed but never used.")
+        dtype, numel = first.seen[str(key)]
+        if pos + 8 > len(data):
+            raise ValueError(f"{path}: storage {key} is truncated.")
+        (count,) = struct.unpack("<q", data[pos : pos + 8])
+        if count != numel or pos + 8 + count * dtype.itemsize > len(data):
+            raise ValueError(f"{path}: storage {key} is truncated or inconsistent.")
+        storages[str(key)] = np.frombuffer(data, dtype, count=count, offset=pos + 8)
+        pos += 8 + count * dtype.itemsize
+    return _LegacyUnpickler(data[obj_start:obj_end], storages, allow_placeholders).load()

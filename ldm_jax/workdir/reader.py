@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 import flax
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -90,9 +91,14 @@ def restore_state(directory: str) -> tuple[dict, dict, int]:
             "configs/quickstart.py --workdir <WORKDIR>, or import weights with "
             "python -m ldm_jax.convert"
         )
+    # Arrays go to this process's first device: the shardings saved with them name the devices
+    # of the process that wrote them, which another process (or host) does not have.
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     restored = manager.restore(
         step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(fallback_sharding=local), meta=ocp.args.JsonRestore()
+        ),
     )
     manager.close()
     return dict(restored.state), dict(restored.meta or {}), int(step)

@@ -55,9 +55,36 @@ def test_refuses_other_globals_without_running_them(tmp_path):
     assert not marker.exists()
 
 
-def test_rejects_non_zip_files(tmp_path):
+def test_reads_pre_zip_files(tmp_path):
+    """torch.save's pre-1.6 format: the same tensors (dtypes, shared storages) as torch.load."""
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    saved = {"w": base, "view": base[1:], "h": torch.ones(2, dtype=torch.float16), "n": 3}
     path = tmp_path / "legacy.pt"
-    torch.save({"w": torch.ones(1)}, path, _use_new_zipfile_serialization=False)
-    with pytest.raises(ValueError, match="zip"):
+    torch.save(saved, path, _use_new_zipfile_serialization=False)
+    sd = load_state_dict(str(path))
+    assert set(sd) == {"w", "view", "h"}
+    for k in sd:
+        np.testing.assert_array_equal(sd[k], saved[k].numpy())
+        assert sd[k].dtype == saved[k].numpy().dtype
+
+
+def test_rejects_malicious_pre_zip_files(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "legacy_evil.pt"
+    torch.save({"w": torch.ones(1), "x": Evil()}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match="system"):
         load_state_dict(str(path))
-    assert os.path.exists(path)
+    assert not marker.exists()
+
+
+def test_rejects_other_files(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="neither a zip-format nor a pre-1.6"):
+        load_state_dict(str(path))
+    assert path.read_bytes() == b"not a checkpoint at all"
