@@ -31,6 +31,7 @@ def draw_panels(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, (title, x_label, y_label, series) in zip(axes[0], panels, strict=True):
@@ -39,8 +40,11 @@ def draw_panels(
         ax.set_title(title)
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
-        if log_x:
+        if log_x:  # Ticks at the data's x values, no overlapping minor labels.
             ax.set_xscale("log")
+            ax.set_xticks(sorted({float(x) for xs, _ in series.values() for x in xs}))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if suptitle:
