@@ -149,6 +149,19 @@ _SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLERS), "Sampler (default:
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's).")
 _ETA = flags.DEFINE_float("eta", None, "DDIM eta (default: the config's sample.eta).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for sampling and for choosing real images.")
+_STEP = flags.DEFINE_integer(
+    "step",
+    None,
+    "samples, generative: score this kept LDM checkpoint instead of the latest (quality "
+    "against training steps; keep them with --config.train.keep_checkpoints).",
+)
+_SPACING = flags.DEFINE_enum(
+    "timestep_spacing",
+    None,
+    ["leading", "trailing", "linspace"],
+    "samples, generative: the sampler's timestep grid (default: the config's, else leading; "
+    "trailing starts every step count at t = T - 1, see experiments/samplers/README.md).",
+)
 _CLASSIFIER_DIR = flags.DEFINE_string(
     "classifier_dir", None, "Classifier cache (default ~/.cache/ldm_jax/...)."
 )
@@ -270,7 +283,7 @@ _METRICS: dict[str, tuple[str, Callable[[str], dict]]] = {
 
 def _class_samples(workdir: str) -> dict:
     """`--what samples`: class accuracy, diversity and FD of class-conditional samples."""
-    trained = load_trained_ldm(workdir)
+    trained = load_trained_ldm(workdir, _STEP.value)
     cfg = trained.config.sample
     guidance = cfg.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
     return evaluate(
@@ -282,6 +295,7 @@ def _class_samples(workdir: str) -> dict:
         _SEED.value,
         _CLASSIFIER_DIR.value,
         cfg.eta if _ETA.value is None else _ETA.value,
+        _SPACING.value,
     )
 
 
@@ -306,6 +320,8 @@ def _generative(workdir: str) -> dict:
         resize=_RESIZE.value,
         guidance=_GUIDANCE.value,
         classifier_dir=_CLASSIFIER_DIR.value,
+        timestep_spacing=_SPACING.value,
+        step=_STEP.value,
         **_sampling(),
     )
 

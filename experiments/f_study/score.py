@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from ldm_jax.config import builders
 from ldm_jax.data import pipeline
@@ -30,7 +29,7 @@ from ldm_jax.evaluation import classifier as clf
 from ldm_jax.evaluation import metrics, reconstruction
 from ldm_jax.sampling.generate import make_generate_fn
 from ldm_jax.workdir import layout
-from ldm_jax.workdir.reader import check_params, load_config, load_first_stage_params
+from ldm_jax.workdir.reader import load_config, load_first_stage_params, load_trained_ldm
 
 PER_CLASS = 10  # Fashion-MNIST samples per class and checkpoint
 EMOJI_SAMPLES = 144  # as many as there are held-out emoji
@@ -39,21 +38,6 @@ SEED = 0
 SAMPLE_STEPS = 10  # deterministic DDIM (eta 0): the CPU time allowed 25 eta-1 steps for none
 ETA = 0.0
 GRID_SAMPLES = 20  # kept from the last checkpoint for the report's grid
-
-
-def restore_ema(workdir: str, config: Any, step: int) -> tuple[Any, float]:
-    """The EMA denoiser parameters and the latent scale of checkpoint `step`."""
-    directory = os.path.abspath(layout.checkpoint_dir(workdir, "ldm"))
-    manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
-    )
-    manager.close()
-    state, meta = dict(restored.state), dict(restored.meta or {})
-    params = state.get("ema_params") or state["params"]
-    abstract = builders.abstract_denoiser_params(config)
-    return check_params(params, abstract, "denoiser", directory), float(meta["scale_factor"])
 
 
 def _split_images(config: Any, split: str, num: int | None) -> np.ndarray:
@@ -122,7 +106,8 @@ def score_workdir(workdir: str, quick: bool = False, stride: int = 1) -> dict[st
     generate = make_generate_fn(config, s.sampler, steps_n)
     out = {}
     for step in steps:
-        ema, scale = restore_ema(workdir, config, step)
+        trained = load_trained_ldm(workdir, step)
+        ema, scale = trained.ldm_params, trained.scale_factor
         start = time.perf_counter()
         samples = np.asarray(
             generate(

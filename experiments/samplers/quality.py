@@ -25,20 +25,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from ldm_jax.config import builders
 from ldm_jax.data import datasets, pipeline
 from ldm_jax.evaluation import classifier as clf
 from ldm_jax.evaluation import metrics
 from ldm_jax.sampling.generate import GenerateFn, make_generate_fn
 from ldm_jax.workdir import layout
-from ldm_jax.workdir.reader import (
-    TrainedLDM,
-    check_params,
-    load_config,
-    load_first_stage_params,
-)
+from ldm_jax.workdir.reader import TrainedLDM, load_config, load_trained_ldm
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKDIR = ROOT / "runs" / "samplers" / "model"
@@ -112,31 +105,6 @@ def checkpoint_times(workdir: pathlib.Path) -> dict[int, float]:
     }
 
 
-def load_at_step(workdir: pathlib.Path, step: int) -> TrainedLDM:
-    """The workdir's autoencoder and the LDM's EMA weights of checkpoint `step`
-    (`reader.load_trained_ldm` reads only the latest)."""
-    config = load_config(str(workdir))
-    ae_params = load_first_stage_params(str(workdir), config)
-    ldm_dir = layout.checkpoint_dir(str(workdir), "ldm")
-    manager = ocp.CheckpointManager(os.path.abspath(ldm_dir), item_names=("state", "meta"))
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
-    )
-    manager.close()
-    state, meta = dict(restored.state), dict(restored.meta or {})
-    params = state.get("ema_params") or state["params"]
-    abstract = builders.abstract_denoiser_params(config)
-    return TrainedLDM(
-        config=config,
-        ae_params=ae_params,
-        ldm_params=check_params(params, abstract, "denoiser", ldm_dir),
-        scale_factor=float(meta["scale_factor"]),
-        step=int(state["step"]),
-        workdir=str(workdir),
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class Point:
     """One sampling configuration to score."""
@@ -182,7 +150,8 @@ class Evaluator:
 
     def _model(self, step: int) -> TrainedLDM:
         if step not in self._models:
-            self._models = {step: load_at_step(self.workdir, step)}  # one in memory at a time
+            # One model in memory at a time.
+            self._models = {step: load_trained_ldm(str(self.workdir), step)}
         return self._models[step]
 
     def _generate(self, sampler: str, steps: int, spacing: str) -> GenerateFn:

@@ -208,6 +208,8 @@ def metric_protocol(
         "ldm_step": samples.ldm_step,
         "sampler": samples.sampler,
         "steps": samples.steps,
+        "timestep_spacing": samples.timestep_spacing,
+        "steps_offset": samples.steps_offset,
         "eta": samples.eta,
         "guidance": samples.guidance,
         "label_rule": samples.label_rule,
@@ -279,6 +281,8 @@ def evaluate_generative(
     seed: int = 0,
     batch_size: int = 64,
     classifier_dir: str | None = None,
+    timestep_spacing: str | None = None,
+    step: int | None = None,
     extractors: dict[str, Extractor] | None = None,
     devices: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
@@ -296,6 +300,8 @@ def evaluate_generative(
       seed: sampling seed; shard i uses fold_in(seed, i).
       batch_size: samples per shard (a multiple of the local device count) and feature batch.
       classifier_dir: the Fashion-MNIST classifier's cache.
+      timestep_spacing: the sampler's grid (None: the workdir config's, else "leading").
+      step: a kept LDM checkpoint to score instead of the latest.
       extractors: replaces extractor families by name ("classifier", "lpips_vgg",
         "inception"; tests inject fakes here).
       devices: local devices each shard is split over (default all).
@@ -304,12 +310,12 @@ def evaluate_generative(
       JSON-able {"samples": manifest, "samples_dir", "metrics": {name: {values..., "protocol"}},
       "seconds": {"sampling", "metrics"}}.
     """
-    trained = load_trained_ldm(workdir)
+    trained = load_trained_ldm(workdir, step)
     config = trained.config
     names = check_metrics(metrics or applicable_metrics(config), config)
     protocol = sample_shards.protocol_for(
         trained, sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed,
-        num_samples=num_samples, shard_size=batch_size,
+        num_samples=num_samples, shard_size=batch_size, timestep_spacing=timestep_spacing,
     )  # fmt: skip
     given = dict(extractors or {})
     families = {_FEATURES[n][0] for n in names}

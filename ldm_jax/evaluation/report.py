@@ -22,7 +22,7 @@ from ldm_jax.data import datasets, pipeline
 from ldm_jax.evaluation import classifier as clf
 from ldm_jax.evaluation import metrics
 from ldm_jax.losses.autoencoder_loss import psnr
-from ldm_jax.sampling.generate import make_generate_fn
+from ldm_jax.sampling.generate import make_generate_fn, timestep_grid
 from ldm_jax.workdir.reader import TrainedLDM
 
 
@@ -61,8 +61,12 @@ def evaluate(
     seed: int,
     classifier_dir: str | None,
     eta: float = 0.0,
+    timestep_spacing: str | None = None,
 ) -> dict:
-    """Computes every figure of the module docstring; returns a JSON-serialisable dict."""
+    """Computes every figure of the module docstring; returns a JSON-serialisable dict.
+
+    `timestep_spacing`: the sampler's grid (None: the workdir config's, else "leading").
+    """
     config = trained.config
     check_scorable(config)
     source = datasets.get_data_source(config.data.name, "test", config.data.data_dir or None)
@@ -72,7 +76,8 @@ def evaluate(
 
     start = time.perf_counter()
     labels = np.repeat(np.arange(config.data.num_classes, dtype=np.int32), per_class)
-    generate = make_generate_fn(config, sampler, steps)
+    spacing, offset = timestep_grid(config, timestep_spacing)
+    generate = make_generate_fn(config, sampler, steps, spacing, offset)
     samples = np.asarray(
         generate(
             trained.ae_params,
@@ -100,6 +105,8 @@ def evaluate(
         "sampler": sampler,
         "steps": steps,
         "eta": eta,
+        "timestep_spacing": spacing,
+        "steps_offset": offset,
         "per_class": per_class,
         "sampling_seconds": round(sample_seconds, 1),
         "classifier_test_accuracy": meta["test_accuracy"],

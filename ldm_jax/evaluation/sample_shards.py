@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ldm_jax.config import builders
 from ldm_jax.config.validation import ConfigError
-from ldm_jax.sampling.generate import make_generate_fn
+from ldm_jax.sampling.generate import make_generate_fn, timestep_grid
 from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import TrainedLDM
 
@@ -62,6 +62,8 @@ class SampleProtocol:
     num_classes: int  # 0: unconditional
     label_rule: str = LABEL_RULE
     quantisation: str = QUANTISATION
+    timestep_spacing: str = "leading"
+    steps_offset: int = 1
 
     @property
     def num_shards(self) -> int:
@@ -94,6 +96,7 @@ def protocol_for(
     seed: int,
     num_samples: int,
     shard_size: int,
+    timestep_spacing: str | None = None,
 ) -> SampleProtocol:
     """The protocol of sampling `trained` (None: the workdir config's `sample` settings).
 
@@ -114,6 +117,7 @@ def protocol_for(
     s = config.sample
     d = config.data
     side = int(d.image_size)
+    spacing, offset = timestep_grid(config, timestep_spacing)
     return SampleProtocol(
         workdir=os.path.abspath(trained.workdir) if trained.workdir else "",
         ldm_step=int(trained.step),
@@ -126,6 +130,8 @@ def protocol_for(
         shard_size=int(shard_size),
         image_shape=(side, side, int(d.get("channels", 1) or 1)),
         num_classes=int(d.num_classes) if kind in ("class", "adm") else 0,
+        timestep_spacing=spacing,
+        steps_offset=offset,
     )
 
 
@@ -154,7 +160,13 @@ def make_shard_fn(trained: TrainedLDM, protocol: SampleProtocol, devices: Sequen
     mesh = Mesh(np.asarray(devices), ("data",))
     batch = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    generate = make_generate_fn(trained.config, protocol.sampler, protocol.steps)
+    generate = make_generate_fn(
+        trained.config,
+        protocol.sampler,
+        protocol.steps,
+        protocol.timestep_spacing,
+        protocol.steps_offset,
+    )
     params = jax.device_put((trained.ae_params, trained.ldm_params), replicated)
     scalars = jax.device_put(
         jnp.asarray([protocol.guidance, protocol.eta, trained.scale_factor], jnp.float32),

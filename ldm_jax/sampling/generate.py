@@ -106,15 +106,35 @@ def null_label(denoiser: LatentDenoiser) -> int | None:
     return None
 
 
+def timestep_grid(
+    config: ml_collections.ConfigDict,
+    timestep_spacing: str | None = None,
+    steps_offset: int | None = None,
+) -> tuple[str, int]:
+    """(timestep spacing, steps offset) of sampling: the given values, else the config's
+    `sample.timestep_spacing` / `sample.steps_offset`, else "leading" and 1 (the paper's code).
+
+    "leading" starts fewer steps at a lower first timestep (e.g. 801 for DDIM at 5 steps, 981
+    at 50); "trailing" starts every step count at T - 1 (`diffusion/timesteps.py`).
+    """
+    s = config.get("sample") or {}
+    spacing = timestep_spacing or s.get("timestep_spacing", None) or "leading"
+    offset = steps_offset if steps_offset is not None else s.get("steps_offset", None)
+    return str(spacing), int(1 if offset is None else offset)
+
+
 def make_sampler(
     config: ml_collections.ConfigDict,
     sampler: str,
     num_steps: int,
-    timestep_spacing: str = "leading",
-    steps_offset: int = 1,
+    timestep_spacing: str | None = None,
+    steps_offset: int | None = None,
     strength: float = 1.0,
 ) -> SampleFn:
     """Builds a jitted sampler; guidance scale, eta and scale factor are traced (no recompile).
+
+    `timestep_spacing` and `steps_offset` default to the config's `sample` settings
+    (`timestep_grid`), so every command samples a workdir on the grid it was made for.
 
     `strength` < 1 (img2img, with `x_init`) runs the last int(num_steps * strength) steps of the
     grid from x_init noised to the first of them (`diffusion.sample`).
@@ -134,6 +154,7 @@ def make_sampler(
       diffusers' `guidance_rescale`; `noise` [B, h, w, c] replaces the initial latent drawn from
       `rng` (e.g. to reproduce another library's images from its latents).
     """
+    timestep_spacing, steps_offset = timestep_grid(config, timestep_spacing, steps_offset)
     ae = builders.build_autoencoder(config)
     denoiser: LatentDenoiser = builders.build_denoiser(config)
     schedule = builders.build_schedule(config)
@@ -204,8 +225,8 @@ def make_generate_fn(
     config: ml_collections.ConfigDict,
     sampler: str,
     num_steps: int,
-    timestep_spacing: str = "leading",
-    steps_offset: int = 1,
+    timestep_spacing: str | None = None,
+    steps_offset: int | None = None,
 ) -> GenerateFn:
     """Builds a jitted class-label (or unconditional) generator.
 

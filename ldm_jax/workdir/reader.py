@@ -72,20 +72,27 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return with_defaults(ml_collections.ConfigDict(json.load(f)))
 
 
-def restore_state(directory: str) -> tuple[dict, dict, int]:
-    """(state as nested dicts, meta, step) of the latest checkpoint in `directory`.
+def restore_state(directory: str, step: int | None = None) -> tuple[dict, dict, int]:
+    """(state as nested dicts, meta, step) of the latest (or the given) checkpoint in `directory`.
 
     Restored without a target, so it reads any state layout that holds `params`/`ema_params`.
 
     Raises:
-      MissingCheckpointError: naming the folder when it holds no checkpoint.
+      MissingCheckpointError: naming the folder when it holds no checkpoint, or the kept steps
+        when `step` is not one of them.
     """
     directory = os.path.abspath(directory)
-    step = None
+    latest, kept = None, []
     if os.path.isdir(directory):
         manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
-        step = manager.latest_step()
-    if step is None:
+        latest, kept = manager.latest_step(), sorted(manager.all_steps())
+    if latest is not None and step is not None and step not in kept:
+        manager.close()
+        raise MissingCheckpointError(
+            f"No checkpoint of step {step} in {directory}; kept steps: {kept}. Keep more with "
+            "--config.train.keep_checkpoints and --config.train.checkpoint_every."
+        )
+    if latest is None:
         raise MissingCheckpointError(
             f"No checkpoint in {directory}. Train first: python -m ldm_jax.train --config "
             "configs/quickstart.py --workdir <WORKDIR>, or import weights with "
@@ -94,6 +101,7 @@ def restore_state(directory: str) -> tuple[dict, dict, int]:
     # Arrays go to this process's first device: the shardings saved with them name the devices
     # of the process that wrote them, which another process (or host) does not have.
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    step = latest if step is None else step
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
@@ -152,8 +160,13 @@ def load_first_stage_params(workdir: str, config: ml_collections.ConfigDict | No
     )
 
 
-def load_trained_ldm(workdir: str) -> TrainedLDM:
+def load_trained_ldm(workdir: str, step: int | None = None) -> TrainedLDM:
     """Restores the latest autoencoder and LDM (EMA) weights of a workdir.
+
+    Args:
+      workdir: the workdir.
+      step: an earlier kept LDM checkpoint to load instead of the latest (e.g. to score
+        quality against training steps); the autoencoder is always its latest.
 
     Raises:
       MissingCheckpointError: naming the missing folder and the command that creates it.
@@ -162,7 +175,7 @@ def load_trained_ldm(workdir: str) -> TrainedLDM:
     config = load_config(workdir)
     ae_params = load_first_stage_params(workdir, config)
     ldm_dir = layout.checkpoint_dir(workdir, "ldm")
-    state, meta, _ = restore_state(ldm_dir)
+    state, meta, _ = restore_state(ldm_dir, step)
     params = state.get("ema_params") or state["params"]
     abstract = builders.abstract_denoiser_params(config)
     if is_lora_finetune(config):
