@@ -44,13 +44,6 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, np.float32) / 127.5 - 1.0
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """float [N, H, W, C] in [-1, 1] -> uint8, as `sample_shards.quantise`."""
-    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(
-        np.uint8
-    )
-
-
 def classifier_extractor(classifier_dir: str | None, batch_size: int) -> Extractor:
     """The Fashion-MNIST classifier's hidden features [N, 128] and logits [N, 10]."""
     params, meta = clf.get_or_train_classifier(classifier_dir)

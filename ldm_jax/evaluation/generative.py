@@ -48,8 +48,8 @@ from ldm_jax.evaluation.feature_extractors import (
     classifier_extractor,
     inception_extractor,
     lpips_extractor,
-    to_uint8,
 )
+from ldm_jax.sampling.images import to_uint8
 from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import load_trained_ldm
 

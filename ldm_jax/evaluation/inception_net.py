@@ -103,6 +103,14 @@ class BasicConv(nn.Module):
         return nn.relu(x).astype(self.dtype)
 
 
+def _block_conv(block: nn.Module):
+    """`conv(name, features, kernel=1, ...)`: a `BasicConv` child of `block` with its dtype and
+    precision (the Inception blocks' branches)."""
+    return lambda name, *a, **k: BasicConv(
+        *a, **k, dtype=block.dtype, precision=block.precision, name=name
+    )
+
+
 class InceptionA(nn.Module):
     """35x35 block (Mixed_5b/c/d): 1x1, 5x5, double 3x3 and valid-average-pool branches."""
 
@@ -112,9 +120,7 @@ class InceptionA(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        conv = lambda name, *a, **k: BasicConv(
-            *a, **k, dtype=self.dtype, precision=self.precision, name=name
-        )
+        conv = _block_conv(self)
         b1 = conv("branch1x1", 64)(x)
         b5 = conv("branch5x5_2", 64, 5, pad=2)(conv("branch5x5_1", 48)(x))
         b3 = conv("branch3x3dbl_1", 64)(x)
@@ -132,9 +138,7 @@ class InceptionB(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        conv = lambda name, *a, **k: BasicConv(
-            *a, **k, dtype=self.dtype, precision=self.precision, name=name
-        )
+        conv = _block_conv(self)
         b3 = conv("branch3x3", 384, 3, stride=2)(x)
         bd = conv("branch3x3dbl_1", 64)(x)
         bd = conv("branch3x3dbl_2", 96, 3, pad=1)(bd)
@@ -154,9 +158,7 @@ class InceptionC(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        conv = lambda name, *a, **k: BasicConv(
-            *a, **k, dtype=self.dtype, precision=self.precision, name=name
-        )
+        conv = _block_conv(self)
         c7 = self.channels_7x7
         b1 = conv("branch1x1", 192)(x)
         b7 = conv("branch7x7_1", c7)(x)
@@ -179,9 +181,7 @@ class InceptionD(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        conv = lambda name, *a, **k: BasicConv(
-            *a, **k, dtype=self.dtype, precision=self.precision, name=name
-        )
+        conv = _block_conv(self)
         b3 = conv("branch3x3_2", 320, 3, stride=2)(conv("branch3x3_1", 192)(x))
         b7 = conv("branch7x7x3_1", 192)(x)
         b7 = conv("branch7x7x3_2", 192, (1, 7), pad=(0, 3))(b7)
@@ -199,9 +199,7 @@ class InceptionE(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        conv = lambda name, *a, **k: BasicConv(
-            *a, **k, dtype=self.dtype, precision=self.precision, name=name
-        )
+        conv = _block_conv(self)
         b1 = conv("branch1x1", 320)(x)
         b3 = conv("branch3x3_1", 384)(x)
         b3a = conv("branch3x3_2a", 384, (1, 3), pad=(0, 1))(b3)

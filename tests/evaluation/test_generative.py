@@ -25,6 +25,7 @@ from ldm_jax.evaluation import generative as gen
 from ldm_jax.evaluation import metrics as base_metrics
 from ldm_jax.evaluation import precision_recall as pr
 from ldm_jax.evaluation import sample_shards as ss
+from ldm_jax.sampling.images import to_uint8
 from ldm_jax.workdir.writer import write_workdir
 from tests.cli_runner import FAST_XLA, ROOT, run_cli
 from tests.sampling import tiny_models as tm
@@ -149,7 +150,7 @@ def test_metrics_match_the_features_and_the_cache_is_reused(workdir, classifier_
     images, labels, protocol = ss.load_samples(str(tmp_path / "samples"))
     source = datasets.get_data_source("fashion_mnist", "test", json.load(
         open(os.path.join(workdir, "config.json")))["data"]["data_dir"])  # fmt: skip
-    reals = fx.to_uint8(pipeline.load_split_arrays(source, 32, max_examples=30)[0])
+    reals = to_uint8(pipeline.load_split_arrays(source, 32, max_examples=30)[0])
 
     # Values from the features, computed here without the module's plumbing.
     params, _ = clf.get_or_train_classifier(classifier_dir)
