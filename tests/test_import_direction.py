@@ -30,6 +30,8 @@ ALLOWED = {
     "evaluation": BASE | {"config", "training", "workdir", "sampling"},
     "trainers": BASE | {"config", "training", "workdir", "sampling"},
     "benchmarks": BASE | {"config", "training", "workdir", "sampling", "trainers"},
+    # The notebooks' helpers sit beside the CLIs (they may use every package but the CLIs).
+    "colab": BASE | {"config", "training", "workdir", "sampling", "trainers", "evaluation"},
 }
 
 

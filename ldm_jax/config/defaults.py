@@ -1,81 +1,50 @@
 """Defaults for optional config fields, so older configs and workdirs keep working.
 
 Also the training defaults that `experiment.finalize` gives a paper or SD model config (the
-quickstart's values: `configs/quickstart.py` states the same numbers).
+quickstart's values: `configs/quickstart.py` states the same numbers). Every dict here is derived
+from the typed sections (`config/sections.py`, `config/schema.py`), where each field's default
+and description are stated once (`docs/configuration.md` renders them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ml_collections
 
+from ldm_jax.config import schema, sections
+
+# `diffusion` fields added after the config format was first released (their defaults are
+# `DiffusionConfig`'s).
+_OPTIONAL_DIFFUSION_FIELDS = (
+    "rescale_zero_snr",
+    "prediction_type",
+    "loss_type",
+    "loss_weighting",
+    "min_snr_gamma",
+    "original_elbo_weight",
+    "scale_factor",
+    "scale_by_std",
+    "offset_noise",
+)
+_DIFFUSION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(schema.DiffusionConfig)}
+
 # section -> {field: default}; fields added after a config format was first released.
 OPTIONAL_FIELDS = {
-    "diffusion": {
-        "rescale_zero_snr": False,
-        "prediction_type": "epsilon",
-        "loss_type": "l2",
-        "loss_weighting": "simple",
-        "min_snr_gamma": 5.0,
-        "original_elbo_weight": 0.0,
-        "scale_factor": 1.0,
-        "scale_by_std": False,
-        "offset_noise": 0.0,
-    },
-    "data": {"train_split": "train", "data_dir": "", "path": "", "crop": "center"},
+    "diffusion": {name: _DIFFUSION_DEFAULTS[name] for name in _OPTIONAL_DIFFUSION_FIELDS},
+    "data": sections.defaults_dict(sections.DataSection),  # the fields with a default
 }
 
 # The reference YAML's `parameterization` values -> our `prediction_type`.
-PARAMETERIZATIONS = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
+PARAMETERIZATIONS = schema.PREDICTION_TYPE_OF_PARAMETERIZATION
 
-# Stage 1, as the quickstart's `autoencoder_train`.
-AUTOENCODER_TRAIN = dict(
-    steps=800,
-    batch_size=32,
-    learning_rate=1e-3,
-    warmup_steps=100,
-    weight_decay=0.0,
-    grad_clip=1.0,
-    kl_weight=1e-6,
-    l2_weight=1.0,
-    codebook_weight=1.0,  # VQ first stages: weight of the quantiser's codebook/commitment loss
-    log_every=50,
-    checkpoint_every=500,
-    keep_checkpoints=2,
-    sample_every=0,
-    compute_dtype="float32",
-    grad_accum_steps=1,
-    lr_schedule="constant",
-    min_lr_ratio=0.0,
-)
+# Stage 1, as the quickstart's `autoencoder_train` (plus `codebook_weight` for VQ first stages).
+AUTOENCODER_TRAIN = sections.defaults_dict(sections.AutoencoderTrainSection)
 
-# Stage 2, as the quickstart's `train`, plus where the first stage comes from and the
-# condition-dropout rate of classifier-free guidance.
-TRAIN = dict(
-    steps=2200,
-    batch_size=128,
-    learning_rate=1e-3,
-    warmup_steps=200,
-    weight_decay=0.0,
-    grad_clip=1.0,
-    ema_decay=0.999,
-    log_every=50,
-    checkpoint_every=500,
-    keep_checkpoints=2,
-    sample_every=1100,
-    compute_dtype="float32",
-    remat="none",
-    latent_cache="memory",
-    grad_accum_steps=1,
-    lr_schedule="constant",
-    min_lr_ratio=0.0,
-    first_stage_workdir="",  # "": stage 1 of this workdir; else a trained or converted workdir
-    cond_drop_prob=0.1,  # crossattn conditions (class, text) only; 0 disables
-    fixed_text_context=False,  # SD tiny variants: fixed per-caption context (trainers/conditions)
-    superres_degradation="bicubic",  # super-resolution inputs: "bicubic" or "bsr_light"
-    final_samples=True,  # a sample grid after the last step (besides every sample_every steps)
-)
+# Stage 2, as the quickstart's `train`, plus where the first stage comes from, the
+# condition-dropout rate of classifier-free guidance and the other `EXPERIMENT_TRAIN_FIELDS`.
+TRAIN = sections.defaults_dict(sections.TrainSection)
 
 # `train` fields that experiment configs (not the quickstart) have; older workdirs lack some.
 EXPERIMENT_TRAIN_FIELDS = (
@@ -86,7 +55,13 @@ EXPERIMENT_TRAIN_FIELDS = (
     "superres_degradation",
 )
 
-SAMPLE = dict(sampler="ddim", steps=50, eta=1.0, guidance_scale=2.0, per_class=8)
+SAMPLE = sections.defaults_dict(sections.SampleSection)
+
+# As `options.default_mesh_config()` and the quickstart's `mesh`.
+MESH = sections.defaults_dict(sections.MeshSection)
+
+# As `configs/finetune/sd_lora.py`'s `finetune` (its `base_workdir` must be set).
+FINETUNE = sections.defaults_dict(sections.FinetuneSection)
 
 
 def section(values: dict[str, Any]) -> ml_collections.ConfigDict:

@@ -16,6 +16,7 @@ from ldm_jax.config.options import (
     mesh_config,
     train_options,
 )
+from ldm_jax.config.sections import CONDITIONING, FINETUNE_METHODS, STAGES
 from ldm_jax.data.degradations import DEGRADATIONS
 from ldm_jax.diffusion.loss_weights import LOSS_TYPES
 from ldm_jax.losses.first_stage_loss import FirstStageLossConfig
@@ -25,12 +26,9 @@ from ldm_jax.models.specs import closest, downsampling_factor
 from ldm_jax.models.unet import REMAT_POLICIES
 from ldm_jax.parallel import sharding
 
-STAGES = ("autoencoder", "ldm", "both", "finetune")
-FINETUNE_METHODS = ("lora", "full")
 CLIP_COND_STAGES = ("frozen_clip", "frozen_openclip")  # text encoders read from the workdir
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 SAMPLERS = tuple(diffusion.SAMPLERS)
-CONDITIONING = ("class", "none")
 FIRST_STAGE_KINDS = tuple(factory.FIRST_STAGE_MODULES)
 FROZEN_TEXT_ENCODERS = factory.EXTERNAL_COND_STAGES
 # Condition kinds (`builders.condition_kind`) the on-disk latent cache stores.

@@ -262,7 +262,12 @@ class AutoencoderConfig(FirstStageConfig):
 @register_kind(FirstStageConfig)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KLConfig(AutoencoderConfig):
-    """KL-regularised autoencoder (`AutoencoderKL`); `double_z` must be True (as the reference)."""
+    """KL-regularised autoencoder (`AutoencoderKL`).
+
+    Attributes:
+      double_z: the Encoder outputs 2 * z_channels, the posterior's mean and log-variance (must
+        be True, as the reference).
+    """
 
     KIND: ClassVar[str] = "kl"
     NOT_MODULE_FIELDS: ClassVar[tuple[str, ...]] = ("double_z",)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -25,7 +26,7 @@ from ldm_jax.trainers import captions, finetune, finetune_base
 from ldm_jax.trainers import ldm as train_ldm
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer, MissingCheckpointError
-from ldm_jax.training.logging import MetricWriter
+from ldm_jax.training.logging import MetricWriter, ScalarListener
 from ldm_jax.workdir import layout
 from ldm_jax.workdir.reader import has_first_stage_params, load_first_stage_params
 
@@ -57,8 +58,19 @@ def first_stage_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
     return params
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Validates the config and runs the stage(s) it asks for; returns wall seconds per stage."""
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    listeners: Sequence[ScalarListener] = (),
+) -> dict[str, float]:
+    """Validates the config and runs the stage(s) it asks for; returns wall seconds per stage.
+
+    Args:
+      config: an experiment config (`configs/*.py`'s `get_config`).
+      workdir: the run's folder (created; an existing run resumes).
+      listeners: called with `(step, {name: value})` for each logged row of scalars, on process
+        0 (the training metrics also go to TensorBoard and `metrics.jsonl`).
+    """
     config = with_defaults(config)
     if config.get("stage") == finetune.STAGE:
         config = with_defaults(finetune_base.resolve_config(config))
@@ -69,7 +81,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     if jax.process_index() == 0:
         with open(layout.config_path(workdir), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, listeners)
     timings = {}
     try:
         start = time.perf_counter()

@@ -7,6 +7,7 @@ import logging as logging_std
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -15,16 +16,22 @@ import tqdm
 from absl import flags, logging
 
 
+# Called with (step, {name: value}) for every logged row of scalars.
+ScalarListener = Callable[[int, dict[str, float]], None]
+
+
 class MetricWriter:
     """Writes scalars and images to TensorBoard event files in `logdir` (process 0 only).
 
     Scalars also go to `logdir/metrics.jsonl`, one JSON object per call:
-    `{"step": 10, "ldm/loss": 0.12, ...}` (for scripts and tests; no TensorBoard needed).
+    `{"step": 10, "ldm/loss": 0.12, ...}` (for scripts and tests; no TensorBoard needed), and to
+    each of `listeners`, called as `listener(step, values)` (e.g. a notebook's live loss plot).
     """
 
-    def __init__(self, logdir: str):
+    def __init__(self, logdir: str, listeners: Sequence[ScalarListener] = ()):
         self._writer = None
         self._jsonl = None
+        self._listeners = tuple(listeners) if jax.process_index() == 0 else ()
         if jax.process_index() == 0:
             # Imported here: tensorboardX imports torch when it is installed (170 MB of
             # resident memory and a second of start-up for every entry point otherwise).
@@ -39,6 +46,8 @@ class MetricWriter:
                 self._writer.add_scalar(name, float(value), step)
             row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
             self._jsonl.write(json.dumps(row) + "\n")
+        for listener in self._listeners:
+            listener(int(step), {k: float(v) for k, v in values.items()})
 
     def image(self, step: int, name: str, image: np.ndarray) -> None:
         """image: uint8 [H, W, C]."""

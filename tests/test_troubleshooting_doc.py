@@ -1,0 +1,474 @@
+"""docs/troubleshooting.md stays true: every quoted message is one the code prints.
+
+The guide quotes each error as the command line prints it, with `<placeholders>` (lower-case
+names, or `<...>`) for the parts that depend on the run. Two checks:
+
+  * every fixed fragment (the text between placeholders) of an ldm_jax message is made of the
+    `ldm_jax` source's string literals (a few consecutive pieces at most: messages are built from
+    a program name, a field name and a text); entries marked `origin=jax` quote JAX/XLA itself,
+    and their fragments must occur in the installed jax and jaxlib files. Entries whose text comes
+    from absl flag parsing are produced by running the parser instead (`FROM_ABSL`);
+  * the errors in `TRIGGERS` are raised here, in-process, on cheap paths (flag parsing, config
+    validation, missing files, sampling requests refused before any network runs), formatted as
+    the command line prints them, and each must match its entry's template exactly.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import itertools
+import mmap
+import os
+import pathlib
+import re
+import types
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import pickle
+import pytest
+from absl import app, flags
+from ml_collections import config_flags
+
+from configs.paper.celebahq_ldm_vq4 import get_config as celebahq_config
+from configs.quickstart import get_config as quickstart_config
+from configs.sd.sd_v1 import get_config as sd_v1_config
+from ldm_jax import cli_errors, convert
+from ldm_jax.config.defaults import with_defaults
+from ldm_jax.config.validation import SAMPLERS, validate_config
+from ldm_jax.data import datasets, fashion_mnist_idx, image_folder, noto_emoji_render
+from ldm_jax.evaluation import inception_weights
+from ldm_jax.losses import lpips
+from ldm_jax.models import minilm_weights
+from ldm_jax.parallel import distributed, sharding
+from ldm_jax.sampling.image_inputs import ImageInputError
+from ldm_jax.sampling.tasks import SampleInputError, SampleRequest
+from ldm_jax.sampling.tasks import run as run_sampling
+from ldm_jax.trainers import run as trainers_run
+from ldm_jax.training import sharded_stage
+from ldm_jax.training.checkpoint import Checkpointer
+from ldm_jax.training.loop import run_loop
+from ldm_jax.workdir import reader
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "troubleshooting.md"
+TRAIN = "python -m ldm_jax.train"
+SAMPLE = "python -m ldm_jax.sample"
+EVALUATE = "python -m ldm_jax.evaluate"
+CONVERT = "python -m ldm_jax.convert"
+
+_ENTRY = re.compile(
+    r"<!-- entry: ([\w-]+)(?: origin=(\w+))? -->\n### ([^\n]+)\n\n```text\n(.*?)\n```", re.S
+)
+# `<workdir>`, `<step n, or none yet>`, `<...>`; not `<WORKDIR>` or `<ddim|ddpm>` (printed as is).
+_PLACEHOLDER = re.compile(r"<(?:\.\.\.|[a-z][a-z0-9_ ,./-]*)>")
+# Entries whose fixed text is absl's (flag parsing): checked by running the parser only.
+FROM_ABSL = {"unknown-flag", "missing-workdir-flag", "sampler-choice", "config-value-type"}
+MIN_ENTRIES = 25
+MIN_TRIGGERED = 10
+
+
+@functools.cache
+def entries() -> dict[str, tuple[str, str, str]]:
+    """{entry id: (origin, title, message template)} in the order of the guide."""
+    text = DOC.read_text()
+    found = _ENTRY.findall(text)
+    assert text.count("<!-- entry:") == len(found), "an entry without a ```text message block"
+    out = {}
+    for name, origin, title, message in found:
+        assert name not in out, f"entry {name!r} appears twice"
+        out[name] = (origin or "ldm_jax", title, message)
+    return out
+
+
+def fragments(template: str) -> list[str]:
+    return [p for p in _PLACEHOLDER.split(template) if p.strip()]
+
+
+def matches(template: str, line: str) -> bool:
+    pattern = ".*?".join(re.escape(p) for p in _PLACEHOLDER.split(template))
+    return re.fullmatch(pattern, line, re.S) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) The fixed text exists in the code that prints it.
+
+
+def _literals(path: pathlib.Path) -> list[str]:
+    """The string constants of a module, f-strings split at their replacement fields."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.JoinedStr):
+            out += [v.value for v in node.values if isinstance(v, ast.Constant)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            out.append(node.value)
+    return out
+
+
+@functools.cache
+def ldm_jax_literals() -> str:
+    pieces = itertools.chain.from_iterable(
+        _literals(p) for p in sorted((ROOT / "ldm_jax").rglob("*.py"))
+    )
+    return "\x00".join(pieces)
+
+
+def covered(fragment: str, corpus: str, max_pieces: int = 6) -> bool:
+    """Whether `fragment` is at most `max_pieces` consecutive substrings of source literals
+    (greedily the longest each time; every piece but the last at least 3 characters long)."""
+    start, pieces = 0, 0
+    while start < len(fragment):
+        lo, hi = 0, len(fragment) - start  # the longest prefix found in the corpus
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fragment[start : start + mid] in corpus:
+                lo = mid
+            else:
+                hi = mid - 1
+        pieces += 1
+        if lo == 0 or pieces > max_pieces or (lo < 3 and start + lo < len(fragment)):
+            return False
+        start += lo
+    return True
+
+
+@functools.cache
+def jax_files() -> list[pathlib.Path]:
+    jax_dir = pathlib.Path(jax.__file__).parent
+    jaxlib_dir = jax_dir.parent / "jaxlib"
+    return sorted(jax_dir.rglob("*.py")) + sorted(jaxlib_dir.glob("*.so*"))
+
+
+def in_jax(fragment: str) -> bool:
+    needle = fragment.encode()
+    for path in jax_files():
+        if path.stat().st_size == 0:
+            continue
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            if m.find(needle) >= 0:
+                return True
+    return False
+
+
+def test_the_guide_has_enough_entries_in_every_section():
+    assert len(entries()) >= MIN_ENTRIES, len(entries())
+    sections = re.findall(r"^## (.+)$", DOC.read_text(), re.M)
+    for wanted in ("Install", "Data", "Training", "Sampling", "Converting weights", "Multi-host"):
+        assert wanted in sections, sections
+
+
+@pytest.mark.parametrize("name", list(entries()))
+def test_quoted_text_exists_in_the_code(name):
+    origin, title, template = entries()[name]
+    if name in FROM_ABSL:
+        assert name in TRIGGERS, f"{name} ({title}): absl's text must be produced by a trigger"
+        return
+    check = in_jax if origin == "jax" else lambda f: covered(f, ldm_jax_literals())
+    missing = [f for f in fragments(template) if not check(f)]
+    # Text computed at run time (e.g. a joined list of choices) is checked by running the code.
+    if name in TRIGGERS or name in SAMPLE_TRIGGERS:
+        return
+    assert not missing, f"entry {name!r} ({title}): {missing[0]!r} is not in the {origin} source"
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) The errors themselves, raised as the command lines raise them.
+
+
+def _printed(program: str, fn, capsys) -> str:
+    """The line the CLI prints for `fn`'s error: run inside `user_errors_as_exit` as each
+    entry point's `main` does (library errors exit with the message; usage errors write it)."""
+    with pytest.raises(SystemExit) as e, cli_errors.user_errors_as_exit(program):
+        fn()
+    if isinstance(e.value.code, str):
+        return e.value.code
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _flag_values(argv: list[str]) -> flags.FlagValues:
+    """train's --config (with --config.x overrides from `argv`) and its required --workdir."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "config", flag_values=fv, lock_config=True, sys_argv=argv
+    )
+    flags.DEFINE_string("workdir", None, "workdir", flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+    return fv
+
+
+def _parse(program: str, *args: str, fv_fn=_flag_values):
+    argv = [program, *args]
+    return lambda: cli_errors.parse_flags(program, argv, fv_fn(argv))
+
+
+def _sample_flags(argv: list[str]) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_enum("sampler", None, list(SAMPLERS), "sampler", flag_values=fv)
+    return fv
+
+
+def _validate(config):
+    return lambda: validate_config(with_defaults(config))
+
+
+def _quickstart(**overrides):
+    config = quickstart_config()
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        config[section][field] = value
+    return config
+
+
+def _usage(fn):
+    """train's handling of a ValueError from `distributed.initialize`."""
+
+    def call():
+        try:
+            fn()
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
+
+    return call
+
+
+def _sample_line(tmp_path, **request) -> str:
+    """sample's line for a request that a class-conditional quickstart workdir refuses (the
+    request is checked before any weights are used, so none are loaded)."""
+    trained = reader.TrainedLDM(
+        config=with_defaults(quickstart_config("tiny")),
+        ae_params=None,
+        ldm_params=None,
+        scale_factor=1.0,
+        step=0,
+        workdir=str(tmp_path),
+    )
+    fields = dict(task="generate", num=2, class_label=None, prompt=None, image=None, mask=None)
+    fields.update(guidance=None, sampler=None, steps=None, eta=None, seed=0, strength=None)
+    fields.update(layout=None, negative_prompt=None, guidance_rescale=None)
+    fields.update(request)
+    with pytest.raises((SampleInputError, ImageInputError)) as e:
+        run_sampling(trained, SampleRequest(**fields))
+    return f"{SAMPLE}: error: {e.value}"
+
+
+def _evil_checkpoint(tmp_path) -> str:
+    """A torch.save-style zip whose pickle names a global other than tensors."""
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = str(tmp_path / "evil.ckpt")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"state_dict": {}, "x": Payload()}, 2))
+        z.writestr("archive/byteorder", "little")
+    return path
+
+
+def _convert(*argv: str):
+    return lambda: convert.main(list(argv))
+
+
+def _nan_loop(tmp_path):
+    """run_loop on a step whose loss is NaN (nothing is compiled)."""
+    ckpt = Checkpointer(str(tmp_path / "checkpoints" / "ldm"))
+    return lambda: run_loop(
+        name="ldm",
+        state=types.SimpleNamespace(step=0),
+        step_fn=lambda state, batch: (state, {"loss": jnp.float32(float("nan"))}),
+        batches=itertools.repeat({}),
+        total_steps=4,
+        log_every=1,
+        checkpoint_every=2,
+        checkpointer=ckpt,
+        writer=types.SimpleNamespace(scalars=lambda *a: None),
+        meta_fn=dict,
+        learning_rate_field="train.learning_rate",
+    )
+
+
+def _batch_check():
+    mesh_config = quickstart_config().mesh
+    mesh = sharding.make_mesh(mesh_config)
+    rules = sharding.logical_axis_rules(mesh_config)
+    return sharded_stage.check_batch_size("ldm", "train", jax.device_count() + 1, mesh, rules, 1)
+
+
+def _paper_ldm_only(tmp_path, first_stage_workdir=""):
+    config = with_defaults(celebahq_config("tiny"))
+    config.stage = "ldm"
+    config.train.first_stage_workdir = first_stage_workdir
+    return lambda: trainers_run.first_stage_params(config, str(tmp_path / "run"))
+
+
+def _mesh(**sizes):
+    config = quickstart_config()
+    config.mesh.update(sizes)
+    return lambda: sharded_stage.init_or_restore(None, None, config, None)
+
+
+def _unet_size_mismatch():
+    config = celebahq_config("tiny")
+    config.data.image_size *= 2
+    return config
+
+
+def _image_size_30():
+    config = quickstart_config()
+    config.data.image_size = 30
+    return config
+
+
+# entry id -> (program, (tmp_path, monkeypatch) -> the failing call)
+TRIGGERS = {
+    "minilm-missing": (
+        TRAIN,
+        lambda t, mp: (mp.setattr(minilm_weights, "PACKAGE", "no_such_pkg_ldm"), minilm_weights.model_dir)[1],
+    ),
+    "lpips-missing": (
+        EVALUATE,
+        lambda t, mp: (
+            mp.setattr(lpips, "PACKAGE", "no_such_pkg_ldm"),
+            lambda: lpips.checkpoint_path("vgg16"),
+        )[1],
+    ),
+    "unknown-flag": (TRAIN, lambda t, mp: _parse(TRAIN, "--config=configs/quickstart.py", "--wrkdir=x")),
+    "missing-workdir-flag": (TRAIN, lambda t, mp: _parse(TRAIN, "--config=configs/quickstart.py")),
+    "fashion-mnist-missing": (
+        TRAIN,
+        lambda t, mp: lambda: fashion_mnist_idx.read_idx_arrays("train", directory=str(t)),
+    ),
+    "emoji-font-missing": (
+        TRAIN,
+        lambda t, mp: lambda: noto_emoji_render.load_font(str(t / "NotoColorEmoji.ttf")),
+    ),
+    "not-in-tfds": (TRAIN, lambda t, mp: lambda: datasets.get_builder("ffhq", str(t))),
+    "image-folder-missing": (
+        TRAIN,
+        lambda t, mp: lambda: image_folder.plan_folder(str(t / "faces"), 64),
+    ),
+    "quickstart-no-data-path": (
+        TRAIN,
+        lambda t, mp: _parse(
+            TRAIN, "--config=configs/quickstart.py", "--workdir=w", "--config.data.path=/data"
+        ),
+    ),
+    "unknown-config-key": (
+        TRAIN,
+        lambda t, mp: _parse(
+            TRAIN, "--config=configs/quickstart.py", "--workdir=w", "--config.train.stesp=10"
+        ),
+    ),
+    "config-file-missing": (TRAIN, lambda t, mp: _parse(TRAIN, "--config=config/quickstart.py")),
+    "config-value-type": (
+        TRAIN,
+        lambda t, mp: _parse(
+            TRAIN, "--config=configs/quickstart.py", "--workdir=w", "--config.train.steps=abc"
+        ),
+    ),
+    "image-size-not-divisible": (TRAIN, lambda t, mp: _validate(_image_size_30())),
+    "unet-image-size": (TRAIN, lambda t, mp: _validate(_unet_size_mismatch())),
+    "not-one-of": (TRAIN, lambda t, mp: _validate(_quickstart(sample__sampler="euler"))),
+    "grad-accum-divisible": (TRAIN, lambda t, mp: _validate(_quickstart(train__grad_accum_steps=3))),
+    "mesh-two-minus-one": (TRAIN, lambda t, mp: _validate(_quickstart(mesh__fsdp=-1))),
+    "sd-config-needs-text-encoder": (TRAIN, lambda t, mp: _validate(sd_v1_config())),
+    "loss-nan": (TRAIN, lambda t, mp: _nan_loop(t)),
+    "ldm-without-first-stage": (
+        TRAIN,
+        lambda t, mp: lambda: Checkpointer(str(t / "checkpoints" / "autoencoder")).restore({}),
+    ),
+    "ldm-needs-first-stage-paper": (TRAIN, lambda t, mp: _paper_ldm_only(t)),
+    "first-stage-workdir-missing": (
+        TRAIN,
+        lambda t, mp: _paper_ldm_only(t, first_stage_workdir=str(t / "vq4")),
+    ),
+    "not-a-workdir": (SAMPLE, lambda t, mp: lambda: reader.load_config(str(t / "runs" / "qs"))),
+    "no-checkpoint": (SAMPLE, lambda t, mp: lambda: reader.restore_state(str(t / "ldm"))),
+    "sampler-choice": (
+        SAMPLE,
+        lambda t, mp: _parse(SAMPLE, "--sampler=euler", fv_fn=_sample_flags),
+    ),
+    "unsafe-pickle": (
+        CONVERT,
+        lambda t, mp: (
+            os.makedirs(t / "tokenizer"),
+            _convert(
+                "sd-single-file",
+                f"--ckpt={_evil_checkpoint(t)}",
+                f"--tokenizer={t / 'tokenizer'}",
+                f"--out={t / 'out'}",
+            ),
+        )[1],
+    ),
+    "tokenizer-folder-missing": (
+        CONVERT,
+        lambda t, mp: _convert(
+            "sd-single-file",
+            f"--ckpt={_evil_checkpoint(t)}",
+            f"--tokenizer={t / 'tokenizer'}",
+            f"--out={t / 'out'}",
+        ),
+    ),
+    "not-sd-folder": (CONVERT, lambda t, mp: _convert("diffusers", f"--dir={t}", "--out=x")),
+    "inception-weights": (
+        EVALUATE,
+        lambda t, mp: (
+            mp.delenv(inception_weights.ENV_VAR, raising=False),
+            lambda: inception_weights.resolve_weights_path(None),
+        )[1],
+    ),
+    "distributed-flags-together": (
+        TRAIN,
+        lambda t, mp: _usage(lambda: distributed.initialize("127.0.0.1:1234", 2, None)),
+    ),
+    "process-id-range": (
+        TRAIN,
+        lambda t, mp: _usage(lambda: distributed.initialize("127.0.0.1:1234", 2, 2)),
+    ),
+    "batch-not-divisible-mesh": (TRAIN, lambda t, mp: _batch_check),
+    "mesh-device-count": (TRAIN, lambda t, mp: _mesh(data=jax.device_count() + 1)),
+    "mesh-not-divisible": (TRAIN, lambda t, mp: _mesh(data=-1, fsdp=jax.device_count() + 1)),
+}
+
+# Sampling requests refused by the quickstart's class-conditional model: entry id -> request.
+SAMPLE_TRIGGERS = {
+    "class-out-of-range": dict(class_label=12),
+    "task-mismatch": dict(task="text2img", prompt="a bag"),
+    "flag-does-not-apply": dict(prompt="a bag"),
+    "prompt-on-class-model": dict(task="edit", image="x.png", prompt="a bag"),
+    "strength-range": dict(task="edit", image="x.png", strength=1.5, class_label=1),
+    "guidance-rescale-range": dict(guidance_rescale=2.0),
+    "image-missing": dict(task="edit", image="no_such_image.png", class_label=1),
+}
+
+
+def test_enough_errors_are_triggered():
+    triggered = set(TRIGGERS) | set(SAMPLE_TRIGGERS)
+    unknown = triggered - set(entries())
+    assert not unknown, f"triggers for entries the guide does not have: {sorted(unknown)}"
+    assert len(triggered) >= MIN_TRIGGERED
+
+
+def _check(name: str, line: str) -> None:
+    origin, title, template = entries()[name]
+    assert matches(template, line), (
+        f"entry {name!r} ({title}) no longer matches what the code prints:\n"
+        f"  guide:   {template}\n  printed: {line}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(TRIGGERS))
+def test_triggered_error_matches_the_guide(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # config paths as a user types them, from the repository root
+    program, make = TRIGGERS[name]
+    _check(name, _printed(program, make(tmp_path, monkeypatch), capsys))
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_TRIGGERS))
+def test_refused_sampling_request_matches_the_guide(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _check(name, _sample_line(tmp_path, **SAMPLE_TRIGGERS[name]))
