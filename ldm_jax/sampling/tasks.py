@@ -41,7 +41,7 @@ from ldm_jax.config import builders
 from ldm_jax.config.model_config import model_config
 from ldm_jax.models.factory import EXTERNAL_COND_STAGES, FROZEN_TEXT_ENCODERS
 from ldm_jax.models.tokenizer import WordPieceTokenizer
-from ldm_jax.sampling import editing, image_inputs, layout_input
+from ldm_jax.sampling import editing, image_inputs, layout_input, placement
 from ldm_jax.sampling.generate import (
     TEXT_CONTEXT_LENGTH,
     fixed_text_context,
@@ -429,11 +429,15 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
         strength=job.strength,
     )
     batch = request.num if job.cond is None else jax.tree.leaves(job.cond)[0].shape[0]
+    mesh = placement.mesh_of(trained.ldm_params)  # `placement.replicate`d weights: split the batch
+    cond, uncond, extra = (
+        placement.split_batch(t, batch, mesh) for t in (job.cond, job.uncond, extra)
+    )
     images = sample(
         trained.ae_params,
         trained.ldm_params,
-        job.cond,
-        job.uncond,
+        cond,
+        uncond,
         jax.random.PRNGKey(request.seed),
         jnp.float32(guidance),
         jnp.float32(eta),
