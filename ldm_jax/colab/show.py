@@ -44,7 +44,8 @@ def show_panels(pictures: Sequence[Image.Image], titles: Sequence[str], width: f
 
     if len(pictures) != len(titles):
         raise ValueError(f"{len(pictures)} pictures but {len(titles)} titles.")
-    figure = Figure(figsize=(width, width / max(len(pictures), 1) + 0.6), dpi=80)
+    aspect = max(p.height / p.width for p in pictures) if pictures else 1.0
+    figure = Figure(figsize=(width, width / max(len(pictures), 1) * aspect + 0.6), dpi=80)
     for i, (picture, title) in enumerate(zip(pictures, titles, strict=True)):
         axes = figure.add_subplot(1, len(pictures), i + 1)
         axes.imshow(np.asarray(picture), cmap="gray" if picture.mode == "L" else None)
