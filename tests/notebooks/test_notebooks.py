@@ -10,6 +10,7 @@ test with the cell's source and traceback.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 
@@ -20,9 +21,19 @@ from nbclient.exceptions import CellExecutionError
 
 from ldm_jax.colab.accelerator import SMALL_MODE_VARIABLE
 
-NOTEBOOKS = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
 NAMES = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT_S = 900
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location(
+        "build_notebooks", ROOT / "scripts" / "build_notebooks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _read(name: str) -> nbformat.NotebookNode:
@@ -38,6 +49,25 @@ def test_the_issue_s_notebooks_are_there():
         "reproduce_f_study",
     }
     assert expected <= set(NAMES)
+
+
+def test_every_notebook_is_built_from_its_source():
+    builder = _builder()
+    assert sorted(p.stem for p in builder.sources()) == NAMES
+    for source in builder.sources():
+        built = builder.build(source)
+        committed = (NOTEBOOKS / f"{source.stem}.ipynb").read_text()
+        assert committed == built, (
+            f"notebooks/{source.stem}.ipynb differs from notebooks/src/{source.name}: edit the "
+            "source and run python scripts/build_notebooks.py"
+        )
+
+
+def test_the_builder_rejects_an_unknown_cell_header(tmp_path):
+    source = tmp_path / "bad.py"
+    source.write_text("# %% [raw]\nx = 1\n")
+    with pytest.raises(ValueError, match="unknown cell header"):
+        _builder().build(source)
 
 
 @pytest.mark.parametrize("name", NAMES)
