@@ -89,6 +89,46 @@ def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(config.to_dict())
 
 
+def small_config(
+    name: str,
+    keep_from_full: tuple[str, ...] = (),
+    autoencoder_steps: int = 40,
+    ldm_steps: int = 60,
+    log_every: int = 4,
+) -> ml_collections.ConfigDict:
+    """Small mode's config: the `:tiny` networks of `configs/<name>.py` on the full config's data.
+
+    The tiny variants train on synthetic shapes; the notebooks' small mode trains them on the
+    real data instead, for a few steps, so every cell sees real images and captions.
+
+    Args:
+      name: the config under `configs/`, without ".py" (e.g. "tasks/emoji/text2img_bert").
+      keep_from_full: dotted keys that the tiny variant changes but the real data needs (e.g.
+        "model.cond_stage.vocab_size" for the captions' words, "model.unet.in_channels" for a
+        concat condition of grey images); keys the full config lacks are skipped.
+      autoencoder_steps: stage-1 steps (a checkpoint at the end).
+      ldm_steps: stage-2 steps (a checkpoint at the end).
+      log_every: steps between logged losses (points of the live plot).
+    """
+    config = load_config(name, "tiny")
+    full = load_config(name)
+    config.data = full.data
+    for key in keep_from_full:
+        *parents, leaf = key.split(".")
+        source, target = full, config
+        for part in parents:
+            source, target = source.get(part), target.get(part)
+            if source is None or target is None:
+                break
+        if source is not None and target is not None and leaf in source:
+            target[leaf] = source[leaf]
+    config.autoencoder_train.update(
+        steps=autoencoder_steps, log_every=log_every, checkpoint_every=autoencoder_steps
+    )
+    config.train.update(steps=ldm_steps, log_every=log_every, checkpoint_every=ldm_steps)
+    return config
+
+
 def fit_to_accelerator(
     config: ml_collections.ConfigDict, accelerator: Accelerator
 ) -> ml_collections.ConfigDict:

@@ -66,8 +66,12 @@ def decode_upload(content: bytes) -> np.ndarray:
     try:
         picture = Image.open(io.BytesIO(content))
         picture.load()
-    except Exception as e:  # Pillow raises several types for bad files.
-        raise ValueError(f"the uploaded file is not a readable image ({e}).") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(
+            "the uploaded file is not an image Pillow can read (PNG, JPEG, ...)."
+        ) from None
+    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt image data
+        raise ValueError(f"the uploaded image is damaged ({e}).") from None
     if picture.mode not in ("RGB", "L"):
         picture = picture.convert("RGB")
     array = np.asarray(picture)

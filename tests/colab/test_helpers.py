@@ -1,4 +1,4 @@
-"""The notebooks' helpers: config fitting, the live loss plot, inline images, Drive outside Colab."""
+"""The notebooks' helpers: config fitting, live loss plot, inline images, Drive outside Colab."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_decode_upload_reads_images_and_rejects_other_bytes():
     Image.new("RGBA", (5, 3), (10, 20, 30, 255)).save(buffer, format="PNG")
     array = show.decode_upload(buffer.getvalue())
     assert array.shape == (3, 5, 3) and tuple(array[0, 0]) == (10, 20, 30)
-    with pytest.raises(ValueError, match="not a readable image"):
+    with pytest.raises(ValueError, match="not an image Pillow can read"):
         show.decode_upload(b"not an image")
 
 
@@ -86,3 +86,16 @@ def test_save_to_drive_outside_colab_says_what_to_do(tmp_path):
     assert not drive.in_colab()
     with pytest.raises(RuntimeError, match="only mounted in Colab"):
         drive.save_to_drive(str(tmp_path))
+
+
+def test_small_config_puts_the_tiny_networks_on_the_real_data():
+    full = accelerator.load_config("tasks/fashion_mnist/inpainting")
+    tiny = accelerator.load_config("tasks/fashion_mnist/inpainting", "tiny")
+    keep = ("model.unet.in_channels", "model.first_stage.in_channels", "model.no_such.field")
+    small = accelerator.small_config("tasks/fashion_mnist/inpainting", keep, ldm_steps=7)
+    assert small.data.to_dict() == full.data.to_dict() != tiny.data.to_dict()
+    assert small.model.unet.model_channels == tiny.model.unet.model_channels
+    assert small.model.unet.in_channels == full.model.unet.in_channels
+    assert small.model.first_stage.in_channels == full.model.first_stage.in_channels
+    assert (small.train.steps, small.train.checkpoint_every, small.train.log_every) == (7, 7, 4)
+    assert small.autoencoder_train.steps == 40
