@@ -21,8 +21,12 @@ from absl import app, flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from ldm_jax.config.validation import ConfigError
+from ldm_jax.data.datasets import UnknownDatasetError
+from ldm_jax.sampling.image_inputs import ImageInputError
+from ldm_jax.sampling.request import SampleInputError
 from ldm_jax.training.checkpoint import MissingCheckpointError
 from ldm_jax.training.loop import PreemptedError, TrainingDivergedError
+from ldm_jax.workdir.reader import WorkdirError
 
 # Errors whose message already names the problem and the fix.
 USER_ERRORS = (
@@ -31,6 +35,10 @@ USER_ERRORS = (
     TrainingDivergedError,
     PreemptedError,
     FileNotFoundError,
+    UnknownDatasetError,
+    WorkdirError,
+    SampleInputError,
+    ImageInputError,
 )
 USAGE_STATUS = 2  # a bad command line; 1 is an error found while running
 

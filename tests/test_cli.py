@@ -118,6 +118,23 @@ def test_usage_errors_raised_while_running_are_one_line(capsys):
 
 
 @pytest.mark.parametrize(
+    "error",
+    [
+        "ldm_jax.data.datasets.UnknownDatasetError",
+        "ldm_jax.workdir.reader.WorkdirError",
+        "ldm_jax.sampling.request.SampleInputError",
+        "ldm_jax.sampling.image_inputs.ImageInputError",
+    ],
+)
+def test_library_errors_that_name_their_fix_are_one_line(error):
+    module, _, name = error.rpartition(".")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    with pytest.raises(SystemExit) as e, cli_errors.user_errors_as_exit(PROGRAM):
+        raise cls("what went wrong; the fix.")
+    assert e.value.code == f"{PROGRAM}: error: what went wrong; the fix."
+
+
+@pytest.mark.parametrize(
     "argv, message",
     [
         ([], "give the source first: compvis, diffusers or sd-single-file"),

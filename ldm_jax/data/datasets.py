@@ -55,6 +55,12 @@ from ldm_jax.data import (
 )
 
 DEFAULT_DATASET = "fashion_mnist"
+
+
+class UnknownDatasetError(ValueError):
+    """`data.name` is neither one of ours nor a tfds catalog name (the message lists both)."""
+
+
 _DEBIAN_NAMES = ("fashion_mnist", "fashion_mnist_debian")
 IMAGE_FOLDER = "image_folder"
 SYNTHETIC_SHAPES = "synthetic_shapes"
@@ -158,7 +164,8 @@ def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any
       A `tfds.core.DatasetBuilder` whose `is_prepared()` is True.
 
     Raises:
-      ValueError: empty/invalid or unknown dataset name.
+      ValueError: empty/invalid dataset name.
+      UnknownDatasetError: a name that is neither ours nor in the tfds catalog.
       FileNotFoundError: Debian files missing, or a catalog dataset not prepared in `data_dir`.
     """
     name = _check_name(name)
@@ -177,7 +184,7 @@ def get_builder(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> Any
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
     except Exception as e:  # tfds raises DatasetNotFoundError, ImportError, ValueError, ...
-        raise ValueError(
+        raise UnknownDatasetError(
             f"Unknown dataset name {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             f"Valid names: {DEFAULT_DATASET!r}, {NOTO_EMOJI!r} and "
             f"{NOTO_EMOJI_SEGMENTATION!r} (offline), {SYNTHETIC_SHAPES!r} and "

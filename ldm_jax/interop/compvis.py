@@ -170,7 +170,11 @@ def _yaml(path: str) -> dict:
     with open(path) as f:
         cfg = yaml.safe_load(f)
     if "model" not in cfg or "params" not in cfg["model"]:
-        raise ValueError(f"{path}: expected a LatentDiffusion config with model.params.")
+        raise ccfg.UnsupportedConfigError(
+            f"{path}: not a LatentDiffusion config (it has no model.params). Pass the YAML the "
+            "checkpoint was released with (CompVis/latent-diffusion's configs/latent-diffusion/ "
+            "or models/ldm/<name>/config.yaml)."
+        )
     return cfg["model"]["params"]
 
 

@@ -173,8 +173,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(
             f"Refusing to unpickle global {module}.{name}: only tensors, dicts and plain values "
             "are loaded from untrusted checkpoints. If the file is a training checkpoint that "
-            "also pickles other objects, pass allow_placeholders=True (they become inert "
-            "placeholders; no code is run) or re-save just the state_dict."
+            "also pickles other objects, pass --allow_placeholders to python -m ldm_jax.convert "
+            "(allow_placeholders=True in Python; they become inert placeholders, no code is "
+            "run) or re-save just the state_dict."
         )
 
     def persistent_load(self, pid: Any) -> np.ndarray:

@@ -404,7 +404,13 @@ def run(trained: TrainedLDM, request: SampleRequest) -> SampleResult:
     if request.layout is not None and method != "layout":
         raise SampleInputError(f"--layout does not apply to --task {request.task}.")
     s = config.sample
-    steps = request.steps or s.steps
+    steps = s.steps if request.steps is None else request.steps
+    num_timesteps = int(config.diffusion.get("num_timesteps", 1000))
+    if not 1 <= steps <= num_timesteps:
+        raise SampleInputError(
+            f"--steps must be in [1, {num_timesteps}] (the model's diffusion has {num_timesteps} "
+            f"timesteps), got {steps}."
+        )
     job = _Task(trained, request, steps)
     getattr(job, method)()
     if request.negative_prompt is not None and not job.text_uncond:

@@ -35,9 +35,9 @@ def first_stage_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
     """The frozen first stage for an LDM-only run (see the module docstring)."""
     other = config.train.get("first_stage_workdir", "") if "train" in config else ""
     if not other:
-        if not has_model_section(config):
-            return train_autoencoder.restore_params(workdir, config)
         try:
+            if not has_model_section(config):
+                return train_autoencoder.restore_params(workdir, config)
             return load_first_stage_params(workdir, config)
         except MissingCheckpointError as e:
             raise ConfigError(

@@ -15,7 +15,6 @@ import numpy as np
 import tqdm
 from absl import flags, logging
 
-
 # Called with (step, {name: value}) for every logged row of scalars.
 ScalarListener = Callable[[int, dict[str, float]], None]
 

@@ -104,7 +104,9 @@ def run_loop(
             raise TrainingDivergedError(
                 f"{name}: the loss became NaN or infinite before step {step}. No checkpoint was "
                 f"written after that; the last good one ({kept}) is in {checkpointer.directory}. "
-                f"Lower config.{learning_rate_field} or set a positive grad_clip and run again."
+                f"Lower config.{learning_rate_field} or set a positive "
+                f"config.{learning_rate_field.rpartition('.')[0] or 'train'}.grad_clip and run "
+                "again."
             )
 
     with _SigtermFlag() as preemption:

@@ -121,3 +121,7 @@ def test_bad_requests_name_the_flag(class_model, images):
     assert _error(sr, **edit).startswith("--task edit: this workdir holds a superres model")
     uncond = tm.random_model(tm.tiny_config("paper/lsun_churches_ldm_kl8.py"))
     assert _error(uncond, **edit, class_label=2) == "--class: this model is unconditional."
+    for steps in (0, -3, 1001):  # 0 used to fall back to the config's steps silently
+        assert _error(m, steps=steps) == (
+            f"--steps must be in [1, 1000] (the model's diffusion has 1000 timesteps), got {steps}."
+        )
