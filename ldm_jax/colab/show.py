@@ -27,11 +27,11 @@ def grid_image(images: np.ndarray, columns: int) -> Image.Image:
 
 def show_grid(images: np.ndarray, columns: int, title: str | None = None) -> Image.Image:
     """Displays `images` [N, H, W, C] in [-1, 1] as a grid in the cell's output; returns it."""
-    from IPython.display import display
+    from IPython.display import Markdown, display
 
     picture = grid_image(images, columns)
     if title:
-        print(title)
+        display(Markdown(f"**{title}**"))
     display(picture)
     return picture
 
