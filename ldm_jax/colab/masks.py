@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ldm_jax.sampling import image_inputs
 from ldm_jax.sampling import images as image_grid
 
 # An uploaded mask may differ from the image's aspect ratio by this fraction (rounding).
 ASPECT_TOLERANCE = 0.02
-# Grey level at or above which a mask pixel is a hole (as `image_inputs.read_mask`).
-THRESHOLD = 0.5
 
 
 def rectangle(
@@ -69,7 +68,8 @@ def from_picture(picture: np.ndarray, height: int, width: int) -> np.ndarray:  #
         )
     grey = Image.fromarray(picture.astype(np.uint8))
     grey = grey.convert("L").resize((width, height), Image.BILINEAR)
-    mask = (np.asarray(grey, np.float32) / 255.0 >= THRESHOLD).astype(np.float32)[..., None]
+    mask = np.asarray(grey, np.float32) / 255.0 >= image_inputs.MASK_THRESHOLD
+    mask = mask.astype(np.float32)[..., None]
     check_hole(mask)
     return mask
 

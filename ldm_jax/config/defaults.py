@@ -57,12 +57,6 @@ EXPERIMENT_TRAIN_FIELDS = (
 
 SAMPLE = sections.defaults_dict(sections.SampleSection)
 
-# As `options.default_mesh_config()` and the quickstart's `mesh`.
-MESH = sections.defaults_dict(sections.MeshSection)
-
-# As `configs/finetune/sd_lora.py`'s `finetune` (its `base_workdir` must be set).
-FINETUNE = sections.defaults_dict(sections.FinetuneSection)
-
 
 def section(values: dict[str, Any]) -> ml_collections.ConfigDict:
     """A fresh ConfigDict of `values` (one of the dicts above)."""

@@ -7,6 +7,9 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# Grey level (fraction of white) at or above which a mask pixel is to be filled in.
+MASK_THRESHOLD = 0.5
+
 
 class ImageInputError(ValueError):
     """An input image is missing, unreadable or of the wrong kind; the message names the file."""
@@ -40,7 +43,7 @@ def read_image(path: str, channels: int, flag: str = "--image") -> np.ndarray:
 def read_mask(path: str, flag: str = "--mask") -> np.ndarray:
     """A mask as float32 [H, W, 1] in {0, 1}: 1 (white, >= 50% grey) marks pixels to fill in."""
     grey = np.asarray(_open(path, flag).convert("L"), np.float32) / 255.0
-    return (grey >= 0.5).astype(np.float32)[..., None]
+    return (grey >= MASK_THRESHOLD).astype(np.float32)[..., None]
 
 
 def read_label_map(path: str, num_labels: int, flag: str = "--image") -> np.ndarray:

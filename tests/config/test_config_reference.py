@@ -107,7 +107,7 @@ def test_defaults_dicts_are_the_dataclass_defaults():
     assert defaults.AUTOENCODER_TRAIN == declared(sections.AutoencoderTrainSection)
     assert defaults.TRAIN == declared(sections.TrainSection)
     assert defaults.SAMPLE == declared(sections.SampleSection)
-    assert defaults.MESH == declared(sections.MeshSection)
+    assert sections.defaults_dict(sections.MeshSection) == declared(sections.MeshSection)
     assert defaults.OPTIONAL_FIELDS["data"] == declared(sections.DataSection)
     assert list(defaults.TRAIN) == [f.name for f in dataclasses.fields(sections.TrainSection)]
     assert set(defaults.EXPERIMENT_TRAIN_FIELDS) <= set(defaults.TRAIN)
@@ -123,10 +123,11 @@ def test_defaults_match_the_configs_that_state_them():
     train = {k: v for k, v in defaults.TRAIN.items() if k not in defaults.EXPERIMENT_TRAIN_FIELDS}
     assert quickstart.train.to_dict() == train
     assert quickstart.sample.to_dict() == defaults.SAMPLE
-    assert quickstart.mesh.to_dict() == defaults.MESH == default_mesh_config().to_dict()
+    mesh = sections.defaults_dict(sections.MeshSection)
+    assert quickstart.mesh.to_dict() == mesh == default_mesh_config().to_dict()
     assert quickstart.conditioning.to_dict() == sections.defaults_dict(sections.ConditioningSection)
     lora = load_config_file(os.path.join(ROOT, "configs", "finetune", "sd_lora.py"))
-    assert lora.finetune.to_dict() == defaults.FINETUNE
+    assert lora.finetune.to_dict() == sections.defaults_dict(sections.FinetuneSection)
 
 
 def test_choices_are_the_validated_values():
