@@ -18,9 +18,25 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ldm_jax_jit_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+import hypothesis  # noqa: E402
 import pytest  # noqa: E402
 
 from ldm_jax.data import datasets  # noqa: E402
+
+# Fuzz tests (hypothesis) are reproducible and bounded: the same examples on every run (no
+# example database, derandomized), 50 examples unless a test asks for fewer or more, and no
+# per-example deadline (the first example of a test often compiles). A failure prints the
+# example and the `@reproduce_failure` blob.
+hypothesis.settings.register_profile(
+    "ldm_jax",
+    max_examples=50,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
+hypothesis.settings.load_profile("ldm_jax")
 
 
 @pytest.fixture(scope="session")
