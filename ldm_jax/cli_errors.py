@@ -24,7 +24,12 @@ from ldm_jax.config.validation import ConfigError
 from ldm_jax.data.datasets import UnknownDatasetError
 from ldm_jax.sampling.image_inputs import ImageInputError
 from ldm_jax.sampling.request import SampleInputError
-from ldm_jax.training.checkpoint import MissingCheckpointError
+from ldm_jax.training.checkpoint import (
+    CheckpointSaveError,
+    CorruptCheckpointError,
+    IncompatibleCheckpointError,
+    MissingCheckpointError,
+)
 from ldm_jax.training.loop import PreemptedError, TrainingDivergedError
 from ldm_jax.workdir.reader import WorkdirError
 
@@ -32,6 +37,9 @@ from ldm_jax.workdir.reader import WorkdirError
 USER_ERRORS = (
     ConfigError,
     MissingCheckpointError,
+    CorruptCheckpointError,
+    IncompatibleCheckpointError,
+    CheckpointSaveError,
     TrainingDivergedError,
     PreemptedError,
     FileNotFoundError,

@@ -9,6 +9,9 @@ A stage's section (`config.autoencoder_train` or `config.train`) may set:
   min_lr_ratio: final learning rate of the cosine/linear decay, as a fraction of the peak.
   latent_cache: stage 2 reads latents encoded in "memory" at start-up, or from the "disk"
     cache in `<workdir>/latents` (written once; see `python -m ldm_jax.cache_latents`).
+  on_nonfinite: "stop" (the default: a NaN or infinite loss or gradient ends the run, naming the
+    step and the tensor) or "skip" (such a step leaves the parameters unchanged and is logged;
+    `training/finite_guard.py`).
 `config.mesh` sets the device mesh (see `training/sharding.py`).
 
 A fine-tuning run (`config.finetune`, `trainers/finetune.py`) with method "lora" adapts the
@@ -43,6 +46,11 @@ class TrainOptions:
     lr_schedule: str = "constant"
     min_lr_ratio: float = 0.0
     latent_cache: str = "memory"
+    on_nonfinite: str = "stop"
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        return self.on_nonfinite == "skip"
 
     @property
     def dtype(self):

@@ -32,6 +32,7 @@ from ldm_jax.sampling import images as image_grid
 from ldm_jax.trainers import autoencoder_gan
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
+from ldm_jax.training.finite_guard import NONFINITE_METRIC, tensor_names
 from ldm_jax.training.gradients import accumulate_gradients
 from ldm_jax.training.logging import MetricWriter
 from ldm_jax.training.loop import run_loop
@@ -42,7 +43,7 @@ from ldm_jax.training.sharded_stage import (
     init_or_restore,
     replicated_to_host,
 )
-from ldm_jax.training.state import TrainState, apply_gradients, create_state
+from ldm_jax.training.state import TrainState, checked_update, create_state
 from ldm_jax.workdir import layout
 from ldm_jax.workdir.reader import has_first_stage_params
 
@@ -74,6 +75,7 @@ def make_train_step(
     l2_weight: float,
     accum: int = 1,
     codebook_weight: float = 1.0,
+    skip_nonfinite: bool = False,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """The (state, batch) -> (state, metrics) update (to be jitted with shardings)."""
 
@@ -96,7 +98,8 @@ def make_train_step(
         (loss, metrics), grads = accumulate_gradients(
             grad_fn, state.params, {"image": batch["image"]}, step_rng, accum
         )
-        return apply_gradients(state, grads, tx, rng, None), {"loss": loss, **metrics}
+        state, report = checked_update(state, loss, grads, tx, rng, None, skip_nonfinite)
+        return state, {"loss": loss, **metrics, NONFINITE_METRIC: report}
 
     return train_step
 
@@ -142,7 +145,17 @@ def _stage(
         tcfg.l2_weight,
         train_options(tcfg).grad_accum_steps,
         tcfg.get("codebook_weight", 1.0),
+        train_options(tcfg).skip_nonfinite,
     )
+
+
+def _gradient_names(state: Any, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Names of the tensors the train step's `nonfinite` report indexes."""
+    if autoencoder_gan.uses_paper_loss(config):
+        ae = builders.build_autoencoder(config)
+        loss_cfg = autoencoder_gan.loss_config(config.autoencoder_train)
+        return autoencoder_gan.gradient_names(ae, loss_cfg, state)
+    return tensor_names(state.params)
 
 
 def restore_params(workdir: str, config: ml_collections.ConfigDict) -> Any:
@@ -268,6 +281,8 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str, writer: M
         meta_fn=lambda: {"data": loader.get_state()},
         on_step=on_step,
         learning_rate_field="autoencoder_train.learning_rate",
+        nonfinite_names=_gradient_names(state, config),
+        skip_nonfinite=opts.skip_nonfinite,
     )
     ckpt.close()
     return state.params

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from ldm_jax.config.options import train_options
 from ldm_jax.losses import adversarial, vq_codebook
 from ldm_jax.losses.autoencoder_loss import psnr
 from ldm_jax.losses.first_stage_loss import (
@@ -44,6 +45,7 @@ from ldm_jax.trainers.last_layer import (
     kernel_gradient,
     last_layer_kernel,
 )
+from ldm_jax.training.finite_guard import NONFINITE_METRIC, first_nonfinite, guard, tensor_names
 from ldm_jax.training.optimizer import optimizer_for
 
 CODEBOOK_PATH = ("quantize", "embedding", "embedding")
@@ -110,6 +112,18 @@ def _trains_logvar(ae: nn.Module, loss_cfg: FirstStageLossConfig) -> bool:
 
 def _ae_opt_target(params: Any, loss_params: Any, train_logvar: bool) -> Any:
     return (params, loss_params) if train_logvar else params
+
+
+def _checked_tree(params: Any, logvar: Any, train_logvar: bool) -> dict[str, Any]:
+    """The trees whose finiteness a step reports: the autoencoder's parameters (or gradients),
+    and the learnt log-variance when it trains."""
+    return {"autoencoder": params} | ({"logvar": logvar} if train_logvar else {})
+
+
+def gradient_names(ae: nn.Module, loss_cfg: FirstStageLossConfig, state: Any) -> tuple[str, ...]:
+    """The tensor names of the step's `nonfinite` report (`finite_guard.tensor_names`)."""
+    logvar = state.loss_params.get("logvar")
+    return tensor_names(_checked_tree(state.params, logvar, _trains_logvar(ae, loss_cfg)))
 
 
 def state_init_fn(
@@ -194,6 +208,7 @@ def make_train_step(
         lpips_net = LPIPS(net=loss_cfg.lpips_net)
         lpips_params = load_lpips_params(loss_cfg.lpips_net)
     vq_ema = is_vq and loss_cfg.uses_vq_ema
+    skip_nonfinite = train_options(tcfg).skip_nonfinite
 
     def forward(params, x, rng):
         """x -> ((x~, regulariser), aux) for `jax.vjp` (aux: last-layer input, VQ codes)."""
@@ -323,7 +338,9 @@ def make_train_step(
             disc_opt_state=disc_opt,
             codebook_ema=codebook_ema,
         )
-        return new_state, {"loss": loss, **metrics}
+        report = first_nonfinite(loss, _checked_tree(grads, g_logvar, train_logvar))
+        new_state = guard(state, new_state, report, skip_nonfinite)
+        return new_state, {"loss": loss, **metrics, NONFINITE_METRIC: report}
 
     def _ema_codebook(params, ema_state, aux, rng):
         codebook = params

@@ -68,6 +68,7 @@ from ldm_jax.trainers.finetune_base import Base, base_dir, copy_text_encoder, lo
 from ldm_jax.trainers.finetune_data import training_arrays
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
+from ldm_jax.training.finite_guard import NONFINITE_METRIC, tensor_names
 from ldm_jax.training.gradients import accumulate_gradients
 from ldm_jax.training.logging import MetricWriter
 from ldm_jax.training.loop import run_loop
@@ -78,7 +79,7 @@ from ldm_jax.training.sharded_stage import (
     compiled_step,
     init_or_restore,
 )
-from ldm_jax.training.state import TrainState, apply_gradients, create_state
+from ldm_jax.training.state import TrainState, checked_update, create_state
 from ldm_jax.training.step_compiler import memory_analysis
 from ldm_jax.workdir import layout
 
@@ -149,7 +150,7 @@ def make_lora_train_step(
     if merge is None:
         cfg = lora_config(config)
         merge = lambda base, lora: (merge_lora(base, lora, cfg), {})  # noqa: E731
-    accum = train_options(config.train).grad_accum_steps
+    opts = train_options(config.train)
     ema_decay = config.train.ema_decay
 
     def step(state: TrainState, base: Any, batch):
@@ -161,9 +162,10 @@ def make_lora_train_step(
 
         grad_fn = jax.value_and_grad(lora_loss, has_aux=True)
         (loss, _), grads = accumulate_gradients(
-            grad_fn, state.params, batch, (z_rng, step_rng), accum
+            grad_fn, state.params, batch, (z_rng, step_rng), opts.grad_accum_steps
         )
-        return apply_gradients(state, grads, tx, rng, ema_decay), {"loss": loss}
+        state, report = checked_update(state, loss, grads, tx, rng, ema_decay, opts.skip_nonfinite)
+        return state, {"loss": loss, NONFINITE_METRIC: report}
 
     return step
 
@@ -346,4 +348,6 @@ def _run(
         meta_fn=lambda: {"data": loader.get_state(), "scale_factor": scale_factor},
         on_step=on_step,
         learning_rate_field="train.learning_rate",
+        nonfinite_names=tensor_names(sharded.state.params),
+        skip_nonfinite=train_options(tcfg).skip_nonfinite,
     )

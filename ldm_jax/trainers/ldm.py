@@ -31,6 +31,7 @@ from ldm_jax.trainers import captions, latents
 from ldm_jax.trainers.conditions import Conditions, make_conditions, sample_inputs
 from ldm_jax.training import logging as log
 from ldm_jax.training.checkpoint import Checkpointer
+from ldm_jax.training.finite_guard import NONFINITE_METRIC, tensor_names
 from ldm_jax.training.gradients import accumulate_gradients
 from ldm_jax.training.logging import MetricWriter
 from ldm_jax.training.loop import run_loop
@@ -41,7 +42,7 @@ from ldm_jax.training.sharded_stage import (
     init_or_restore,
     replicated_to_host,
 )
-from ldm_jax.training.state import TrainState, apply_gradients, create_state
+from ldm_jax.training.state import TrainState, checked_update, create_state
 from ldm_jax.workdir import layout
 
 StepFn = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
@@ -150,14 +151,17 @@ def make_train_step(
     """
     loss_fn = make_loss_fn(config, scale_factor, conditions)
     ema_decay = config.train.ema_decay
-    accum = train_options(config.train).grad_accum_steps
+    opts = train_options(config.train)
 
     def train_step(state: TrainState, batch):
         rng, z_rng, step_rng = jax.random.split(state.rng, 3)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         rngs = (z_rng, step_rng)
-        (loss, _), grads = accumulate_gradients(grad_fn, state.params, batch, rngs, accum)
-        return apply_gradients(state, grads, tx, rng, ema_decay), {"loss": loss}
+        (loss, _), grads = accumulate_gradients(
+            grad_fn, state.params, batch, rngs, opts.grad_accum_steps
+        )
+        state, report = checked_update(state, loss, grads, tx, rng, ema_decay, opts.skip_nonfinite)
+        return state, {"loss": loss, NONFINITE_METRIC: report}
 
     return train_step
 
@@ -368,6 +372,8 @@ def train_ldm(
         meta_fn=lambda: {"data": loader.get_state(), "scale_factor": scale_factor},
         on_step=on_step,
         learning_rate_field="train.learning_rate",
+        nonfinite_names=tensor_names(state.params),
+        skip_nonfinite=train_options(tcfg).skip_nonfinite,
     )
     ckpt.close()
     return state

@@ -95,7 +95,8 @@ def init_or_restore(
         state, shardings = sharding.create_sharded(init_fn, rng, mesh, rules)
         return ShardedState(state, shardings, {}, mesh, rules)
     abstract, shardings = sharding.sharded_abstract(init_fn, rng, mesh, rules)
-    state, meta = checkpointer.restore(abstract, step=latest)
+    # The latest readable checkpoint: a damaged latest one is set aside for the previous one.
+    _, state, meta = checkpointer.restore_latest(abstract, newest=latest)
     return ShardedState(state, shardings, meta, mesh, rules)
 
 

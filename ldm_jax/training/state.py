@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ldm_jax.training.finite_guard import first_nonfinite, guard
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -62,3 +64,20 @@ def apply_gradients(
     return state.replace(
         step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema, rng=rng
     )
+
+
+def checked_update(
+    state: TrainState,
+    loss: jax.Array,
+    grads: Any,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    ema_decay: float | None,
+    skip_nonfinite: bool,
+) -> tuple[TrainState, jax.Array]:
+    """`apply_gradients` plus the non-finite report of `loss` and `grads`
+    (`finite_guard.first_nonfinite`); with `skip_nonfinite`, a non-finite update leaves the
+    parameters, optimizer state and EMA unchanged (`finite_guard.guard`)."""
+    report = first_nonfinite(loss, grads)
+    new_state = apply_gradients(state, grads, tx, rng, ema_decay)
+    return guard(state, new_state, report, skip_nonfinite), report
