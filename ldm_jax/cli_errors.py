@@ -21,7 +21,7 @@ from absl import app, flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from ldm_jax.config.validation import ConfigError
-from ldm_jax.data.datasets import UnknownDatasetError
+from ldm_jax.data.errors import DataError
 from ldm_jax.sampling.image_inputs import ImageInputError
 from ldm_jax.sampling.request import SampleInputError
 from ldm_jax.training.checkpoint import (
@@ -43,7 +43,7 @@ USER_ERRORS = (
     TrainingDivergedError,
     PreemptedError,
     FileNotFoundError,
-    UnknownDatasetError,
+    DataError,  # UnknownDatasetError among them
     WorkdirError,
     SampleInputError,
     ImageInputError,

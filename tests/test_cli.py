@@ -121,6 +121,10 @@ def test_usage_errors_raised_while_running_are_one_line(capsys):
     "error",
     [
         "ldm_jax.data.datasets.UnknownDatasetError",
+        "ldm_jax.data.errors.DataError",
+        "ldm_jax.training.checkpoint.CorruptCheckpointError",
+        "ldm_jax.training.checkpoint.IncompatibleCheckpointError",
+        "ldm_jax.training.checkpoint.CheckpointSaveError",
         "ldm_jax.workdir.reader.WorkdirError",
         "ldm_jax.sampling.request.SampleInputError",
         "ldm_jax.sampling.image_inputs.ImageInputError",

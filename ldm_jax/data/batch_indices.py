@@ -14,6 +14,8 @@ import functools
 import grain
 import numpy as np
 
+from ldm_jax.data.errors import DataError
+
 
 def _slice(indices: np.ndarray, *, start: int, stop: int) -> np.ndarray:
     return indices[start:stop]
@@ -30,8 +32,8 @@ def global_batch_indices(
     """Infinite `MapDataset` of int index arrays [global_batch_size / shard_count].
 
     Raises:
-      ValueError: naming the values when the batch does not split evenly or is larger than
-        the dataset.
+      ValueError: naming the values when the batch does not split evenly.
+      DataError: the dataset holds fewer examples than one global batch (names the fix).
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"Invalid shard_index {shard_index} for shard_count {shard_count}.")
@@ -41,9 +43,12 @@ def global_batch_indices(
             f"number of processes ({shard_count})."
         )
     if num_examples < global_batch_size:
-        raise ValueError(
+        raise DataError(
             f"The dataset holds {num_examples} examples, fewer than the batch size "
-            f"{global_batch_size}."
+            f"{global_batch_size} (one global batch): lower the batch size "
+            f"(--config.train.batch_size or --config.autoencoder_train.batch_size) to at most "
+            f"{max(1, num_examples)}, or train on more data (a larger --config.data.train_split "
+            "slice; an image folder's skipped files do not count)."
         )
     per_process = global_batch_size // shard_count
     batches = (

@@ -51,13 +51,15 @@ from ldm_jax.data import (
     image_folder,
     noto_emoji_builder,
     noto_emoji_segmentation_builder,
+    split_slices,
     synthetic_shapes,
 )
+from ldm_jax.data.errors import DataError
 
 DEFAULT_DATASET = "fashion_mnist"
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(DataError):
     """`data.name` is neither one of ours nor a tfds catalog name (the message lists both)."""
 
 
@@ -286,6 +288,9 @@ def get_data_source(
     Raises:
       ValueError: empty/invalid/unknown name or split, empty image folder; the message lists the
         valid choices or the fix.
+      DataError: (a ValueError) a slice that keeps no example, an image folder that cannot be
+        listed or none of whose files could be read, a file given as the folder, a damaged
+        Debian data file; one line naming the fix.
       FileNotFoundError: Debian files missing, missing image folder, a catalog dataset not prepared
         in `data_dir` (the message has the command that prepares it), or a dataset of the paper
         that tfds does not have (the message points to image_folder).
@@ -316,7 +321,7 @@ def get_data_source(
         return noto_emoji_builder.get_source(split, data_dir or default_data_dir(), noto[1])
     builder = get_builder(name, data_dir)
     split = _check_split(name, split, tuple(builder.info.splits.keys()))
-    return builder.as_data_source(split=split)
+    return split_slices.data_source(builder, split, name)
 
 
 def dataset_summary(name: str = DEFAULT_DATASET, data_dir: str | None = None) -> DatasetSummary:

@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from ldm_jax.data.errors import DataError
+
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = (
     "T-shirt/top",
@@ -24,6 +26,7 @@ _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+_REINSTALL = "reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist"
 INSTALL_HINT = (
     "Fashion-MNIST is read offline from the Debian package 'dataset-fashion-mnist'. "
     "Install it with: sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist "
@@ -44,16 +47,20 @@ def _read_idx(path: str, expected_ndim: int) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(
+        raise DataError(
             f"Corrupt Fashion-MNIST file {path} ({e}). Reinstall the package: "
             "sudo apt-get install --reinstall dataset-fashion-mnist"
         ) from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != expected_ndim:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file with {expected_ndim} dims.")
+        raise DataError(
+            f"{path} is not an unsigned-byte IDX file with {expected_ndim} dims: {_REINSTALL}"
+        )
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(expected_ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * expected_ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} bytes.")
+        raise DataError(
+            f"{path} is truncated: header says {dims}, found {data.size} bytes: {_REINSTALL}"
+        )
     return data.reshape(dims)
 
 

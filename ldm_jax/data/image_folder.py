@@ -2,8 +2,8 @@
 
 Conventions (one of each, checked in `tests/data/test_image_folder.py`):
 
-* **Images**: every ``*.png|jpg|jpeg|webp|bmp`` file under DIR, recursively (extensions in any
-  case; hidden files and folders skipped), in sorted path order.
+* **Images**: every ``*.png|jpg|jpeg|webp|bmp|gif|tif|tiff`` file under DIR, recursively
+  (extensions in any case; hidden files and folders skipped), in sorted path order.
 * **Splits**: when DIR holds sub-folders named ``train``, ``test`` or ``validation``, each is a
   split (images outside them are ignored). Otherwise every image belongs to the one split
   ``"train"``; hold some out with tfds slicing (``"train[:90%]"`` / ``"train[90%:]"``).
@@ -18,8 +18,13 @@ Conventions (one of each, checked in `tests/data/test_image_folder.py`):
 
 Each example is {"image": uint8 [H, W, C] with min(H, W) == image_size (resized with Pillow
 bicubic, not yet cropped: `pipeline` crops at the centre or at random), "file_name": str, and
-"label": int / "caption": str when the folder has them}. Unreadable files are skipped, counted and
-logged; other modes are converted (`image_files`).
+"label": int / "caption": str when the folder has them}. Grey, palette, transparent, 16-bit,
+32-bit, float and CMYK images are converted to ``channels`` (`image_files`). Files that cannot be
+used (missing, unreadable, empty, not an image, truncated, corrupt, decompression-bomb sized) are
+skipped, never stopping a run, and counted by reason: one warning per split names the counts and
+a few files (`FolderSource.skip_reasons` holds them all, each with its reason). A split left
+with no image at all, a folder that cannot be listed, a file given as the folder: one-line
+`DataError`s naming the fix.
 
 **Storage**: the folder is prepared once into a tfds array_record dataset under
 ``data_dir/image_folder/<folder>_<size>px_<channels>c_<fingerprint>``, the fingerprint covering
@@ -31,12 +36,13 @@ any tfds dataset, and a small folder costs well under a second to prepare.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -44,14 +50,15 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from ldm_jax.data import image_files, tfds_quiet
+from ldm_jax.data import image_files, split_slices, tfds_quiet
 from ldm_jax.data.decoded_source import DecodedSource
+from ldm_jax.data.errors import DataError
 
 SPLIT_FOLDERS = ("train", "test", "validation")
 METADATA_FILE = "metadata.jsonl"
 FILE_FORMAT = "array_record"
-_FORMAT_VERSION = 1  # Bump when the prepared content changes for the same folder.
-_MAX_LOGGED = 10
+_FORMAT_VERSION = 2  # Bump when the prepared content changes for the same folder.
+_EXAMPLES_LOGGED = 3  # Skipped files named in the summary warning.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +84,24 @@ def _hint(path: str) -> str:
     )
 
 
+def _unreadable_folder(error: OSError) -> None:
+    """os.walk's onerror: a folder that cannot be listed would silently lose its images."""
+    folder = error.filename or "?"
+    reason = error.strerror or type(error).__name__
+    raise DataError(
+        f"Cannot list the image folder {folder} ({reason}): give yourself read and execute "
+        f"permission (chmod -R u+rX {folder}) or move it out of data.path."
+    ) from error
+
+
 def _list_images(root: str) -> list[str]:
-    """Relative paths of the image files under root (recursive, no hidden entries), sorted."""
+    """Relative paths of the image files under root (recursive, no hidden entries), sorted.
+
+    Raises:
+      DataError: root or one of its (non-hidden) sub-folders cannot be listed.
+    """
     found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    for folder, dirs, files in os.walk(root, onerror=_unreadable_folder, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             if not name.startswith(".") and name.lower().endswith(image_files.IMAGE_EXTENSIONS):
@@ -102,20 +123,27 @@ def _read_metadata(root: str) -> dict[str, dict[str, Any]] | None:
     if not os.path.exists(path):
         return None
     entries = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                name = os.path.normpath(entry["file_name"]).replace(os.sep, "/")
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(
-                    f"{path}:{line_no}: each line must be a JSON object with a 'file_name' "
-                    f'(e.g. {{"file_name": "a.png", "caption": "a cat"}}); '
-                    f"got {line.strip()[:80]!r}."
-                ) from e
-            entries[name] = entry
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"Cannot read {path} ({e.strerror if isinstance(e, OSError) else e}): make it a "
+            "readable UTF-8 text file (one JSON object per line) or remove it."
+        ) from e
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            name = os.path.normpath(entry["file_name"]).replace(os.sep, "/")
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(
+                f"{path}:{line_no}: each line must be a JSON object with a 'file_name' "
+                f'(e.g. {{"file_name": "a.png", "caption": "a cat"}}); '
+                f"got {line.strip()[:80]!r}."
+            ) from e
+        entries[name] = entry
     return entries
 
 
@@ -138,7 +166,7 @@ def _labels_from_metadata(meta: dict[str, dict[str, Any]], kept: list[str]):
     if not raw:
         return None, (), None
     if len(raw) != len(kept):
-        raise ValueError(
+        raise DataError(
             f"{METADATA_FILE}: {len(kept) - len(raw)} of {len(kept)} images have no 'label'; "
             "give every line a label or none."
         )
@@ -154,10 +182,11 @@ def _fingerprint(root: str, paths: list[str], image_size: int, channels: int) ->
     head = [_FORMAT_VERSION, os.path.realpath(root), image_size, channels]
     digest.update(json.dumps(head).encode())
     for rel in [*paths, METADATA_FILE]:
-        full = os.path.join(root, rel)
-        if os.path.exists(full):
-            st = os.stat(full)
-            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(os.path.join(root, rel))
+        except OSError:  # Absent (or vanished since listing): read as skipped.
+            continue
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -166,11 +195,18 @@ def plan_folder(path: str, image_size: int, channels: int = 3) -> FolderPlan:
 
     Raises:
       FileNotFoundError: the folder does not exist.
-      ValueError: no image files, or a malformed metadata.jsonl; the message names the fix.
+      DataError: no data.path, a file as the path, a folder that cannot be listed or holds no
+        image files, an unreadable or malformed metadata.jsonl; the message names the fix.
+      ValueError: a bad image_size or channels (checked with the config before).
     """
     if not path:
-        raise ValueError("data.name=image_folder needs data.path: " + _hint("a folder"))
+        raise DataError("data.name=image_folder needs data.path: " + _hint("a folder"))
     root = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DataError(
+            f"data.path {root} is a file, not a folder: point data.path at the folder that "
+            f"holds the images (e.g. --config.data.path={os.path.dirname(root)})."
+        )
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder {root} does not exist: " + _hint(root))
     if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer):
@@ -180,14 +216,17 @@ def plan_folder(path: str, image_size: int, channels: int = 3) -> FolderPlan:
     image_size, channels = int(image_size), image_files.check_channels(channels)
     paths = _list_images(root)
     if not paths:
-        raise ValueError(f"Image folder {root} holds no image files: " + _hint(root))
+        raise DataError(f"Image folder {root} holds no image files: " + _hint(root))
     meta = _read_metadata(root)
     left_out: list[str] = []
     if meta is not None:
         left_out = [p for p in paths if p not in meta]
         paths = [p for p in paths if p in meta]
         if not paths:
-            raise ValueError(f"{os.path.join(root, METADATA_FILE)} names none of the images.")
+            raise DataError(
+                f"{os.path.join(root, METADATA_FILE)} names none of the images: give each line "
+                'the file_name of an image relative to the folder (e.g. "dogs/1.jpg").'
+            )
     files = _split_files(paths)
     split_layout = list(files) != ["train"] or any(p.startswith("train/") for p in paths)
     labels, names, num_classes = None, (), None
@@ -224,7 +263,7 @@ class LdmImageFolder(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, *, plan: FolderPlan, **kwargs: Any):
         self._plan = plan
-        self.skipped: list[str] = []
+        self.skipped: dict[str, str] = {}  # Relative path -> reason, filled while preparing.
         super().__init__(**kwargs)
 
     def _log_download_bytes(self) -> None:  # tfds prints to stdout; `prepare` logs instead.
@@ -270,12 +309,9 @@ class LdmImageFolder(tfds.core.GeneratorBasedBuilder):
                 image = image_files.read_image(
                     os.path.join(plan.root, rel), plan.channels, plan.image_size
                 )
-            except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, ...
-                if len(self.skipped) < _MAX_LOGGED:
-                    logging.warning(
-                        "Skipping unreadable image %s (%s: %s)", rel, type(e).__name__, e
-                    )
-                self.skipped.append(rel)
+            except image_files.ImageDecodeError as e:
+                logging.debug("Skipping image %s: %s (%s)", rel, e.reason, e.detail)
+                self.skipped[rel] = e.reason
                 continue
             example = {"image": image, "file_name": rel}
             if plan.labels is not None:
@@ -284,20 +320,47 @@ class LdmImageFolder(tfds.core.GeneratorBasedBuilder):
                 example["caption"] = plan.captions[rel]
             yield i, example
         in_split = set(plan.files[split])
-        self.info.metadata[f"skipped_{split}"] = [r for r in self.skipped if r in in_split]
+        reasons = {r: why for r, why in self.skipped.items() if r in in_split}
+        self.info.metadata[f"skipped_{split}"] = list(reasons)
+        self.info.metadata[f"skip_reasons_{split}"] = reasons
+
+
+def skip_summary(root: str, split: str, skipped: dict[str, str], total: int) -> str:
+    """One line: how many files of a split were skipped, by reason, with a few examples.
+
+    Args:
+      root: the image folder.
+      split: the split name.
+      skipped: relative path -> reason (`image_files.SKIP_REASONS`), in file order.
+      total: image files of the split.
+    """
+    return (
+        f"Skipped {len(skipped)} of {total} image files of split {split!r} in {root}: "
+        f"{_reasons(skipped)}; fix or remove them (they are left out of the dataset)."
+    )
+
+
+def _reasons(skipped: dict[str, str]) -> str:
+    """'2 corrupt, 1 empty file (e.g. a.png (corrupt), ...)': counts by reason, then examples."""
+    counts = collections.Counter(skipped.values())
+    by_reason = ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=_most_first))
+    examples = ", ".join(f"{rel} ({why})" for rel, why in list(skipped.items())[:_EXAMPLES_LOGGED])
+    more = ", ..." if len(skipped) > _EXAMPLES_LOGGED else ""
+    return f"{by_reason} (e.g. {examples}{more})"
+
+
+def _most_first(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
 
 
 def prepare(plan: FolderPlan, data_dir: str) -> LdmImageFolder:
-    """Prepares the plan into `data_dir/image_folder/<key>` unless already there; the builder."""
+    """Prepares the plan into `data_dir/image_folder/<key>` unless already there; the builder.
+
+    Raises:
+      DataError: every image file of a split was skipped (the message counts the reasons).
+    """
     with tfds_quiet.quiet():
         builder = _prepare(plan, os.path.join(data_dir, "image_folder", plan.key))
-    if builder.skipped:
-        logging.warning(
-            "Skipped %d unreadable image file(s) of %s (first: %s).",
-            len(builder.skipped),
-            plan.root,
-            ", ".join(builder.skipped[:_MAX_LOGGED]),
-        )
     if plan.left_out:
         logging.info("%d image(s) not named in %s left out.", len(plan.left_out), METADATA_FILE)
     return builder
@@ -320,9 +383,11 @@ def _prepare(plan: FolderPlan, folder_dir: str) -> LdmImageFolder:
             return other
         for split, files in plan.files.items():
             if set(files) <= set(b.skipped):
-                raise ValueError(
+                reasons = _reasons({f: b.skipped[f] for f in files})
+                raise DataError(
                     f"None of the {len(files)} image files of split {split!r} in {plan.root} "
-                    f"could be read (e.g. {files[0]}): replace or remove the broken files."
+                    f"could be read: {reasons}; replace or remove the broken files, or point "
+                    "data.path at another folder."
                 ) from e
         raise
     return b
@@ -334,10 +399,11 @@ class FolderSource(DecodedSource):
     text_keys = ("file_name", "caption")
     int_keys = ("label",)
 
-    def __init__(self, source: Any, plan: FolderPlan, skipped: Sequence[str]):
+    def __init__(self, source: Any, plan: FolderPlan, skip_reasons: dict[str, str]):
         super().__init__(source)
         self.plan = plan
-        self.skipped = tuple(skipped)  # Unreadable files of this split (relative paths).
+        self.skip_reasons = dict(skip_reasons)  # Skipped files (relative path -> reason).
+        self.skipped = tuple(skip_reasons)  # Their relative paths, in file order.
 
 
 def get_source(
@@ -351,15 +417,29 @@ def get_source(
       data_dir: where the prepared copy is stored.
       image_size: the shorter side of the stored images.
       channels: 1 or 3.
+
+    Raises:
+      FileNotFoundError: the folder does not exist.
+      DataError: unknown split, a folder that cannot be listed, a file as the folder, or a
+        split none of whose files could be read (one line naming the fix).
+      ValueError: no image files, or bad arguments.
     """
     plan = plan_folder(path, image_size, channels)
     builder = prepare(plan, data_dir)
     parts = [p.split("[")[0].strip() for p in split.split("+")] if isinstance(split, str) else []
     bad = [p for p in parts if p not in plan.files]
     if not parts or bad:
-        raise ValueError(
+        raise DataError(
             f"Invalid split {split!r} for image folder {plan.root}: it has {sorted(plan.files)} "
             f"(sub-folders {'/'.join(SPLIT_FOLDERS)} make splits; slice with e.g. 'train[90%:]')."
         )
-    skipped = [r for p in parts for r in builder.info.metadata.get(f"skipped_{p}", [])]
-    return FolderSource(builder.as_data_source(split=split.replace(" ", "")), plan, skipped)
+    skipped: dict[str, str] = {}
+    for part in dict.fromkeys(parts):
+        reasons = dict(builder.info.metadata.get(f"skip_reasons_{part}", {}))
+        if reasons:
+            total = len(plan.files[part])
+            logging.warning("%s", skip_summary(plan.root, part, reasons, total))
+        skipped.update(reasons)
+    return FolderSource(
+        split_slices.data_source(builder, split.replace(" ", ""), plan.root), plan, skipped
+    )

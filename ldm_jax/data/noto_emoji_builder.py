@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from ldm_jax.data import noto_emoji_render, tfds_quiet
+from ldm_jax.data import noto_emoji_render, split_slices, tfds_quiet
 from ldm_jax.data.decoded_source import DecodedSource
 
 NAME = "noto_emoji"
@@ -171,4 +171,4 @@ def get_source(split: str, data_dir: str, config: str = f"{DEFAULT_SIZE}px") -> 
       config: "64px" or "32px" (`config_for(image_size)` picks one for a model size).
     """
     builder = prepare(data_dir, config)
-    return NotoEmojiSource(builder.as_data_source(split=split))
+    return NotoEmojiSource(split_slices.data_source(builder, split, NAME))

@@ -38,6 +38,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ldm_jax.data.errors import DataError
+
 DEFAULT_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 DEFAULT_CLDR_DIR = "/usr/share/unicode/cldr/common"
 FONT_SIZE = 109  # The only size of the font's colour bitmaps that FreeType accepts.
@@ -109,13 +111,21 @@ def load_font(path: str | None = None) -> ImageFont.FreeTypeFont:
 
     Raises:
       FileNotFoundError: the font file is missing (one line, with the install command).
+      DataError: the file is not a font FreeType reads (one line, with the reinstall command).
     """
     path = path or font_path()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Noto Color Emoji font {path} not found: {INSTALL_HINT}.")
     # Single code points need no shaping: the basic layout is faster than raqm and takes any
     # code point (raqm rejects some format characters).
-    return ImageFont.truetype(path, FONT_SIZE, layout_engine=ImageFont.Layout.BASIC)
+    try:
+        return ImageFont.truetype(path, FONT_SIZE, layout_engine=ImageFont.Layout.BASIC)
+    except OSError as e:  # FreeType: "unknown file format", "invalid pixel size", ...
+        raise DataError(
+            f"Noto Color Emoji font {path} cannot be read ({e}): reinstall it with: sudo apt-get "
+            "install --reinstall fonts-noto-color-emoji, or point LDM_JAX_NOTO_EMOJI_FONT at a "
+            "good copy of NotoColorEmoji.ttf."
+        ) from e
 
 
 def split_of(codepoint: int) -> str:

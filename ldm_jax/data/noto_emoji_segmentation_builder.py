@@ -31,6 +31,7 @@ from ldm_jax.data import (
     noto_emoji_builder,
     noto_emoji_glyphs,
     noto_emoji_render,
+    split_slices,
     tfds_quiet,
 )
 from ldm_jax.data.decoded_source import DecodedSource
@@ -166,4 +167,4 @@ def get_source(
       builder_class: see `prepare`.
     """
     builder = prepare(data_dir, config, builder_class)
-    return NotoEmojiSegmentationSource(builder.as_data_source(split=split))
+    return NotoEmojiSegmentationSource(split_slices.data_source(builder, split, NAME))

@@ -21,6 +21,7 @@ import grain
 import numpy as np
 
 from ldm_jax.data import batch_indices
+from ldm_jax.data.errors import DataError
 from ldm_jax.data.preprocess import (  # noqa: F401 - re-exported: callers use pipeline.*.
     CROPS,
     PAD_VALUE,
@@ -30,6 +31,11 @@ from ldm_jax.data.preprocess import (  # noqa: F401 - re-exported: callers use p
     preprocess_batch,
     preprocess_examples,
     preprocess_images,
+)
+
+_EMPTY = (
+    "The dataset split holds no examples: check --config.data.name, --config.data.path and the "
+    "split's slice (a slice such as 'test[:0]' or 'train[99%:]' of a small split is empty)."
 )
 
 
@@ -191,7 +197,7 @@ def load_split_arrays(
     """
     n = len(source) if max_examples is None else min(len(source), max_examples)
     if n == 0:
-        raise ValueError("Source is empty.")
+        raise DataError(_EMPTY)
     images = labels = None
     for start in range(0, n, chunk_size):
         chunk = preprocess_examples(
@@ -233,7 +239,7 @@ def load_split_dict(
     """
     n = len(source) if max_examples is None else min(len(source), max_examples)
     if n == 0:
-        raise ValueError("Source is empty.")
+        raise DataError(_EMPTY)
     out: dict[str, np.ndarray] = {}
     for start in range(0, n, chunk_size):
         rows = range(start, min(n, start + chunk_size))

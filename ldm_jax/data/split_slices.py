@@ -3,10 +3,12 @@ sources that generate examples on access instead of reading a prepared tfds data
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from ldm_jax.data.errors import DataError
 
 
 class _SplitInfo(NamedTuple):
@@ -47,3 +49,22 @@ def index_table(ranges: list[tuple[str, int, int]], split_ids: dict[str, int]) -
         np.stack([np.full(b - a, split_ids[s]), np.arange(a, b)], axis=1) for s, a, b in ranges
     ]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 2), np.int64)
+
+
+def data_source(builder: Any, split: str, dataset: str) -> Any:
+    """`builder.as_data_source(split)`, with a one-line `DataError` for a slice that keeps no
+    example (array_record would raise "Paths sequence can not be of 0 length").
+
+    Args:
+      builder: a prepared tfds builder.
+      split: a valid split string, slices allowed ("train[:10]", "train+test").
+      dataset: the dataset's name or folder, for the message.
+    """
+    sizes = {name: int(info.num_examples) for name, info in builder.info.splits.items()}
+    if not sum(b - a for _, a, b in resolve_split(split, sizes, dataset)):
+        raise DataError(
+            f"Split {split!r} of dataset {dataset!r} holds no examples "
+            f"({', '.join(f'{k}: {v}' for k, v in sizes.items())} examples): use a slice that "
+            "keeps some (e.g. 'train[:90%]')."
+        )
+    return builder.as_data_source(split=split)

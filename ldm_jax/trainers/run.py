@@ -25,7 +25,11 @@ from ldm_jax.trainers import autoencoder as train_autoencoder
 from ldm_jax.trainers import captions, finetune, finetune_base
 from ldm_jax.trainers import ldm as train_ldm
 from ldm_jax.training import logging as log
-from ldm_jax.training.checkpoint import Checkpointer, MissingCheckpointError
+from ldm_jax.training.checkpoint import (
+    Checkpointer,
+    IncompatibleCheckpointError,
+    MissingCheckpointError,
+)
 from ldm_jax.training.logging import MetricWriter, ScalarListener
 from ldm_jax.workdir import layout
 from ldm_jax.workdir.reader import has_first_stage_params, load_first_stage_params
@@ -78,9 +82,7 @@ def run(
     os.makedirs(workdir, exist_ok=True)
     if config.stage != "autoencoder" and has_model_section(config):
         captions.prepare_vocab_field(config, workdir)
-    if jax.process_index() == 0:
-        with open(layout.config_path(workdir), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    previous = _write_config_json(config, workdir)
     writer = MetricWriter(workdir, listeners)
     timings = {}
     try:
@@ -98,6 +100,26 @@ def run(
             start = time.perf_counter()
             finetune.train_finetune(config, workdir, ae_params, writer)
             timings["finetune_s"] = time.perf_counter() - start
+    except IncompatibleCheckpointError:
+        # The workdir's checkpoints belong to its previous config: put its record back.
+        if previous is not None and jax.process_index() == 0:
+            with open(layout.config_path(workdir), "w") as f:
+                f.write(previous)
+        raise
     finally:
         writer.close()
     return timings
+
+
+def _write_config_json(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+    """Writes the run's config.json (process 0); returns the text it replaced, if any."""
+    if jax.process_index() != 0:
+        return None
+    path = layout.config_path(workdir)
+    previous = None
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = f.read()
+    with open(path, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    return previous

@@ -260,11 +260,11 @@ def _key_name(key: Any) -> str:
 
 def _short_reason(error: Exception) -> str:
     """The gist of an orbax / tensorstore error: the OS error when one is named (e.g. "No space
-    left on device"), else its first 200 characters without the tensorstore spec dump."""
+    left on device [errno 28]"), else its first 200 characters without the tensorstore spec."""
     text = " ".join(str(error).split())
     for marker in (" See full TensorStore details", " [tensorstore_spec"):
         text = text.split(marker)[0]
     code = re.search(r"os_error_code='(\d+)'", str(error))
     if code:
-        return f"{os.strerror(int(code.group(1)))}: {text[-160:]}"
+        return f"{os.strerror(int(code.group(1)))} [errno {code.group(1)}]"
     return text[:200] or type(error).__name__

@@ -148,6 +148,10 @@ def show_own_status_only() -> None:
     if flags.FLAGS["verbosity"].present:
         return
     logging.set_verbosity(logging.INFO)
+    # A failed checkpoint write (a full disk) leaves orbax's write tasks failed; asyncio reports
+    # each one again at exit ("Task exception was never retrieved") after the CLI's one-line
+    # error, which already names the OS error (`CheckpointSaveError`).
+    logging_std.getLogger("asyncio").setLevel(logging_std.CRITICAL)
     for target in (logging_std.getLogger("absl"), handler):
         if not any(isinstance(f, _OwnInfoOnly) for f in target.filters):
             target.addFilter(_OwnInfoOnly())

@@ -67,8 +67,10 @@ def test_odd_files_round_trip(odd_folder, tmp_path, caplog):
         source = datasets.get_data_source(
             "image_folder", "train", data_dir, path=str(odd_folder), image_size=SIZE
         )
-    assert "Skipped 1 unreadable" in caplog.text and "e_corrupt.png" in caplog.text
+    assert "Skipped 1 of 6 image files of split 'train'" in caplog.text
+    assert "1 corrupt (e.g. dogs/e_corrupt.png (corrupt))" in caplog.text
     assert source.skipped == ("dogs/e_corrupt.png",)
+    assert source.skip_reasons == {"dogs/e_corrupt.png": "corrupt"}
     names = [source[i]["file_name"] for i in range(len(source))]
     assert names == [
         "cats/a_rgb.JPG",

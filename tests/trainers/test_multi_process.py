@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -69,11 +72,11 @@ def _single_process(workdir: str, tfds_dir: str, extra: list[str]) -> None:
     _check(proc, proc.stdout, proc.stderr)
 
 
-def _two_processes(workdir: str, tfds_dir: str, extra: list[str]) -> None:
+def _start_two_processes(workdir: str, tfds_dir: str, extra: list[str]) -> list[subprocess.Popen]:
     port = _free_port()
     # 4 devices per process from JAX_NUM_CPU_DEVICES, not 8 from the conftest's XLA_FLAGS.
     env = _env(tfds_dir, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu", XLA_FLAGS="")
-    procs = [
+    return [
         subprocess.Popen(
             _train_cmd(
                 workdir,
@@ -92,6 +95,10 @@ def _two_processes(workdir: str, tfds_dir: str, extra: list[str]) -> None:
         )
         for i in range(2)
     ]
+
+
+def _two_processes(workdir: str, tfds_dir: str, extra: list[str]) -> None:
+    procs = _start_two_processes(workdir, tfds_dir, extra)
     outputs = [p.communicate(timeout=900) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         _check(p, out, err)
@@ -136,3 +143,62 @@ def test_two_processes_match_one_process_and_restore_into_one(tmp_path, tfds_dir
     # ... and a single process continues the 2-process run.
     _single_process(two, tfds_dir, mesh + ["--config.train.steps=6"])
     assert os.path.exists(os.path.join(two, "checkpoints", "ldm", "6"))
+
+
+def _wait_for_logged_steps(workdir: str, procs: list[subprocess.Popen], steps: int) -> None:
+    """Waits until process 0 has logged `steps` training steps (both processes are then inside
+    the step loop, whose collectives need both)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                out, err = p.communicate()
+                raise AssertionError(f"a process exited early ({p.returncode}):\n{err[-4000:]}")
+        if os.path.exists(path):
+            with open(path) as f:
+                if sum('"autoencoder/loss"' in line for line in f) >= steps:
+                    return
+        time.sleep(0.5)
+    raise AssertionError("training did not start in time")
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_checkpoint(tmp_path, tfds_dir):
+    # A preemption notice may reach any one host of a job: process 1 gets SIGTERM, and both
+    # processes must agree to save the same step and stop (else process 0 would wait forever
+    # in the next step's collectives, or the two would save different steps).
+    workdir = str(tmp_path / "preempted")
+    long_run = [
+        "--config.stage=autoencoder",
+        "--config.autoencoder_train.steps=100000",
+        "--config.autoencoder_train.log_every=1",
+        "--config.autoencoder_train.checkpoint_every=100000",
+    ]
+    procs = _start_two_processes(workdir, tfds_dir, long_run)
+    try:
+        _wait_for_logged_steps(workdir, procs, steps=2)
+        procs[1].send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    saved = []
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 1, err[-4000:]
+        last = err.strip().splitlines()[-1]
+        match = re.search(r"SIGTERM received; saved a checkpoint at step (\d+)", last)
+        assert match, err[-4000:]
+        saved.append(int(match.group(1)))
+    assert saved[0] == saved[1] >= 2
+    step = saved[0]
+    ckpt_dir = os.path.join(workdir, "checkpoints", "autoencoder")
+    assert sorted(os.listdir(ckpt_dir)) == [str(step)]
+
+    # The same workdir resumes from that step (here in one process with 8 devices).
+    _single_process(
+        workdir,
+        tfds_dir,
+        long_run[:1] + [f"--config.autoencoder_train.steps={step + 1}", "--config.mesh.data=-1"],
+    )
+    assert sorted(os.listdir(ckpt_dir)) == sorted([str(step), str(step + 1)])
