@@ -67,6 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             grad_accum_steps=1,
             lr_schedule="constant",  # constant | cosine | linear, after the warm-up
             min_lr_ratio=0.0,
+            on_nonfinite="stop",  # or "skip": a step with a NaN/inf loss or gradient
         )
     )
 
@@ -122,6 +123,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             grad_accum_steps=1,
             lr_schedule="constant",  # constant | cosine | linear, after the warm-up
             min_lr_ratio=0.0,
+            on_nonfinite="stop",  # or "skip": a step with a NaN/inf loss or gradient
         )
     )
     # Devices: (data, fsdp, tensor); -1 takes the remaining devices. The rules map the models'

@@ -4,8 +4,9 @@ Every section of an experiment config is a frozen dataclass (`config/sections.py
 `config/schema.py` and the network specs it re-exports, `losses/first_stage_loss.py`); this
 module renders each one as a table of its fields: name, type, default, and the description that
 the class docstring's `Attributes:` section gives (searched along the class's bases), with the
-accepted values of a `Literal` type or of a field's `choices`. A field without a description is
-an error, so the reference cannot silently fall behind the schema.
+accepted values of a `Literal` type or of a field's `choices`, and the accepted numbers of its
+`valid` range (`config/fields.py`). A field without a description is an error, so the reference
+cannot silently fall behind the schema.
 
 `scripts/write_config_reference.py` writes the file; `tests/config/test_config_reference.py`
 checks that the committed file is current.
@@ -24,6 +25,7 @@ import typing
 from typing import Any, Literal
 
 from ldm_jax.config import schema, sections
+from ldm_jax.config.fields import field_range
 from ldm_jax.losses.first_stage_loss import FirstStageLossConfig
 
 # The sections in the order of the page; a family (a class with `KINDS`) is rendered with one
@@ -263,6 +265,9 @@ def _field_row(section: type, field: dataclasses.Field, hint: Any) -> str:
     choices = field_choices(field, hint)
     if choices:
         description += " Choices: " + ", ".join(f"`{format_value(c)}`" for c in choices) + "."
+    valid = field_range(field)
+    if valid is not None and not valid.empty:
+        description += f" Range: {valid.describe()}."
     name = f"`{field.name}`"
     if field.metadata.get("optional", False):
         name += " *optional*"

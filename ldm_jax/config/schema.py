@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
+from ldm_jax.config.fields import NON_NEGATIVE, POSITIVE, STRICTLY_POSITIVE, Range, option
 from ldm_jax.models.cond_specs import (
     BertCondConfig,
     ClassCondConfig,
@@ -78,6 +79,9 @@ __all__ = [
     "latent_channels",
 ]
 
+# beta_start and beta_end: 0 < beta < 1 (and beta_start < beta_end, checked by validation).
+_UNIT_INTERVAL = Range(above=0, below=1)
+
 # The reference's `parameterization` -> our (diffusers') `prediction_type`.
 PREDICTION_TYPE_OF_PARAMETERIZATION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
@@ -110,18 +114,18 @@ class DiffusionConfig(Spec):
     SECTION: ClassVar[str] = "diffusion"
 
     schedule: Literal["linear", "scaled_linear", "cosine"] = "scaled_linear"
-    num_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
+    num_timesteps: int = option(1000, valid=POSITIVE)
+    beta_start: float = option(0.0001, valid=_UNIT_INTERVAL)
+    beta_end: float = option(0.02, valid=_UNIT_INTERVAL)
     prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon"
     loss_type: Literal["l2", "l1"] = "l2"
     loss_weighting: Literal["simple", "min_snr"] = "simple"
-    min_snr_gamma: float = 5.0
-    original_elbo_weight: float = 0.0
-    scale_factor: float = 1.0
+    min_snr_gamma: float = option(5.0, valid=STRICTLY_POSITIVE)
+    original_elbo_weight: float = option(0.0, valid=NON_NEGATIVE)
+    scale_factor: float = option(1.0, valid=STRICTLY_POSITIVE)
     scale_by_std: bool = False
     rescale_zero_snr: bool = False
-    offset_noise: float = 0.0
+    offset_noise: float = option(0.0, valid=NON_NEGATIVE)
 
     @classmethod
     def from_reference(cls, mapping: Mapping[str, Any]) -> DiffusionConfig:

@@ -19,7 +19,8 @@ rest, one frozen dataclass per section, each field with its default and its desc
 classes with `defaults_dict`, so the defaults are stated once. A field whose metadata has
 `optional=True` is documented and read with this default when absent, but not written into a
 section's defaults dict (older configs and workdirs lack it). Accepted values (`choices` in the
-metadata) come from the constants that the code checking them uses.
+metadata) come from the constants that the code checking them uses; accepted numbers (`valid`, a
+`fields.Range`) are checked by `config/validation.py` and rendered in the reference.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from ldm_jax.config.fields import (
+    DROP_PROBABILITY,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    STRICTLY_POSITIVE,
+    Range,
+    option,
+)
 from ldm_jax.config.options import COMPUTE_DTYPES, LATENT_CACHES, LR_SCHEDULES
 from ldm_jax.data.degradations import DEGRADATIONS
 from ldm_jax.data.preprocess import CROPS
@@ -42,32 +52,9 @@ from ldm_jax.parallel.sharding import DEFAULT_LOGICAL_AXIS_RULES
 # (tests/config/test_config_reference.py keeps them equal).
 STAGES = ("autoencoder", "ldm", "both", "finetune")
 FINETUNE_METHODS = ("lora", "full")
+# What a non-finite loss or gradient does (`config/options.TrainOptions.on_nonfinite`).
+NONFINITE_POLICIES = ("stop", "skip")
 CONDITIONING = ("class", "none")
-
-
-def option(
-    default: Any = dataclasses.MISSING,
-    *,
-    choices: Sequence[Any] = (),
-    optional: bool = False,
-    factory: Any = dataclasses.MISSING,
-) -> Any:
-    """A section field with its accepted values and whether the defaults dict leaves it out.
-
-    Args:
-      default: the default (MISSING: a required field).
-      choices: the accepted values (rendered in the reference); the default must be one.
-      optional: read with `default` when absent but not written into the defaults dict.
-      factory: a default factory (for nested sections) instead of `default`.
-
-    Returns:
-      A `dataclasses.field`.
-    """
-    choices = tuple(choices)
-    if choices and default is not dataclasses.MISSING and default not in choices:
-        raise ValueError(f"default {default!r} is not one of {choices}.")
-    metadata = {"choices": choices, "optional": optional}
-    return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
 
 
 def _stage_option(default: str, choices: Sequence[str]) -> Any:
@@ -86,14 +73,17 @@ class TopLevelSection:
       seed: the run's random seed (parameter init, data order, noise).
       name: the experiment's name (provenance only; paper, SD and fine-tune configs).
       reference: the reference YAML the paper config was copied from (provenance only).
+      imported: what a workdir written by `python -m ldm_jax.convert` was imported from
+        (provenance only; not checked).
     """
 
     SECTION: ClassVar[str] = "config"
 
     stage: str = option(choices=STAGES)
-    seed: int = 0
+    seed: int = option(0, valid=Range(minimum=0, maximum=2**31 - 1))
     name: str = option("", optional=True)
     reference: str = option("", optional=True)
+    imported: dict[str, Any] | None = option(None, optional=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -118,9 +108,9 @@ class DataSection:
     SECTION: ClassVar[str] = "data"
 
     name: str
-    image_size: int
-    channels: int
-    num_classes: int
+    image_size: int = option(valid=POSITIVE)
+    channels: int = option(valid=POSITIVE)
+    num_classes: int = option(valid=NON_NEGATIVE)
     train_split: str = "train"
     data_dir: str = ""
     path: str = ""
@@ -149,6 +139,9 @@ class _TrainingFields:
         to `min_lr_ratio` times the peak.
       min_lr_ratio: final learning rate of the cosine/linear decay, as a fraction of the peak
         (in [0, 1]).
+      on_nonfinite: a NaN or infinite loss or gradient: "stop" ends the run naming the step and
+        the first non-finite tensor; "skip" leaves the parameters unchanged for that step and
+        logs it (`training/finite_guard.py`).
     """
 
 
@@ -166,23 +159,24 @@ class AutoencoderTrainSection(_TrainingFields):
 
     SECTION: ClassVar[str] = "autoencoder_train"
 
-    steps: int = 800
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    kl_weight: float = 1e-6
-    l2_weight: float = 1.0
-    codebook_weight: float = 1.0
-    log_every: int = 50
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    sample_every: int = 0
+    steps: int = option(800, valid=POSITIVE)
+    batch_size: int = option(32, valid=POSITIVE)
+    learning_rate: float = option(1e-3, valid=STRICTLY_POSITIVE)
+    warmup_steps: int = option(100, valid=NON_NEGATIVE)
+    weight_decay: float = option(0.0, valid=NON_NEGATIVE)
+    grad_clip: float = option(1.0, valid=NON_NEGATIVE)
+    kl_weight: float = option(1e-6, valid=NON_NEGATIVE)
+    l2_weight: float = option(1.0, valid=NON_NEGATIVE)
+    codebook_weight: float = option(1.0, valid=NON_NEGATIVE)
+    log_every: int = option(50, valid=POSITIVE)
+    checkpoint_every: int = option(500, valid=POSITIVE)
+    keep_checkpoints: int = option(2, valid=POSITIVE)
+    sample_every: int = option(0, valid=NON_NEGATIVE)
     compute_dtype: str = _stage_option("float32", COMPUTE_DTYPES)
-    grad_accum_steps: int = 1
+    grad_accum_steps: int = option(1, valid=POSITIVE)
     lr_schedule: str = _stage_option("constant", LR_SCHEDULES)
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = option(0.0, valid=PROBABILITY)
+    on_nonfinite: str = option("stop", choices=NONFINITE_POLICIES)
     loss: FirstStageLossConfig | None = option(None, optional=True)
 
 
@@ -210,25 +204,26 @@ class TrainSection(_TrainingFields):
 
     SECTION: ClassVar[str] = "train"
 
-    steps: int = 2200
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    log_every: int = 50
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    sample_every: int = 1100
+    steps: int = option(2200, valid=POSITIVE)
+    batch_size: int = option(128, valid=POSITIVE)
+    learning_rate: float = option(1e-3, valid=STRICTLY_POSITIVE)
+    warmup_steps: int = option(200, valid=NON_NEGATIVE)
+    weight_decay: float = option(0.0, valid=NON_NEGATIVE)
+    grad_clip: float = option(1.0, valid=NON_NEGATIVE)
+    ema_decay: float = option(0.999, valid=Range(above=0, below=1))
+    log_every: int = option(50, valid=POSITIVE)
+    checkpoint_every: int = option(500, valid=POSITIVE)
+    keep_checkpoints: int = option(2, valid=POSITIVE)
+    sample_every: int = option(1100, valid=NON_NEGATIVE)
     compute_dtype: str = _stage_option("float32", COMPUTE_DTYPES)
     remat: str = _stage_option("none", REMAT_POLICIES)
     latent_cache: str = _stage_option("memory", LATENT_CACHES)
-    grad_accum_steps: int = 1
+    grad_accum_steps: int = option(1, valid=POSITIVE)
     lr_schedule: str = _stage_option("constant", LR_SCHEDULES)
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = option(0.0, valid=PROBABILITY)
+    on_nonfinite: str = option("stop", choices=NONFINITE_POLICIES)
     first_stage_workdir: str = ""
-    cond_drop_prob: float = 0.1
+    cond_drop_prob: float = option(0.1, valid=DROP_PROBABILITY)
     fixed_text_context: bool = False
     superres_degradation: str = _stage_option("bicubic", DEGRADATIONS)
     final_samples: bool = True
@@ -252,12 +247,12 @@ class SampleSection:
     SECTION: ClassVar[str] = "sample"
 
     sampler: str = option("ddim", choices=SAMPLERS)
-    steps: int = 50
-    eta: float = 1.0
-    guidance_scale: float = 2.0
-    per_class: int = 8
+    steps: int = option(50, valid=POSITIVE)
+    eta: float = option(1.0, valid=NON_NEGATIVE)
+    guidance_scale: float = option(2.0, valid=NON_NEGATIVE)
+    per_class: int = option(8, valid=POSITIVE)
     timestep_spacing: str = option("leading", choices=TIMESTEP_SPACINGS, optional=True)
-    steps_offset: int = option(1, optional=True)
+    steps_offset: int = option(1, optional=True, valid=NON_NEGATIVE)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -274,9 +269,9 @@ class MeshSection:
 
     SECTION: ClassVar[str] = "mesh"
 
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
+    data: int = option(-1, valid=Range(minimum=1, also=(-1,)))
+    fsdp: int = option(1, valid=Range(minimum=1, also=(-1,)))
+    tensor: int = option(1, valid=Range(minimum=1, also=(-1,)))
     logical_axis_rules: tuple[tuple[str, Any], ...] = DEFAULT_LOGICAL_AXIS_RULES
 
 
@@ -294,8 +289,8 @@ class FinetuneLoraSection:
 
     SECTION: ClassVar[str] = "finetune.lora"
 
-    rank: int = 4
-    alpha: float = 4.0
+    rank: int = option(4, valid=POSITIVE)
+    alpha: float = option(4.0, valid=NON_NEGATIVE)
     targets: tuple[str, ...] = UNET_ATTENTION_TARGETS
     text_encoder: bool = False
 
@@ -315,8 +310,8 @@ class PriorPreservationSection:
 
     enabled: bool = False
     class_prompt: str = ""
-    num_class_images: int = 64
-    weight: float = 1.0
+    num_class_images: int = option(64, valid=POSITIVE)
+    weight: float = option(1.0, valid=NON_NEGATIVE)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -351,8 +346,8 @@ class LatentSection:
 
     SECTION: ClassVar[str] = "latent"
 
-    image_size: int
-    channels: int
+    image_size: int = option(valid=POSITIVE)
+    channels: int = option(valid=POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -370,7 +365,7 @@ class ConditioningSection:
     SECTION: ClassVar[str] = "conditioning"
 
     kind: str = option("class", choices=CONDITIONING)
-    drop_prob: float = 0.1
+    drop_prob: float = option(0.1, valid=DROP_PROBABILITY)
 
 
 def field_default(field: dataclasses.Field) -> Any:

@@ -1,14 +1,40 @@
-"""Start-up validation of an experiment config: fail fast, naming the field and the fix."""
+"""Start-up validation of an experiment config: fail fast, naming the field and the fix.
+
+`validate_config` runs at the start of `trainers/run.run` (and of `cache_latents` and the
+training benchmarks), before a workdir is written or anything compiles, in three passes:
+
+  1. every section against its typed schema (`_check_sections`, `field_checks.check_section`;
+     the networks through `config/schema.py`): unknown keys with the closest valid name,
+     missing fields, types, choices and ranges (`config/fields.py`, rendered in
+     `docs/configuration.md`);
+  2. fields that depend on each other: image size vs the first stage's f and the U-Net's
+     levels, widths vs GroupNorm groups and attention heads, the condition's width vs the
+     U-Net's context, conditioning vs data (labels, captions, segmentation maps, class tables),
+     the diffusion schedule, fine-tuning, the first-stage loss;
+  3. the mesh vs the device count and each trained batch vs devices x processes x accumulation
+     micro-batches (`_validate_devices`).
+
+Every error is a `ConfigError` whose one-line message starts with `config.<field>:`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 
 from ldm_jax import diffusion
+from ldm_jax.config import schema, sections
 from ldm_jax.config.builders import condition_kind, first_stage_kind, layout_vocab
-from ldm_jax.config.model_config import has_model_section
+from ldm_jax.config.errors import ConfigError
+from ldm_jax.config.field_checks import check_keys, check_section, is_mapping, show
+from ldm_jax.config.fields import DROP_PROBABILITY, NON_NEGATIVE, POSITIVE, Range
+from ldm_jax.config.model_config import has_model_section, model_config
 from ldm_jax.config.options import (
     COMPUTE_DTYPES,
     LATENT_CACHES,
@@ -16,7 +42,8 @@ from ldm_jax.config.options import (
     mesh_config,
     train_options,
 )
-from ldm_jax.config.sections import CONDITIONING, FINETUNE_METHODS, STAGES
+from ldm_jax.config.sections import FINETUNE_METHODS
+from ldm_jax.data import datasets
 from ldm_jax.data.degradations import DEGRADATIONS
 from ldm_jax.diffusion.loss_weights import LOSS_TYPES
 from ldm_jax.losses.first_stage_loss import FirstStageLossConfig
@@ -41,67 +68,350 @@ CAPTION_VOCAB_SIZES = {"noto_emoji": 2310}
 WORKDIR_VOCAB = "vocab.txt"
 
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the field and what to use instead."""
-
-
 def _require(ok: bool, field: str, message: str) -> None:
     if not ok:
-        raise ConfigError(f"config.{field}: {message}")
+        raise ConfigError(_one_line(f"config.{field}: {message}"))
 
 
-def _positive_ints(config: ml_collections.ConfigDict, section: str, names: tuple[str, ...]):
-    for name in names:
-        value = config[section][name]
-        _require(
-            isinstance(value, int) and value > 0,
-            f"{section}.{name}",
-            f"must be a positive integer, got {value!r}.",
-        )
+def _one_line(message: str) -> str:
+    """A message on one line (a value's repr may span several)."""
+    return " ".join(message.split())
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks every field the trainers and samplers rely on.
+def validate_config(
+    config: ml_collections.ConfigDict,
+    num_devices: int | None = None,
+    num_processes: int | None = None,
+) -> None:
+    """Checks every field the trainers and samplers rely on, before anything compiles.
+
+    First each section against its typed schema (`_check_sections`: known keys, types, choices,
+    ranges), then the fields that depend on each other (image size vs f, widths vs GroupNorm
+    groups and attention heads, conditioning vs data), then the mesh and batch sizes against
+    the devices and processes of this run.
+
+    Args:
+      config: an experiment config (with `with_defaults` applied).
+      num_devices: devices of the run (default `jax.device_count()`).
+      num_processes: processes of the run (default `jax.process_count()`).
 
     Raises:
       ConfigError: naming the first invalid field, e.g. `config.data.image_size: 30 is not
         divisible by the autoencoder's downsampling factor f=4 ...`.
     """
-    if "stage" not in config:
+    if not is_mapping(config) or "stage" not in config:
         raise ConfigError(
             "config.stage is missing: this is a model description without training sections; "
             "paper and SD configs complete themselves with `experiment.finalize(c, arg)` "
             "(ldm_jax/config/experiment.py), as configs/quickstart.py states every section."
         )
-    _require(config.stage in STAGES, "stage", f"{config.stage!r} is not one of {STAGES}.")
+    _check_sections(config)
     data = config.data
     _require(
-        isinstance(data.name, str) and bool(data.name),
+        bool(data.name.strip()),
         "data.name",
         "must name a dataset, e.g. 'fashion_mnist'.",
     )
-    _positive_ints(config, "data", ("image_size", "channels"))
+    model = _typed_model(config)
     if has_model_section(config):
         _validate_model(config)
     else:
         _validate_quickstart_networks(config)
-    for section in _train_sections(config):
-        _positive_ints(
-            config,
-            section,
-            ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"),
-        )
-        lr = config[section].learning_rate
-        _require(
-            isinstance(lr, float) and lr > 0,
-            f"{section}.learning_rate",
-            f"must be a positive float, got {lr!r}.",
-        )
+    _validate_networks(config, model)
     if "diffusion" in config:
         _validate_diffusion(config)
     if config.stage == "finetune":
         _validate_finetune(config)
     _validate_rest(config)
+    _validate_conditioning_data(config, model)
+    _validate_devices(config, num_devices, num_processes)
+
+
+# Top-level sections and their typed schema (`config/sections.py`); `model`, `diffusion` and the
+# quickstart's `autoencoder` and `unet` are checked by the model schema (`config/schema.py`).
+SECTIONS = {
+    section.SECTION: section
+    for section in (
+        sections.DataSection,
+        sections.AutoencoderTrainSection,
+        sections.TrainSection,
+        sections.SampleSection,
+        sections.MeshSection,
+        sections.FinetuneSection,
+        sections.LatentSection,
+        sections.ConditioningSection,
+    )
+}
+# Fields with a default that the trainers read without one: a section that has them must
+# state them (`experiment.finalize` fills them in for paper configs).
+_TRAINING_READ = (
+    "steps",
+    "batch_size",
+    "learning_rate",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "sample_every",
+)
+ALWAYS_READ = {
+    "autoencoder_train": _TRAINING_READ + ("kl_weight", "l2_weight"),
+    "train": _TRAINING_READ + ("ema_decay",),
+    "sample": ("sampler", "steps", "eta", "guidance_scale", "per_class"),
+    "mesh": sharding.MESH_AXES,
+    "conditioning": ("kind", "drop_prob"),  # `model_config` reads both
+}
+MODEL_SECTIONS = ("model", "diffusion", "autoencoder", "unet")
+# Fields of the quickstart's `autoencoder` and `unet` that come from other sections
+# (`model_config`): data.channels, data.image_size, the autoencoder's embed_dim.
+QUICKSTART_DERIVED = {
+    "autoencoder": ("in_channels", "out_ch", "resolution", "double_z"),
+    "unet": ("image_size", "in_channels", "out_channels", "use_spatial_transformer"),
+}
+QUICKSTART_SCHEMA = {"autoencoder": schema.KLConfig, "unet": schema.UNetConfig}
+
+
+def _required_sections(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    needed = ["data", "train", "sample"]
+    if config.get("stage") != "finetune":
+        needed.append("autoencoder_train")
+    if not has_model_section(config):
+        needed += ["autoencoder", "unet", "conditioning"]
+    if config.get("stage") == "finetune":
+        needed.append("finetune")
+    return tuple(needed)
+
+
+def _check_sections(config: ml_collections.ConfigDict) -> None:
+    """Each section against its typed schema: unknown keys (with the closest valid name),
+    missing required fields, types, choices and ranges (`field_checks.check_section`)."""
+    top = [f.name for f in dataclasses.fields(sections.TopLevelSection)]
+    check_keys(config, top + list(SECTIONS) + list(MODEL_SECTIONS), "")
+    check_section(config, sections.TopLevelSection, "", extra=tuple(SECTIONS) + MODEL_SECTIONS)
+    for name in _required_sections(config):
+        _require(
+            name in config and config[name] is not None,
+            name,
+            "is missing; every config states it (see docs/configuration.md).",
+        )
+    for name, section in SECTIONS.items():
+        if config.get(name) is not None:
+            check_section(config[name], section)
+            for field in ALWAYS_READ.get(name, ()):
+                _require(
+                    field in config[name],
+                    f"{name}.{field}",
+                    "is missing; the trainers read it (see docs/configuration.md for its default).",
+                )
+    for name in ("model", "autoencoder", "unet"):
+        if name in config and config[name] is not None and not is_mapping(config[name]):
+            raise ConfigError(
+                f"config.{name}: expected a section (a dict of fields), got {show(config[name])}."
+            )
+    if config.get("diffusion") is not None:
+        diff = config.diffusion
+        check_section(diff, schema.DiffusionConfig, extra=("parameterization",))
+        p = diff.get("parameterization", "eps")
+        _require(
+            p in schema.PREDICTION_TYPE_OF_PARAMETERIZATION,
+            "diffusion.parameterization",
+            f"{p!r} is not one of {tuple(schema.PREDICTION_TYPE_OF_PARAMETERIZATION)}; or "
+            "leave it out and set diffusion.prediction_type.",
+        )
+    for name, derived in QUICKSTART_DERIVED.items():
+        if has_model_section(config) or name not in config:
+            continue
+        names = [n for n in QUICKSTART_SCHEMA[name].field_names() if n not in derived]
+        for key in config[name].keys():
+            if key in derived:
+                raise ConfigError(
+                    f"config.{name}.{key}: is derived from the data and autoencoder sections in "
+                    f"the quickstart schema; remove it (see docs/configuration.md)."
+                )
+        check_keys(config[name], names, name)
+    if not has_model_section(config) and config.conditioning.kind == "class":
+        dim = config.unet.get("context_dim")
+        _require(
+            isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1,
+            "unet.context_dim",
+            f"is {dim!r}: class conditioning cross-attends to class tokens of this width; "
+            "give a positive integer, e.g. 128.",
+        )
+
+
+# Ranges of the model schema's fields (`models/specs.py`, `models/cond_specs.py`): by field
+# name, else integers (and tuples of them) >= 1 and other numbers >= 0.
+HEADS = Range(minimum=1, also=(-1,))  # -1: derived from the other head setting
+MODEL_RANGES = {
+    "num_heads": HEADS,
+    "num_head_channels": HEADS,
+    "num_heads_upsample": HEADS,
+    "clip_skip": NON_NEGATIVE,
+    "n_stages": NON_NEGATIVE,
+    "layer_idx": Range(),
+    "dropout": DROP_PROBABILITY,
+    "embedding_dropout": DROP_PROBABILITY,
+    "multiplier": Range(above=0),
+}
+NON_EMPTY = ("ch_mult", "channel_mult")
+
+
+def _check_model_ranges(spec: Any, where: str) -> None:
+    """The numbers of a typed model section (`Spec`) against `MODEL_RANGES`."""
+    for name in spec.field_names():
+        value = getattr(spec, name)
+        valid = MODEL_RANGES.get(name)
+        items = value if isinstance(value, tuple) else (value,)
+        if name in NON_EMPTY:
+            _require(len(items) >= 1, f"{where}.{name}", "needs at least one level, e.g. (1, 2).")
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            rule = valid or (POSITIVE if isinstance(item, int) else NON_NEGATIVE)
+            if not rule.contains(item):
+                shown = f"{value!r}" if item is value else f"{value!r} (item {item!r})"
+                _require(False, f"{where}.{name}", f"must be {rule.describe()}, got {shown}.")
+
+
+def _typed_model(config: ml_collections.ConfigDict) -> schema.ModelConfig:
+    """The networks as the typed model schema, each field's type and range checked; the
+    quickstart's sections are named as they are (`config.autoencoder.ch`, `config.unet.*`)."""
+    paper = has_model_section(config)
+    try:
+        if paper:
+            for part in schema.ModelConfig.PARTS:
+                value = config.model.get(part)
+                _require(
+                    value is None or is_mapping(value),
+                    f"model.{part}",
+                    f"expected a section (a dict of fields), got {show(value)}.",
+                )
+                kind = value.get("kind") if value is not None else None
+                _require(  # `Spec.from_dict` looks an unhashable kind up in a dict
+                    kind is None or isinstance(kind, str),
+                    f"model.{part}.kind",
+                    f"expected a string, got {show(kind)}.",
+                )
+            model = schema.ModelConfig.from_dict(config.model)
+        else:
+            _quickstart_types(config)
+            values = model_config(config)
+            model = schema.ModelConfig(
+                first_stage=schema.KLConfig.from_dict(values["first_stage"], "autoencoder"),
+                unet=schema.UNetConfig.from_dict(values["unet"], "unet"),
+                cond_stage=schema.CondStageConfig.from_dict(values["cond_stage"], "conditioning"),
+                conditioning_key=values["conditioning_key"],
+            )
+    except ValueError as e:
+        raise ConfigError(_one_line(f"config.{e}")) from None
+    names = _network_names(config)
+    _check_model_ranges(model.first_stage, names["first_stage"])
+    if model.unet is not None:
+        _check_model_ranges(model.unet, names["unet"])
+    if model.cond_stage is not None:
+        _check_model_ranges(model.cond_stage, "model.cond_stage" if paper else "conditioning")
+    return model
+
+
+def _quickstart_types(config: ml_collections.ConfigDict) -> None:
+    """The quickstart's `autoencoder` and `unet` sections against their schema types, named as
+    they are (before `model_config` computes with them)."""
+    data = config.data
+    ae = dict(config.autoencoder.items())
+    ae.update(in_channels=data.channels, out_ch=data.channels, resolution=data.image_size)
+    schema.KLConfig.from_dict(ae, "autoencoder")
+    unet = dict(config.unet.items())
+    unet.update(image_size=1, in_channels=1, out_channels=1, use_spatial_transformer=True)
+    schema.UNetConfig.from_dict(unet, "unet")
+
+
+def _network_names(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """Where the first stage and U-Net fields are in this config's schema."""
+    if has_model_section(config):
+        return {"first_stage": "model.first_stage", "unet": "model.unet"}
+    return {"first_stage": "autoencoder", "unet": "unet"}
+
+
+def _validate_networks(config: ml_collections.ConfigDict, model: schema.ModelConfig) -> None:
+    """Widths against GroupNorm groups and attention heads, U-Net levels against the latent
+    side, and the condition's width against the U-Net's context (both schemas)."""
+    names = _network_names(config)
+    fs = model.first_stage
+    if isinstance(fs, schema.AutoencoderConfig):
+        where = names["first_stage"]
+        for width in dict.fromkeys((fs.ch, *(fs.ch * m for m in fs.ch_mult))):
+            _require(
+                width % fs.num_groups == 0,
+                f"{where}.ch",
+                f"width ch*mult={width} is not divisible by num_groups={fs.num_groups} "
+                f"(GroupNorm); use a ch whose widths ch*ch_mult are multiples of num_groups, "
+                f"or a num_groups that divides {width}.",
+            )
+    unet = model.unet
+    if unet is None:
+        return
+    where = names["unet"]
+    _require(
+        (unet.num_heads == -1) != (unet.num_head_channels == -1),
+        f"{where}.num_heads",
+        f"set exactly one of {where}.num_heads and {where}.num_head_channels (the other to -1).",
+    )
+    widths = [unet.model_channels * m for m in unet.channel_mult]
+    for width in dict.fromkeys((unet.model_channels, *widths)):
+        _require(
+            width % unet.num_groups == 0,
+            f"{where}.model_channels",
+            f"width {width} is not divisible by num_groups={unet.num_groups} (GroupNorm); use a "
+            f"model_channels whose widths model_channels*channel_mult are multiples of "
+            f"num_groups.",
+        )
+    attention = {widths[-1]}  # the middle block
+    attention.update(w for level, w in enumerate(widths) if 2**level in unet.attention_resolutions)
+    for width in sorted(attention):
+        if unet.num_head_channels != -1:
+            _require(
+                width % unet.num_head_channels == 0,
+                f"{where}.num_head_channels",
+                f"{unet.num_head_channels} does not divide the attention width {width}; use a "
+                f"divisor of every attended width ({sorted(attention)}).",
+            )
+        else:
+            heads = {unet.num_heads}
+            if not unet.use_spatial_transformer and unet.num_heads_upsample != -1:
+                heads.add(unet.num_heads_upsample)
+            for h in sorted(heads):
+                _require(
+                    width % h == 0,
+                    f"{where}.num_heads",
+                    f"{h} heads do not divide the attention width {width}; use a divisor of "
+                    f"every attended width ({sorted(attention)}).",
+                )
+    levels = len(unet.channel_mult)
+    side = unet.image_size
+    _require(
+        side % 2 ** (levels - 1) == 0,
+        f"{where}.channel_mult",
+        f"{levels} levels halve the {side}x{side} latent {levels - 1} times; use fewer levels "
+        "or a larger image_size.",
+    )
+    latent = fs.latent_channels
+    _require(
+        unet.out_channels == latent,
+        f"{where}.out_channels",
+        f"is {unet.out_channels}, but the first stage's latents have {latent} channels; set "
+        f"it to {latent}.",
+    )
+    cond = model.cond_stage
+    width = {"class": "embed_dim", "bert": "n_embed"}.get(getattr(cond, "KIND", None))
+    if width and model.conditioning_key in ("crossattn", "hybrid"):
+        _require(
+            getattr(cond, width) == unet.context_dim,
+            f"{where}.context_dim",
+            f"is {unet.context_dim}, but the condition encoder (model.cond_stage.{width}) gives "
+            f"{getattr(cond, width)}-wide tokens; make them equal.",
+        )
 
 
 def _train_sections(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -174,10 +484,9 @@ def _validate_finetune(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_quickstart_networks(config: ml_collections.ConfigDict) -> None:
-    """The quickstart schema's autoencoder, unet and conditioning sections."""
+    """The quickstart schema's autoencoder against the image size, and its conditioning."""
     data = config.data
     ae = config.autoencoder
-    _require(len(ae.ch_mult) >= 1, "autoencoder.ch_mult", "needs at least one level.")
     f = 2 ** (len(ae.ch_mult) - 1)
     _require(f <= 32, "autoencoder.ch_mult", f"gives f={f}; the paper's f is at most 32.")
     _require(
@@ -186,42 +495,6 @@ def _validate_quickstart_networks(config: ml_collections.ConfigDict) -> None:
         f"{data.image_size} is not divisible by the autoencoder's downsampling factor "
         f"f={f} (2 ** (len(autoencoder.ch_mult) - 1)); use a multiple of {f}.",
     )
-    _positive_ints(config, "autoencoder", ("ch", "num_res_blocks", "z_channels", "embed_dim"))
-    groups = ae.num_groups
-    for mult in ae.ch_mult:
-        _require(
-            ae.ch * mult % groups == 0,
-            "autoencoder.ch",
-            f"width ch*mult={ae.ch * mult} is not divisible by num_groups={groups}.",
-        )
-    unet = config.unet
-    _positive_ints(config, "unet", ("model_channels", "num_res_blocks", "transformer_depth"))
-    _require(
-        (unet.num_heads == -1) != (unet.num_head_channels == -1),
-        "unet.num_heads",
-        "set exactly one of unet.num_heads and unet.num_head_channels (the other to -1).",
-    )
-    latent = data.image_size // f
-    levels = len(unet.channel_mult)
-    _require(
-        latent % 2 ** (levels - 1) == 0,
-        "unet.channel_mult",
-        f"{levels} levels halve the {latent}x{latent} latent {levels - 1} times; "
-        "use fewer levels or a larger image_size.",
-    )
-    for mult in unet.channel_mult:
-        _require(
-            unet.model_channels * mult % unet.num_groups == 0,
-            "unet.model_channels",
-            f"width {unet.model_channels * mult} is not divisible by num_groups.",
-        )
-    cond = config.conditioning
-    _require(
-        cond.kind in CONDITIONING,
-        "conditioning.kind",
-        f"{cond.kind!r} is not one of {CONDITIONING}.",
-    )
-    _require(0.0 <= cond.drop_prob < 1.0, "conditioning.drop_prob", "must be in [0, 1).")
 
 
 def _validate_model(config: ml_collections.ConfigDict) -> None:
@@ -236,7 +509,7 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     try:
         f = downsampling_factor(fs)
     except ValueError as e:  # an unknown or missing field of the kind, named by the schema
-        raise ConfigError(f"config.{e}") from None
+        raise ConfigError(_one_line(f"config.{e}")) from None
     _require(
         data.image_size % f == 0,
         "data.image_size",
@@ -271,9 +544,7 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
         f"is {unet.image_size} but data.image_size={data.image_size} / f={f} gives latents of "
         f"{data.image_size // f}; set --config.model.unet.image_size={data.image_size // f}.",
     )
-    kind = condition_kind(config)
-    drop = config.train.get("cond_drop_prob", 0.0)
-    _require(0.0 <= drop < 1.0, "train.cond_drop_prob", f"must be in [0, 1), got {drop!r}.")
+    kind = _condition_kind(config)
     _validate_superres_degradation(config, kind)
     _validate_layout(config, kind)
     cache = train_options(config.train).latent_cache
@@ -354,7 +625,7 @@ def _validate_layout(config: ml_collections.ConfigDict, kind: str) -> None:
     try:
         layout_vocab(config)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(_one_line(str(e))) from None
 
 
 def _validate_superres_degradation(config: ml_collections.ConfigDict, kind: str) -> None:
@@ -376,48 +647,35 @@ def _validate_superres_degradation(config: ml_collections.ConfigDict, kind: str)
 
 
 def _validate_diffusion(config: ml_collections.ConfigDict) -> None:
-    diff = config.diffusion
+    """The diffusion settings as the typed schema reads them (absent fields: their defaults),
+    against the values the code implements."""
+    try:
+        diff = schema.DiffusionConfig.from_reference(dict(config.diffusion.items()))
+    except ValueError as e:
+        raise ConfigError(_one_line(f"config.{e}")) from None
+    for name, valid in (
+        ("schedule", SCHEDULES),
+        ("prediction_type", diffusion.PREDICTION_TYPES),
+        ("loss_weighting", diffusion.WEIGHTINGS),
+        ("loss_type", LOSS_TYPES),
+    ):
+        value = getattr(diff, name)
+        _require(value in valid, f"diffusion.{name}", f"{value!r} is not one of {valid}.")
     _require(
-        diff.schedule in SCHEDULES,
-        "diffusion.schedule",
-        f"{diff.schedule!r} is not one of {SCHEDULES}.",
-    )
-    _require(
-        0 < diff.beta_start < diff.beta_end < 1,
+        diff.beta_start < diff.beta_end,
         "diffusion.beta_start",
-        "need 0 < beta_start < beta_end < 1.",
-    )
-    _require(
-        diff.prediction_type in diffusion.PREDICTION_TYPES,
-        "diffusion.prediction_type",
-        f"{diff.prediction_type!r} is not one of {diffusion.PREDICTION_TYPES}.",
-    )
-    _require(
-        diff.loss_weighting in diffusion.WEIGHTINGS,
-        "diffusion.loss_weighting",
-        f"{diff.loss_weighting!r} is not one of {diffusion.WEIGHTINGS}.",
-    )
-    loss_type = diff.get("loss_type", "l2")
-    _require(
-        loss_type in LOSS_TYPES,
-        "diffusion.loss_type",
-        f"{loss_type!r} is not one of {LOSS_TYPES}.",
+        f"need 0 < beta_start < beta_end < 1, got beta_start={diff.beta_start} and "
+        f"beta_end={diff.beta_end}.",
     )
 
 
 def _validate_rest(config: ml_collections.ConfigDict) -> None:
     diff = config.get("diffusion") or ml_collections.ConfigDict(dict(num_timesteps=1000))
-    _require(0.0 < config.train.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1).")
-    sample = config.sample
+    num_timesteps = diff.get("num_timesteps", 1000)
     _require(
-        sample.sampler in SAMPLERS,
-        "sample.sampler",
-        f"{sample.sampler!r} is not one of {SAMPLERS}.",
-    )
-    _require(
-        1 <= sample.steps <= diff.num_timesteps,
+        1 <= config.sample.steps <= num_timesteps,
         "sample.steps",
-        f"must be in [1, diffusion.num_timesteps={diff.num_timesteps}].",
+        f"must be in [1, diffusion.num_timesteps={num_timesteps}].",
     )
     for section in _train_sections(config):
         _validate_train_options(config, section)
@@ -433,7 +691,7 @@ def _validate_first_stage_loss(config: ml_collections.ConfigDict) -> None:
     try:
         loss = FirstStageLossConfig.from_dict(dict(loss or {}))
     except ValueError as e:
-        raise ConfigError(f"config.{e}") from None
+        raise ConfigError(_one_line(f"config.{e}")) from None
     if loss.is_plain:
         return
     _require(
@@ -499,4 +757,144 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
     try:
         sharding.logical_axis_rules(mesh)
     except ValueError as e:
-        raise ConfigError(f"config.{e}") from None
+        raise ConfigError(_one_line(f"config.{e}")) from None
+
+
+def _condition_kind(config: ml_collections.ConfigDict) -> str:
+    """`builders.condition_kind`, its refusal of a combination as a `ConfigError`."""
+    try:
+        return condition_kind(config)
+    except ValueError as e:
+        raise ConfigError(_one_line(str(e))) from None
+
+
+# What the built-in datasets hold (`data/datasets.py`), known without preparing them; other
+# names (catalog datasets, an image folder) are checked when their data is read.
+FASHION_MNIST_NAMES = ("fashion_mnist", "fashion_mnist_debian")
+FASHION_MNIST_CLASSES = 10
+UNLABELLED_DATASETS = (
+    datasets.NOTO_EMOJI,
+    datasets.NOTO_EMOJI_SEGMENTATION,
+    datasets.FASHION_MNIST_LAYOUT,
+)
+UNCAPTIONED_DATASETS = FASHION_MNIST_NAMES
+SEGMENTED_DATASETS = (datasets.NOTO_EMOJI_SEGMENTATION, datasets.SYNTHETIC_SHAPES)
+BUILT_IN_DATASETS = FASHION_MNIST_NAMES + UNLABELLED_DATASETS + (datasets.SYNTHETIC_SHAPES,)
+# Condition kinds (`builders.condition_kind`) that read each feature of the data.
+LABEL_KINDS = ("class", "adm")
+CAPTION_KINDS = ("text", "context", "hybrid_inpaint")
+
+
+def _validate_conditioning_data(config: ml_collections.ConfigDict, model: Any) -> None:
+    """A condition needs data that has it: class labels (and a class table that holds every
+    class), captions, segmentation maps."""
+    data = config.data
+    base = data.name.strip().partition("/")[0]
+    if has_model_section(config):
+        kind = _condition_kind(config)
+    else:
+        kind = "class" if config.conditioning.kind == "class" else "none"
+    if kind in LABEL_KINDS:
+        _require(
+            base not in UNLABELLED_DATASETS,
+            "data.name",
+            f"{data.name!r} has no class labels, which this {kind!r}-conditional model needs; "
+            "use a labelled dataset (fashion_mnist, synthetic_shapes, an image_folder with "
+            "class sub-folders).",
+        )
+        _require(
+            data.num_classes >= 1,
+            "data.num_classes",
+            f"is {data.num_classes}, but the model is conditioned on class labels; set it to "
+            "the dataset's number of classes.",
+        )
+        if base in FASHION_MNIST_NAMES:
+            _require(
+                data.num_classes >= FASHION_MNIST_CLASSES,
+                "data.num_classes",
+                f"is {data.num_classes}, but {data.name!r} has {FASHION_MNIST_CLASSES} classes; "
+                f"labels past it would have no embedding: set it to {FASHION_MNIST_CLASSES}.",
+            )
+        if has_model_section(config):
+            _validate_class_table(config, model, kind)
+    if kind in CAPTION_KINDS and not config.train.get("fixed_text_context", False):
+        _require(
+            base not in UNCAPTIONED_DATASETS,
+            "data.name",
+            f"{data.name!r} has no captions, which this text-conditional model ({kind!r}) "
+            "needs; use a captioned dataset (noto_emoji, synthetic_shapes, an image_folder "
+            "with captions).",
+        )
+    if kind == "semantic" and base in BUILT_IN_DATASETS:
+        _require(
+            base in SEGMENTED_DATASETS,
+            "data.name",
+            f"{data.name!r} has no segmentation maps, which this semantic-synthesis model "
+            "needs; use noto_emoji_segmentation or synthetic_shapes.",
+        )
+
+
+def _validate_class_table(config: ml_collections.ConfigDict, model: Any, kind: str) -> None:
+    """The class embedding (or the U-Net's `num_classes`) holds every class of the data."""
+    classes = config.data.num_classes
+    if kind == "adm":
+        table = model.unet.num_classes
+        _require(
+            table is not None and table >= classes,
+            "model.unet.num_classes",
+            f"is {table!r}, but data.num_classes={classes}: the class embedding needs a row per "
+            f"class; set it to {classes} (or more).",
+        )
+        return
+    cond = model.cond_stage
+    rows = cond.n_classes - int(cond.add_null_class)
+    _require(
+        rows >= classes,
+        "model.cond_stage.n_classes",
+        f"is {cond.n_classes} (with add_null_class={cond.add_null_class}), fewer than "
+        f"data.num_classes={classes} classes; set it to {classes + int(cond.add_null_class)}.",
+    )
+
+
+def _mesh_sizes(config: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
+    try:
+        sizes = sharding.mesh_shape(mesh_config(config), num_devices)
+    except ValueError as e:
+        raise ConfigError(_one_line(f"config.{e}")) from None
+    return dict(zip(sharding.MESH_AXES, sizes, strict=True))
+
+
+def _batch_axes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The mesh axes the batch is split over (the rules' `batch` entry)."""
+    for name, axes in sharding.logical_axis_rules(mesh_config(config)):
+        if name == sharding.BATCH:
+            axes = axes if isinstance(axes, tuple) else (axes,)
+            return tuple(a for a in axes if a is not None)
+    return ()
+
+
+def _validate_devices(
+    config: ml_collections.ConfigDict, num_devices: int | None, num_processes: int | None
+) -> None:
+    """The mesh against the device count, and each trained batch against the devices it is
+    split over, the processes that load it and the accumulation micro-batches (as the trainers'
+    `sharded_stage.check_batch_size`, but before anything compiles)."""
+    num_devices = jax.device_count() if num_devices is None else num_devices
+    num_processes = jax.process_count() if num_processes is None else num_processes
+    sizes = _mesh_sizes(config, num_devices)
+    split = math.prod(sizes[a] for a in _batch_axes(config))
+    for section in _train_sections(config):
+        if section == "autoencoder_train" and config.stage not in ("autoencoder", "both"):
+            continue
+        if section == "train" and config.stage == "autoencoder":
+            continue
+        batch = config[section].batch_size
+        accum = train_options(config[section]).grad_accum_steps
+        multiple = int(np.lcm(split * accum, num_processes * accum))
+        _require(
+            batch % multiple == 0,
+            f"{section}.batch_size",
+            f"{batch} must be a multiple of {multiple} (the batch is split over {split} devices "
+            f"of the mesh {sizes}, {num_processes} processes and {accum} accumulation "
+            f"micro-batches); use {-(-batch // multiple) * multiple}.",
+        )

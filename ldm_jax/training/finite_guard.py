@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import jax
 import jax.numpy as jnp
 
-NONFINITE_POLICIES = ("stop", "skip")
 NONFINITE_METRIC = "nonfinite"  # the step's report: -1, or the index into `tensor_names`
 
 State = TypeVar("State")
