@@ -12,7 +12,7 @@ training benchmarks), before a workdir is written or anything compiles, in three
      U-Net's context, conditioning vs data (labels, captions, segmentation maps, class tables),
      the diffusion schedule, fine-tuning, the first-stage loss;
   3. the mesh vs the device count and each trained batch vs devices x processes x accumulation
-     micro-batches (`_validate_devices`).
+     micro-batches (`data_device_checks.validate_devices`).
 
 Every error is a `ConfigError` whose one-line message starts with `config.<field>:`.
 """
@@ -20,18 +20,20 @@ Every error is a `ConfigError` whose one-line message starts with `config.<field
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any
 
-import jax
 import ml_collections
-import numpy as np
 
 from ldm_jax import diffusion
 from ldm_jax.config import schema, sections
-from ldm_jax.config.builders import condition_kind, first_stage_kind, layout_vocab
-from ldm_jax.config.errors import ConfigError
+from ldm_jax.config.builders import first_stage_kind, layout_vocab
+from ldm_jax.config.data_device_checks import (
+    condition_kind_checked,
+    validate_conditioning_data,
+    validate_devices,
+)
+from ldm_jax.config.errors import ConfigError, one_line, require, train_sections
 from ldm_jax.config.field_checks import check_keys, check_section, is_mapping, show
 from ldm_jax.config.fields import DROP_PROBABILITY, NON_NEGATIVE, POSITIVE, Range
 from ldm_jax.config.model_config import has_model_section, model_config
@@ -43,7 +45,6 @@ from ldm_jax.config.options import (
     train_options,
 )
 from ldm_jax.config.sections import FINETUNE_METHODS
-from ldm_jax.data import datasets
 from ldm_jax.data.degradations import DEGRADATIONS
 from ldm_jax.diffusion.loss_weights import LOSS_TYPES
 from ldm_jax.losses.first_stage_loss import FirstStageLossConfig
@@ -66,16 +67,6 @@ DISK_CACHE_KINDS = ("none", "class", "adm")
 CAPTION_VOCAB_SIZES = {"noto_emoji": 2310}
 # `model.cond_stage.vocab` once a run has copied or built its vocabulary into the workdir.
 WORKDIR_VOCAB = "vocab.txt"
-
-
-def _require(ok: bool, field: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(_one_line(f"config.{field}: {message}"))
-
-
-def _one_line(message: str) -> str:
-    """A message on one line (a value's repr may span several)."""
-    return " ".join(message.split())
 
 
 def validate_config(
@@ -107,7 +98,7 @@ def validate_config(
         )
     _check_sections(config)
     data = config.data
-    _require(
+    require(
         bool(data.name.strip()),
         "data.name",
         "must name a dataset, e.g. 'fashion_mnist'.",
@@ -123,8 +114,8 @@ def validate_config(
     if config.stage == "finetune":
         _validate_finetune(config)
     _validate_rest(config)
-    _validate_conditioning_data(config, model)
-    _validate_devices(config, num_devices, num_processes)
+    validate_conditioning_data(config, model)
+    validate_devices(config, num_devices, num_processes)
 
 
 # Top-level sections and their typed schema (`config/sections.py`); `model`, `diffusion` and the
@@ -191,7 +182,7 @@ def _check_sections(config: ml_collections.ConfigDict) -> None:
     check_keys(config, top + list(SECTIONS) + list(MODEL_SECTIONS), "")
     check_section(config, sections.TopLevelSection, "", extra=tuple(SECTIONS) + MODEL_SECTIONS)
     for name in _required_sections(config):
-        _require(
+        require(
             name in config and config[name] is not None,
             name,
             "is missing; every config states it (see docs/configuration.md).",
@@ -200,7 +191,7 @@ def _check_sections(config: ml_collections.ConfigDict) -> None:
         if config.get(name) is not None:
             check_section(config[name], section)
             for field in ALWAYS_READ.get(name, ()):
-                _require(
+                require(
                     field in config[name],
                     f"{name}.{field}",
                     "is missing; the trainers read it (see docs/configuration.md for its default).",
@@ -214,7 +205,7 @@ def _check_sections(config: ml_collections.ConfigDict) -> None:
         diff = config.diffusion
         check_section(diff, schema.DiffusionConfig, extra=("parameterization",))
         p = diff.get("parameterization", "eps")
-        _require(
+        require(
             p in schema.PREDICTION_TYPE_OF_PARAMETERIZATION,
             "diffusion.parameterization",
             f"{p!r} is not one of {tuple(schema.PREDICTION_TYPE_OF_PARAMETERIZATION)}; or "
@@ -233,7 +224,7 @@ def _check_sections(config: ml_collections.ConfigDict) -> None:
         check_keys(config[name], names, name)
     if not has_model_section(config) and config.conditioning.kind == "class":
         dim = config.unet.get("context_dim")
-        _require(
+        require(
             isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1,
             "unet.context_dim",
             f"is {dim!r}: class conditioning cross-attends to class tokens of this width; "
@@ -265,14 +256,14 @@ def _check_model_ranges(spec: Any, where: str) -> None:
         valid = MODEL_RANGES.get(name)
         items = value if isinstance(value, tuple) else (value,)
         if name in NON_EMPTY:
-            _require(len(items) >= 1, f"{where}.{name}", "needs at least one level, e.g. (1, 2).")
+            require(len(items) >= 1, f"{where}.{name}", "needs at least one level, e.g. (1, 2).")
         for item in items:
             if isinstance(item, bool) or not isinstance(item, (int, float)):
                 continue
             rule = valid or (POSITIVE if isinstance(item, int) else NON_NEGATIVE)
             if not rule.contains(item):
                 shown = f"{value!r}" if item is value else f"{value!r} (item {item!r})"
-                _require(False, f"{where}.{name}", f"must be {rule.describe()}, got {shown}.")
+                require(False, f"{where}.{name}", f"must be {rule.describe()}, got {shown}.")
 
 
 def _typed_model(config: ml_collections.ConfigDict) -> schema.ModelConfig:
@@ -283,13 +274,13 @@ def _typed_model(config: ml_collections.ConfigDict) -> schema.ModelConfig:
         if paper:
             for part in schema.ModelConfig.PARTS:
                 value = config.model.get(part)
-                _require(
+                require(
                     value is None or is_mapping(value),
                     f"model.{part}",
                     f"expected a section (a dict of fields), got {show(value)}.",
                 )
                 kind = value.get("kind") if value is not None else None
-                _require(  # `Spec.from_dict` looks an unhashable kind up in a dict
+                require(  # `Spec.from_dict` looks an unhashable kind up in a dict
                     kind is None or isinstance(kind, str),
                     f"model.{part}.kind",
                     f"expected a string, got {show(kind)}.",
@@ -305,7 +296,7 @@ def _typed_model(config: ml_collections.ConfigDict) -> schema.ModelConfig:
                 conditioning_key=values["conditioning_key"],
             )
     except ValueError as e:
-        raise ConfigError(_one_line(f"config.{e}")) from None
+        raise ConfigError(one_line(f"config.{e}")) from None
     names = _network_names(config)
     _check_model_ranges(model.first_stage, names["first_stage"])
     if model.unet is not None:
@@ -342,7 +333,7 @@ def _validate_networks(config: ml_collections.ConfigDict, model: schema.ModelCon
     if isinstance(fs, schema.AutoencoderConfig):
         where = names["first_stage"]
         for width in dict.fromkeys((fs.ch, *(fs.ch * m for m in fs.ch_mult))):
-            _require(
+            require(
                 width % fs.num_groups == 0,
                 f"{where}.ch",
                 f"width ch*mult={width} is not divisible by num_groups={fs.num_groups} "
@@ -353,14 +344,14 @@ def _validate_networks(config: ml_collections.ConfigDict, model: schema.ModelCon
     if unet is None:
         return
     where = names["unet"]
-    _require(
+    require(
         (unet.num_heads == -1) != (unet.num_head_channels == -1),
         f"{where}.num_heads",
         f"set exactly one of {where}.num_heads and {where}.num_head_channels (the other to -1).",
     )
     widths = [unet.model_channels * m for m in unet.channel_mult]
     for width in dict.fromkeys((unet.model_channels, *widths)):
-        _require(
+        require(
             width % unet.num_groups == 0,
             f"{where}.model_channels",
             f"width {width} is not divisible by num_groups={unet.num_groups} (GroupNorm); use a "
@@ -371,7 +362,7 @@ def _validate_networks(config: ml_collections.ConfigDict, model: schema.ModelCon
     attention.update(w for level, w in enumerate(widths) if 2**level in unet.attention_resolutions)
     for width in sorted(attention):
         if unet.num_head_channels != -1:
-            _require(
+            require(
                 width % unet.num_head_channels == 0,
                 f"{where}.num_head_channels",
                 f"{unet.num_head_channels} does not divide the attention width {width}; use a "
@@ -382,7 +373,7 @@ def _validate_networks(config: ml_collections.ConfigDict, model: schema.ModelCon
             if not unet.use_spatial_transformer and unet.num_heads_upsample != -1:
                 heads.add(unet.num_heads_upsample)
             for h in sorted(heads):
-                _require(
+                require(
                     width % h == 0,
                     f"{where}.num_heads",
                     f"{h} heads do not divide the attention width {width}; use a divisor of "
@@ -390,14 +381,14 @@ def _validate_networks(config: ml_collections.ConfigDict, model: schema.ModelCon
                 )
     levels = len(unet.channel_mult)
     side = unet.image_size
-    _require(
+    require(
         side % 2 ** (levels - 1) == 0,
         f"{where}.channel_mult",
         f"{levels} levels halve the {side}x{side} latent {levels - 1} times; use fewer levels "
         "or a larger image_size.",
     )
     latent = fs.latent_channels
-    _require(
+    require(
         unet.out_channels == latent,
         f"{where}.out_channels",
         f"is {unet.out_channels}, but the first stage's latents have {latent} channels; set "
@@ -406,7 +397,7 @@ def _validate_networks(config: ml_collections.ConfigDict, model: schema.ModelCon
     cond = model.cond_stage
     width = {"class": "embed_dim", "bert": "n_embed"}.get(getattr(cond, "KIND", None))
     if width and model.conditioning_key in ("crossattn", "hybrid"):
-        _require(
+        require(
             getattr(cond, width) == unet.context_dim,
             f"{where}.context_dim",
             f"is {unet.context_dim}, but the condition encoder (model.cond_stage.{width}) gives "
@@ -414,40 +405,35 @@ def _validate_networks(config: ml_collections.ConfigDict, model: schema.ModelCon
         )
 
 
-def _train_sections(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """The training sections a run reads (a fine-tune trains no first stage)."""
-    return ("train",) if config.stage == "finetune" else ("autoencoder_train", "train")
-
-
 def _validate_finetune(config: ml_collections.ConfigDict) -> None:
     """`config.finetune` (`trainers/finetune.py`), after its base workdir filled `model`."""
     ft = config.get("finetune")
-    _require(ft is not None, "finetune", "is missing: config.stage='finetune' needs it.")
-    _require(
+    require(ft is not None, "finetune", "is missing: config.stage='finetune' needs it.")
+    require(
         ft.method in FINETUNE_METHODS,
         "finetune.method",
         f"{ft.method!r} is not one of {FINETUNE_METHODS}.",
     )
     if ft.method == "lora":
         lora = ft.lora
-        _require(
+        require(
             isinstance(lora.rank, int) and not isinstance(lora.rank, bool) and lora.rank >= 1,
             "finetune.lora.rank",
             f"must be an integer >= 1, got {lora.rank!r}.",
         )
         alpha = lora.get("alpha") or 0.0
-        _require(
+        require(
             isinstance(alpha, (int, float)) and alpha >= 0,
             "finetune.lora.alpha",
             f"must be >= 0 (0: alpha = rank), got {alpha!r}.",
         )
-        _require(
+        require(
             bool(lora.targets) and not isinstance(lora.targets, str),
             "finetune.lora.targets",
             "must name the Dense modules to adapt, e.g. ('to_q', 'to_k', 'to_v', 'to_out_0').",
         )
         cond = config.get("model", {}).get("cond_stage") or {}
-        _require(
+        require(
             not lora.get("text_encoder", False)
             or (cond.get("kind") in CLIP_COND_STAGES and bool(cond.get("text_encoder"))),
             "finetune.lora.text_encoder",
@@ -455,7 +441,7 @@ def _validate_finetune(config: ml_collections.ConfigDict) -> None:
             "Stable Diffusion model); set it to False.",
         )
     else:
-        _require(
+        require(
             not ft.get("lora", {}).get("text_encoder", False),
             "finetune.lora.text_encoder",
             "LoRA on the text encoder needs finetune.method='lora' (a full fine-tune trains "
@@ -463,24 +449,24 @@ def _validate_finetune(config: ml_collections.ConfigDict) -> None:
         )
     prior = ft.prior_preservation
     if prior.enabled:
-        _require(
+        require(
             bool(str(prior.class_prompt).strip()),
             "finetune.prior_preservation.class_prompt",
             "is empty; give the class's prompt, e.g. 'a face emoji'.",
         )
         n = prior.num_class_images
-        _require(
+        require(
             isinstance(n, int) and n >= 1,
             "finetune.prior_preservation.num_class_images",
             f"must be a positive integer, got {n!r}.",
         )
-        _require(
+        require(
             prior.weight >= 0,
             "finetune.prior_preservation.weight",
             f"must be >= 0, got {prior.weight!r}.",
         )
     offset = config.diffusion.get("offset_noise", 0.0)
-    _require(offset >= 0, "diffusion.offset_noise", f"must be >= 0, got {offset!r}.")
+    require(offset >= 0, "diffusion.offset_noise", f"must be >= 0, got {offset!r}.")
 
 
 def _validate_quickstart_networks(config: ml_collections.ConfigDict) -> None:
@@ -488,8 +474,8 @@ def _validate_quickstart_networks(config: ml_collections.ConfigDict) -> None:
     data = config.data
     ae = config.autoencoder
     f = 2 ** (len(ae.ch_mult) - 1)
-    _require(f <= 32, "autoencoder.ch_mult", f"gives f={f}; the paper's f is at most 32.")
-    _require(
+    require(f <= 32, "autoencoder.ch_mult", f"gives f={f}; the paper's f is at most 32.")
+    require(
         data.image_size % f == 0,
         "data.image_size",
         f"{data.image_size} is not divisible by the autoencoder's downsampling factor "
@@ -501,7 +487,7 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     """The paper schema (`config.model`) as the trainers use it."""
     model, data = config.model, config.data
     fs = model.first_stage
-    _require(
+    require(
         fs.kind in FIRST_STAGE_KINDS,
         "model.first_stage.kind",
         f"{fs.kind!r} is not one of {FIRST_STAGE_KINDS}.",
@@ -509,15 +495,15 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     try:
         f = downsampling_factor(fs)
     except ValueError as e:  # an unknown or missing field of the kind, named by the schema
-        raise ConfigError(_one_line(f"config.{e}")) from None
-    _require(
+        raise ConfigError(one_line(f"config.{e}")) from None
+    require(
         data.image_size % f == 0,
         "data.image_size",
         f"{data.image_size} is not divisible by the first stage's downsampling factor f={f}.",
     )
     unet = model.get("unet")
     if unet is None:
-        _require(
+        require(
             config.stage == "autoencoder",
             "stage",
             f"{config.stage!r} needs a U-Net (config.model.unet); this config describes a first "
@@ -538,17 +524,17 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
             "variant (fixed context embeddings)."
         )
     _validate_text_encoder(config)
-    _require(
+    require(
         unet.image_size == data.image_size // f,
         "model.unet.image_size",
         f"is {unet.image_size} but data.image_size={data.image_size} / f={f} gives latents of "
         f"{data.image_size // f}; set --config.model.unet.image_size={data.image_size // f}.",
     )
-    kind = _condition_kind(config)
+    kind = condition_kind_checked(config)
     _validate_superres_degradation(config, kind)
     _validate_layout(config, kind)
     cache = train_options(config.train).latent_cache
-    _require(
+    require(
         cache != "disk" or kind in DISK_CACHE_KINDS,
         "train.latent_cache",
         f"'disk' stores class-conditional and unconditional latents only; this model's "
@@ -564,7 +550,7 @@ def _validate_text_encoder(config: ml_collections.ConfigDict) -> None:
     kind = cond.get("kind")
     if kind == "frozen_minilm":
         dim = model.unet.get("context_dim")
-        _require(
+        require(
             dim == MINILM_WIDTH,
             "model.unet.context_dim",
             f"is {dim!r}, but the frozen MiniLM (model.cond_stage.kind='frozen_minilm') gives "
@@ -602,7 +588,7 @@ def _validate_vocab_size(config: ml_collections.ConfigDict, cond: ml_collections
         )
     else:
         return
-    _require(
+    require(
         isinstance(size, int) and size >= need,
         "model.cond_stage.vocab_size",
         f"is {size!r}, smaller than {source}: token ids past it have no embedding; set "
@@ -616,7 +602,7 @@ def _validate_layout(config: ml_collections.ConfigDict, kind: str) -> None:
     if kind != "layout":
         return
     crop = config.data.get("crop", "center")
-    _require(
+    require(
         crop == "center",
         "data.crop",
         f"is {crop!r}, but a layout model's boxes do not follow a random crop or flip of the "
@@ -625,19 +611,19 @@ def _validate_layout(config: ml_collections.ConfigDict, kind: str) -> None:
     try:
         layout_vocab(config)
     except ValueError as e:
-        raise ConfigError(_one_line(str(e))) from None
+        raise ConfigError(one_line(str(e))) from None
 
 
 def _validate_superres_degradation(config: ml_collections.ConfigDict, kind: str) -> None:
     """`train.superres_degradation`: one of `DEGRADATIONS`, other than the default only for
     super-resolution models."""
     method = config.train.get("superres_degradation", "bicubic")
-    _require(
+    require(
         method in DEGRADATIONS,
         "train.superres_degradation",
         f"{method!r} is not one of {DEGRADATIONS}{closest(str(method), DEGRADATIONS)}.",
     )
-    _require(
+    require(
         method == "bicubic" or kind == "superres",
         "train.superres_degradation",
         f"{method!r} degrades the low-resolution input of super-resolution models "
@@ -652,7 +638,7 @@ def _validate_diffusion(config: ml_collections.ConfigDict) -> None:
     try:
         diff = schema.DiffusionConfig.from_reference(dict(config.diffusion.items()))
     except ValueError as e:
-        raise ConfigError(_one_line(f"config.{e}")) from None
+        raise ConfigError(one_line(f"config.{e}")) from None
     for name, valid in (
         ("schedule", SCHEDULES),
         ("prediction_type", diffusion.PREDICTION_TYPES),
@@ -660,8 +646,8 @@ def _validate_diffusion(config: ml_collections.ConfigDict) -> None:
         ("loss_type", LOSS_TYPES),
     ):
         value = getattr(diff, name)
-        _require(value in valid, f"diffusion.{name}", f"{value!r} is not one of {valid}.")
-    _require(
+        require(value in valid, f"diffusion.{name}", f"{value!r} is not one of {valid}.")
+    require(
         diff.beta_start < diff.beta_end,
         "diffusion.beta_start",
         f"need 0 < beta_start < beta_end < 1, got beta_start={diff.beta_start} and "
@@ -672,12 +658,12 @@ def _validate_diffusion(config: ml_collections.ConfigDict) -> None:
 def _validate_rest(config: ml_collections.ConfigDict) -> None:
     diff = config.get("diffusion") or ml_collections.ConfigDict(dict(num_timesteps=1000))
     num_timesteps = diff.get("num_timesteps", 1000)
-    _require(
+    require(
         1 <= config.sample.steps <= num_timesteps,
         "sample.steps",
         f"must be in [1, diffusion.num_timesteps={num_timesteps}].",
     )
-    for section in _train_sections(config):
+    for section in train_sections(config):
         _validate_train_options(config, section)
     _validate_first_stage_loss(config)
     _validate_mesh(config)
@@ -691,16 +677,16 @@ def _validate_first_stage_loss(config: ml_collections.ConfigDict) -> None:
     try:
         loss = FirstStageLossConfig.from_dict(dict(loss or {}))
     except ValueError as e:
-        raise ConfigError(_one_line(f"config.{e}")) from None
+        raise ConfigError(one_line(f"config.{e}")) from None
     if loss.is_plain:
         return
-    _require(
+    require(
         train_options(config.autoencoder_train).grad_accum_steps == 1,
         "autoencoder_train.grad_accum_steps",
         "gradient accumulation is not supported with the paper's loss (LPIPS, GAN, learned "
         "logvar or EMA codebook in autoencoder_train.loss); use 1 and a smaller batch_size.",
     )
-    _require(
+    require(
         not loss.uses_vq_ema or first_stage_kind(config) == "vq",
         "autoencoder_train.loss.vq_ema_decay",
         "the EMA codebook needs a VQ first stage (model.first_stage.kind='vq'); set "
@@ -710,35 +696,35 @@ def _validate_first_stage_loss(config: ml_collections.ConfigDict) -> None:
 
 def _validate_train_options(config: ml_collections.ConfigDict, section: str) -> None:
     opts = train_options(config[section])
-    _require(
+    require(
         opts.compute_dtype in COMPUTE_DTYPES,
         f"{section}.compute_dtype",
         f"{opts.compute_dtype!r} is not one of {tuple(COMPUTE_DTYPES)}.",
     )
     remat_choices = tuple(REMAT_POLICIES) if section == "train" else ("none",)
-    _require(
+    require(
         opts.remat in remat_choices,
         f"{section}.remat",
         f"{opts.remat!r} is not one of {remat_choices} (remat applies to the U-Net).",
     )
     accum = opts.grad_accum_steps
-    _require(
+    require(
         isinstance(accum, int) and accum >= 1,
         f"{section}.grad_accum_steps",
         f"must be a positive integer, got {accum!r}.",
     )
-    _require(
+    require(
         config[section].batch_size % accum == 0,
         f"{section}.batch_size",
         f"{config[section].batch_size} is not divisible by grad_accum_steps={accum}.",
     )
-    _require(
+    require(
         opts.lr_schedule in LR_SCHEDULES,
         f"{section}.lr_schedule",
         f"{opts.lr_schedule!r} is not one of {LR_SCHEDULES}.",
     )
-    _require(0.0 <= opts.min_lr_ratio <= 1.0, f"{section}.min_lr_ratio", "must be in [0, 1].")
-    _require(
+    require(0.0 <= opts.min_lr_ratio <= 1.0, f"{section}.min_lr_ratio", "must be in [0, 1].")
+    require(
         opts.latent_cache in LATENT_CACHES,
         f"{section}.latent_cache",
         f"{opts.latent_cache!r} is not one of {LATENT_CACHES}.",
@@ -748,7 +734,7 @@ def _validate_train_options(config: ml_collections.ConfigDict, section: str) -> 
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:
     mesh = mesh_config(config)
     sizes = [mesh[a] for a in sharding.MESH_AXES]
-    _require(
+    require(
         all(isinstance(v, int) and (v >= 1 or v == -1) for v in sizes) and sizes.count(-1) <= 1,
         "mesh",
         f"data/fsdp/tensor = {sizes}: use positive sizes, with at most one -1 (the remaining "
@@ -757,144 +743,4 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
     try:
         sharding.logical_axis_rules(mesh)
     except ValueError as e:
-        raise ConfigError(_one_line(f"config.{e}")) from None
-
-
-def _condition_kind(config: ml_collections.ConfigDict) -> str:
-    """`builders.condition_kind`, its refusal of a combination as a `ConfigError`."""
-    try:
-        return condition_kind(config)
-    except ValueError as e:
-        raise ConfigError(_one_line(str(e))) from None
-
-
-# What the built-in datasets hold (`data/datasets.py`), known without preparing them; other
-# names (catalog datasets, an image folder) are checked when their data is read.
-FASHION_MNIST_NAMES = ("fashion_mnist", "fashion_mnist_debian")
-FASHION_MNIST_CLASSES = 10
-UNLABELLED_DATASETS = (
-    datasets.NOTO_EMOJI,
-    datasets.NOTO_EMOJI_SEGMENTATION,
-    datasets.FASHION_MNIST_LAYOUT,
-)
-UNCAPTIONED_DATASETS = FASHION_MNIST_NAMES
-SEGMENTED_DATASETS = (datasets.NOTO_EMOJI_SEGMENTATION, datasets.SYNTHETIC_SHAPES)
-BUILT_IN_DATASETS = FASHION_MNIST_NAMES + UNLABELLED_DATASETS + (datasets.SYNTHETIC_SHAPES,)
-# Condition kinds (`builders.condition_kind`) that read each feature of the data.
-LABEL_KINDS = ("class", "adm")
-CAPTION_KINDS = ("text", "context", "hybrid_inpaint")
-
-
-def _validate_conditioning_data(config: ml_collections.ConfigDict, model: Any) -> None:
-    """A condition needs data that has it: class labels (and a class table that holds every
-    class), captions, segmentation maps."""
-    data = config.data
-    base = data.name.strip().partition("/")[0]
-    if has_model_section(config):
-        kind = _condition_kind(config)
-    else:
-        kind = "class" if config.conditioning.kind == "class" else "none"
-    if kind in LABEL_KINDS:
-        _require(
-            base not in UNLABELLED_DATASETS,
-            "data.name",
-            f"{data.name!r} has no class labels, which this {kind!r}-conditional model needs; "
-            "use a labelled dataset (fashion_mnist, synthetic_shapes, an image_folder with "
-            "class sub-folders).",
-        )
-        _require(
-            data.num_classes >= 1,
-            "data.num_classes",
-            f"is {data.num_classes}, but the model is conditioned on class labels; set it to "
-            "the dataset's number of classes.",
-        )
-        if base in FASHION_MNIST_NAMES:
-            _require(
-                data.num_classes >= FASHION_MNIST_CLASSES,
-                "data.num_classes",
-                f"is {data.num_classes}, but {data.name!r} has {FASHION_MNIST_CLASSES} classes; "
-                f"labels past it would have no embedding: set it to {FASHION_MNIST_CLASSES}.",
-            )
-        if has_model_section(config):
-            _validate_class_table(config, model, kind)
-    if kind in CAPTION_KINDS and not config.train.get("fixed_text_context", False):
-        _require(
-            base not in UNCAPTIONED_DATASETS,
-            "data.name",
-            f"{data.name!r} has no captions, which this text-conditional model ({kind!r}) "
-            "needs; use a captioned dataset (noto_emoji, synthetic_shapes, an image_folder "
-            "with captions).",
-        )
-    if kind == "semantic" and base in BUILT_IN_DATASETS:
-        _require(
-            base in SEGMENTED_DATASETS,
-            "data.name",
-            f"{data.name!r} has no segmentation maps, which this semantic-synthesis model "
-            "needs; use noto_emoji_segmentation or synthetic_shapes.",
-        )
-
-
-def _validate_class_table(config: ml_collections.ConfigDict, model: Any, kind: str) -> None:
-    """The class embedding (or the U-Net's `num_classes`) holds every class of the data."""
-    classes = config.data.num_classes
-    if kind == "adm":
-        table = model.unet.num_classes
-        _require(
-            table is not None and table >= classes,
-            "model.unet.num_classes",
-            f"is {table!r}, but data.num_classes={classes}: the class embedding needs a row per "
-            f"class; set it to {classes} (or more).",
-        )
-        return
-    cond = model.cond_stage
-    rows = cond.n_classes - int(cond.add_null_class)
-    _require(
-        rows >= classes,
-        "model.cond_stage.n_classes",
-        f"is {cond.n_classes} (with add_null_class={cond.add_null_class}), fewer than "
-        f"data.num_classes={classes} classes; set it to {classes + int(cond.add_null_class)}.",
-    )
-
-
-def _mesh_sizes(config: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
-    try:
-        sizes = sharding.mesh_shape(mesh_config(config), num_devices)
-    except ValueError as e:
-        raise ConfigError(_one_line(f"config.{e}")) from None
-    return dict(zip(sharding.MESH_AXES, sizes, strict=True))
-
-
-def _batch_axes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """The mesh axes the batch is split over (the rules' `batch` entry)."""
-    for name, axes in sharding.logical_axis_rules(mesh_config(config)):
-        if name == sharding.BATCH:
-            axes = axes if isinstance(axes, tuple) else (axes,)
-            return tuple(a for a in axes if a is not None)
-    return ()
-
-
-def _validate_devices(
-    config: ml_collections.ConfigDict, num_devices: int | None, num_processes: int | None
-) -> None:
-    """The mesh against the device count, and each trained batch against the devices it is
-    split over, the processes that load it and the accumulation micro-batches (as the trainers'
-    `sharded_stage.check_batch_size`, but before anything compiles)."""
-    num_devices = jax.device_count() if num_devices is None else num_devices
-    num_processes = jax.process_count() if num_processes is None else num_processes
-    sizes = _mesh_sizes(config, num_devices)
-    split = math.prod(sizes[a] for a in _batch_axes(config))
-    for section in _train_sections(config):
-        if section == "autoencoder_train" and config.stage not in ("autoencoder", "both"):
-            continue
-        if section == "train" and config.stage == "autoencoder":
-            continue
-        batch = config[section].batch_size
-        accum = train_options(config[section]).grad_accum_steps
-        multiple = int(np.lcm(split * accum, num_processes * accum))
-        _require(
-            batch % multiple == 0,
-            f"{section}.batch_size",
-            f"{batch} must be a multiple of {multiple} (the batch is split over {split} devices "
-            f"of the mesh {sizes}, {num_processes} processes and {accum} accumulation "
-            f"micro-batches); use {-(-batch // multiple) * multiple}.",
-        )
+        raise ConfigError(one_line(f"config.{e}")) from None
