@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import gc
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
@@ -22,6 +24,7 @@ from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.data.errors import DataError
+from ldm_jax.interop.torch_pickle import CheckpointFormatError
 from ldm_jax.sampling.image_inputs import ImageInputError
 from ldm_jax.sampling.request import SampleInputError
 from ldm_jax.training.checkpoint import (
@@ -44,6 +47,7 @@ USER_ERRORS = (
     PreemptedError,
     FileNotFoundError,
     DataError,  # UnknownDatasetError among them
+    CheckpointFormatError,  # UnsafeCheckpointError among them
     WorkdirError,
     SampleInputError,
     ImageInputError,
@@ -77,7 +81,17 @@ def user_errors_as_exit(program: str) -> Iterator[None]:
     except app.UsageError as e:
         usage_error(program, str(e))
     except USER_ERRORS as e:
+        _silence_exit_noise()
         sys.exit(f"{program}: error: {e}")
+
+
+def _silence_exit_noise() -> None:
+    """Keeps the error line last: work a library abandoned when the error struck (e.g. the read
+    coroutines of a failed orbax restore) is otherwise reported while Python exits, after it
+    ("coroutine ... was never awaited", "Exception ignored in ...")."""
+    warnings.simplefilter("ignore", RuntimeWarning)
+    sys.unraisablehook = lambda unraisable: None
+    gc.collect()
 
 
 def run(main: Callable[[list[str]], Any], program: str) -> None:

@@ -46,6 +46,7 @@ from ldm_jax.interop.diffusers import read_config
 from ldm_jax.interop.diffusers_config import UnsupportedConfigError
 from ldm_jax.interop.sd_pipeline import load_sd_folder
 from ldm_jax.interop.sd_single_file import load_sd_single_file
+from ldm_jax.interop.tensors import one_line_summary
 from ldm_jax.training import logging as log
 from ldm_jax.workdir import writer as workdir_writer
 from ldm_jax.workdir.sd_writer import write_sd_workdir
@@ -283,14 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     except (
         UnsupportedConfigError,
         interop.WeightMismatchError,
-        interop.UnsafeCheckpointError,
+        interop.CheckpointFormatError,  # unsafe, corrupt or truncated files
         FileNotFoundError,
     ) as e:
-        first, *rest = str(e).splitlines() or [type(e).__name__]
-        more = (
-            f" (+{len(rest)} more lines: {'; '.join(r.strip() for r in rest[:5])})" if rest else ""
-        )
-        sys.exit(f"{PROGRAM}: error: {first}{more}")
+        sys.exit(f"{PROGRAM}: error: {one_line_summary(str(e)) or type(e).__name__}")
     print(json.dumps({"out": args.out, "source": source}))
     return 0
 

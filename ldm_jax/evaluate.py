@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 
 import jax
@@ -95,6 +96,8 @@ from ldm_jax.evaluation import (
     text2img,
 )
 from ldm_jax.evaluation.report import evaluate
+from ldm_jax.interop.tensors import WeightMismatchError, one_line_summary
+from ldm_jax.interop.torch_pickle import CheckpointFormatError
 from ldm_jax.parallel import distributed
 from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import load_trained_ldm
@@ -335,7 +338,11 @@ def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         name, score = _METRICS[_WHAT.value]
-        _write(score(_WORKDIR.value), name)
+        try:
+            result = score(_WORKDIR.value)
+        except (CheckpointFormatError, WeightMismatchError) as e:  # --inception_weights
+            sys.exit(f"{PROGRAM}: error: {one_line_summary(str(e))}")
+        _write(result, name)
 
 
 def _write(result: dict, name: str) -> None:

@@ -39,6 +39,8 @@ from absl import app, flags
 
 from ldm_jax import cli_errors
 from ldm_jax.config.validation import SAMPLERS
+from ldm_jax.interop.tensors import WeightMismatchError, one_line_summary
+from ldm_jax.interop.torch_pickle import CheckpointFormatError
 from ldm_jax.sampling import images as image_grid
 from ldm_jax.sampling.image_inputs import ImageInputError
 from ldm_jax.sampling.tasks import TASKS, SampleInputError, SampleRequest, run
@@ -118,8 +120,14 @@ def main(argv):
         )
         try:
             result = run(load_trained_ldm(_WORKDIR.value), request)
-        except (SampleInputError, ImageInputError, WorkdirError) as e:
-            sys.exit(f"{PROGRAM}: error: {e}")
+        except (
+            SampleInputError,
+            ImageInputError,
+            WorkdirError,
+            CheckpointFormatError,  # a workdir's text encoder file: corrupt or truncated
+            WeightMismatchError,
+        ) as e:
+            sys.exit(f"{PROGRAM}: error: {one_line_summary(str(e))}")
         grid = image_grid.make_grid(result.images, result.columns)
         path = image_grid.save_png(_OUT.value, grid)
         print(json.dumps({"out": path, **result.info}))

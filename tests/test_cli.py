@@ -122,6 +122,8 @@ def test_usage_errors_raised_while_running_are_one_line(capsys):
     [
         "ldm_jax.data.datasets.UnknownDatasetError",
         "ldm_jax.data.errors.DataError",
+        "ldm_jax.interop.torch_pickle.CheckpointFormatError",
+        "ldm_jax.interop.torch_pickle.UnsafeCheckpointError",
         "ldm_jax.training.checkpoint.CorruptCheckpointError",
         "ldm_jax.training.checkpoint.IncompatibleCheckpointError",
         "ldm_jax.training.checkpoint.CheckpointSaveError",

@@ -9,27 +9,39 @@ names, or `<...>`) for the parts that depend on the run. Two checks:
     and their fragments must occur in the installed jax and jaxlib files. Entries whose text comes
     from absl flag parsing are produced by running the parser instead (`FROM_ABSL`);
   * the errors in `TRIGGERS` are raised here, in-process, on cheap paths (flag parsing, config
-    validation, missing files, sampling requests refused before any network runs), formatted as
-    the command line prints them, and each must match its entry's template exactly.
+    validation, missing or damaged files, tiny checkpoints, sampling requests refused before any
+    network runs), formatted as the command line prints them, and each must match its entry's
+    template exactly; the warnings in `WARNING_TRIGGERS` are logged here and their messages
+    must match in the same way.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import glob
 import itertools
+import json
+import logging
 import mmap
+import os
 import pathlib
 import pickle
 import re
+import struct
+import sys
 import types
 import zipfile
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import pytest
 from absl import app, flags
 from ml_collections import config_flags
+from PIL import Image
+from safetensors.numpy import save_file
 
 from configs.paper.celebahq_ldm_vq4 import get_config as celebahq_config
 from configs.quickstart import get_config as quickstart_config
@@ -37,11 +49,21 @@ from configs.sd.sd_v1 import get_config as sd_v1_config
 from ldm_jax import cli_errors, convert
 from ldm_jax.config.defaults import with_defaults
 from ldm_jax.config.validation import SAMPLERS, validate_config
-from ldm_jax.data import datasets, fashion_mnist_idx, image_folder, noto_emoji_render
+from ldm_jax.data import (
+    datasets,
+    fashion_mnist_idx,
+    image_folder,
+    noto_emoji_render,
+    pipeline,
+    split_slices,
+)
 from ldm_jax.evaluation import inception_weights
+from ldm_jax.interop import diffusers as interop_diffusers
+from ldm_jax.interop import diffusers_config
+from ldm_jax.interop.tensors import WeightMismatchError, abstract_params, one_line_summary
 from ldm_jax.losses import lpips
 from ldm_jax.models import minilm_weights
-from ldm_jax.parallel import distributed, sharding
+from ldm_jax.parallel import distributed
 from ldm_jax.sampling.image_inputs import ImageInputError
 from ldm_jax.sampling.tasks import SampleInputError, SampleRequest
 from ldm_jax.sampling.tasks import run as run_sampling
@@ -176,7 +198,7 @@ def test_quoted_text_exists_in_the_code(name):
     check = in_jax if origin == "jax" else covered
     missing = [f for f in fragments(template) if not check(f)]
     # Text computed at run time (e.g. a joined list of choices) is checked by running the code.
-    if name in TRIGGERS or name in SAMPLE_TRIGGERS:
+    if name in TRIGGERS or name in SAMPLE_TRIGGERS or name in WARNING_TRIGGERS:
         return
     assert not missing, f"entry {name!r} ({title}): {missing[0]!r} is not in the {origin} source"
 
@@ -216,6 +238,7 @@ def _parse(program: str, *args: str, fv_fn=_flag_values):
 def _sample_flags(argv: list[str]) -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_enum("sampler", None, list(SAMPLERS), "sampler", flag_values=fv)
+    flags.DEFINE_integer("class", None, "class", flag_values=fv)
     return fv
 
 
@@ -229,6 +252,16 @@ def _quickstart(**overrides):
         section, field = key.split("__")
         config[section][field] = value
     return config
+
+
+def _quickstart_file(**entries):
+    """The quickstart as a config file or config.json could give it: `section__key=value`
+    entries that a ConfigDict's own type checks would refuse (a wrong type, an unknown key)."""
+    values = quickstart_config().to_dict()
+    for key, value in entries.items():
+        section, field = key.split("__")
+        values[section][field] = value
+    return ml_collections.ConfigDict(values)
 
 
 def _usage(fn):
@@ -315,11 +348,189 @@ def _nan_loop(tmp_path):
     )
 
 
-def _batch_check():
-    mesh_config = quickstart_config().mesh
-    mesh = sharding.make_mesh(mesh_config)
-    rules = sharding.logical_axis_rules(mesh_config)
-    return sharded_stage.check_batch_size("ldm", "train", jax.device_count() + 1, mesh, rules, 1)
+def _file(path: pathlib.Path, data: bytes) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _png(path: pathlib.Path) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4)).save(path)
+    return path
+
+
+def _cut_fashion_mnist(tmp_path):
+    """A Fashion-MNIST folder whose test images file is a gzip stream cut short."""
+    _file(tmp_path / "t10k-images-idx3-ubyte.gz", b"\x1f\x8b\x08\x00 cut")
+    return lambda: fashion_mnist_idx.read_idx_arrays("test", directory=str(tmp_path))
+
+
+def _folder_with_bad_metadata(tmp_path):
+    """An image folder whose metadata.jsonl is not UTF-8."""
+    _png(tmp_path / "faces" / "a.png")
+    _file(tmp_path / "faces" / "metadata.jsonl", b"\xff\xfe")
+    return lambda: image_folder.plan_folder(str(tmp_path / "faces"), 64)
+
+
+def _unlistable_folder(tmp_path, monkeypatch):
+    """plan_folder on a folder whose class sub-folder cannot be listed (os.scandir refuses it,
+    as for a folder without read permission; chmod would not stop root)."""
+    root = tmp_path / "faces"
+    _png(root / "cats" / "a.png")
+    _png(root / "dogs" / "b.png")
+    locked, scandir = str(root / "dogs"), os.scandir
+
+    def refusing(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    return lambda: image_folder.plan_folder(str(root), 8)
+
+
+def _broken_folder(tmp_path):
+    """An image folder whose only image file is empty, prepared as training prepares it."""
+    _file(tmp_path / "faces" / "a.png", b"")
+    return lambda: image_folder.get_source(
+        str(tmp_path / "faces"), "train", str(tmp_path / "tfds"), image_size=8
+    )
+
+
+def _empty_slice():
+    splits = {"train": 3, "test": 2}
+    info = types.SimpleNamespace(
+        splits={k: types.SimpleNamespace(num_examples=n) for k, n in splits.items()}
+    )
+    builder = types.SimpleNamespace(info=info)
+    return lambda: split_slices.data_source(builder, "train[3:]", "tiny")
+
+
+def _saved_checkpoint(directory: pathlib.Path, steps=(1,)) -> Checkpointer:
+    ckpt = Checkpointer(str(directory), max_to_keep=len(steps) + 1)
+    for step in steps:
+        ckpt.save(step, {"w": jnp.full((3,), float(step))}, {"pos": step})
+    return ckpt
+
+
+def _truncate_checkpoint(directory: pathlib.Path, step: int) -> None:
+    """Cuts the tensor data files of a step short (see tests/training/test_checkpoint_faults)."""
+    for path in glob.glob(str(directory / str(step) / "state" / "**" / "d" / "*"), recursive=True):
+        with open(path, "r+b") as f:
+            f.truncate(16)
+
+
+_W3 = {"w": jax.ShapeDtypeStruct((3,), jnp.float32)}
+
+
+def _unreadable_checkpoints(tmp_path):
+    directory = tmp_path / "checkpoints" / "ldm"
+    _saved_checkpoint(directory)
+    _truncate_checkpoint(directory, 1)
+    return lambda: Checkpointer(str(directory)).restore(_W3)
+
+
+def _other_config_checkpoint(tmp_path):
+    directory = tmp_path / "checkpoints" / "ldm"
+    _saved_checkpoint(directory)
+    return lambda: Checkpointer(str(directory)).restore({"w": jax.ShapeDtypeStruct((4,), "f4")})
+
+
+def _full_disk(tmp_path, monkeypatch):
+    """A save whose writer fails as tensorstore does on a full disk."""
+    ckpt = _saved_checkpoint(tmp_path / "checkpoints" / "ldm")
+
+    def no_space(*args, **kwargs):
+        raise ValueError("OUT_OF_RANGE: Failed to write 12 bytes [os_error_code='28']")
+
+    monkeypatch.setattr(ckpt._manager, "save", no_space)
+    return lambda: ckpt.save(2, {"w": jnp.ones(3)}, {"pos": 2})
+
+
+def _fallback_to_previous_checkpoint(tmp_path):
+    directory = tmp_path / "checkpoints" / "ldm"
+    _saved_checkpoint(directory, steps=(1, 2))
+    _truncate_checkpoint(directory, 2)
+    Checkpointer(str(directory)).restore(_W3)
+
+
+def _torch_zip(path: pathlib.Path, pickle_bytes: bytes) -> pathlib.Path:
+    """A torch.save-style zip holding `pickle_bytes` as its data.pkl."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        z.writestr("archive/byteorder", "little")
+    return path
+
+
+def _zip_bomb(path: pathlib.Path) -> pathlib.Path:
+    """A torch.save-style zip whose central directory claims a 3 GiB member."""
+    _torch_zip(path, pickle.dumps({"state_dict": {}}, 2))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")  # the first central-directory entry's uncompressed size
+    data[at + 24 : at + 28] = (3 << 30).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _sd_single_file(tmp_path, ckpt: pathlib.Path):
+    return _convert(
+        "sd-single-file",
+        f"--ckpt={ckpt}",
+        f"--tokenizer={_folder(tmp_path / 'tokenizer')}",
+        f"--out={tmp_path / 'out'}",
+    )
+
+
+def _truncated_safetensors(path: pathlib.Path) -> pathlib.Path:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}})
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(40))
+    return path
+
+
+def _diffusers_vae(tmp_path, damage):
+    """`convert diffusers --vae` on a one-level AutoencoderKL folder whose weights (all zeros,
+    in diffusers' names and layout) `damage` edits."""
+    config = {
+        "_class_name": "AutoencoderKL",
+        "block_out_channels": [32],
+        "down_block_types": ["DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D"],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 32,
+    }
+    ae = diffusers_config.autoencoder_kl_from_config(config)
+    side = ae.downsample_factor
+    abstract = abstract_params(ae, jnp.zeros((1, side, side, ae.in_channels)))
+    params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
+    tensors = interop_diffusers.to_diffusers_state_dict(ae, params)
+    damage(tensors, sorted(tensors)[0])
+    folder = _folder(tmp_path / "vae")
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
+    return _convert("diffusers", f"--vae={folder}", f"--out={tmp_path / 'out'}")
+
+
+def _wrong_inception_file(tmp_path):
+    """evaluate's handling of `--inception_weights` naming another network's weights: the
+    error of `load_inception_variables`, summed up in one line as `evaluate.main` does."""
+    path = tmp_path / "resnet.safetensors"
+    save_file({"conv1.weight": np.ones((2, 3, 3, 3), np.float32)}, str(path))
+
+    def call():
+        try:
+            inception_weights.load_inception_variables(str(path))
+        except WeightMismatchError as e:
+            sys.exit(f"{EVALUATE}: error: {one_line_summary(str(e))}")
+
+    return call
+
+
+def _truncated_config_json(tmp_path):
+    """A workdir whose config.json a full disk cut short."""
+    (tmp_path / "config.json").write_text('{"stage": "both", "data": {"name": "fash')
+    return lambda: reader.load_config(str(tmp_path))
 
 
 def _paper_ldm_only(tmp_path, first_stage_workdir=""):
@@ -372,6 +583,11 @@ TRIGGERS = {
         TRAIN,
         lambda t, mp: lambda: fashion_mnist_idx.read_idx_arrays("train", directory=str(t)),
     ),
+    "fashion-mnist-corrupt": (TRAIN, lambda t, mp: _cut_fashion_mnist(t)),
+    "emoji-font-corrupt": (
+        TRAIN,
+        lambda t, mp: lambda: noto_emoji_render.load_font(str(_file(t / "bad.ttf", b"junk"))),
+    ),
     "emoji-font-missing": (
         TRAIN,
         lambda t, mp: lambda: noto_emoji_render.load_font(str(t / "NotoColorEmoji.ttf")),
@@ -380,6 +596,20 @@ TRIGGERS = {
     "image-folder-missing": (
         TRAIN,
         lambda t, mp: lambda: image_folder.plan_folder(str(t / "faces"), 64),
+    ),
+    "image-folder-path-is-file": (
+        TRAIN,
+        lambda t, mp: lambda: image_folder.plan_folder(str(_png(t / "faces" / "a.png")), 64),
+    ),
+    "image-folder-unlistable": (TRAIN, _unlistable_folder),
+    "image-folder-metadata-unreadable": (TRAIN, lambda t, mp: _folder_with_bad_metadata(t)),
+    "image-folder-all-skipped": (TRAIN, lambda t, mp: _broken_folder(t)),
+    "empty-split-slice": (TRAIN, lambda t, mp: _empty_slice()),
+    "dataset-smaller-than-batch": (
+        TRAIN,
+        lambda t, mp: (
+            lambda: pipeline.make_train_loader([{}] * 3, batch_size=4, image_size=8, seed=0)
+        ),
     ),
     "quickstart-no-data-path": (
         TRAIN,
@@ -400,6 +630,21 @@ TRIGGERS = {
             TRAIN, "--config=configs/quickstart.py", "--workdir=w", "--config.train.steps=abc"
         ),
     ),
+    "config-value-wrong-type": (
+        TRAIN,
+        lambda t, mp: _validate(_quickstart_file(train__batch_size="64")),
+    ),
+    "config-unknown-key": (TRAIN, lambda t, mp: _validate(_quickstart_file(train__batchsize=64))),
+    "config-value-out-of-range": (
+        TRAIN,
+        lambda t, mp: _validate(_quickstart(train__warmup_steps=-1)),
+    ),
+    "config-groupnorm-width": (TRAIN, lambda t, mp: _validate(_quickstart(unet__num_groups=24))),
+    "config-attention-heads": (
+        TRAIN,
+        lambda t, mp: _validate(_quickstart(unet__num_head_channels=24)),
+    ),
+    "config-class-data": (TRAIN, lambda t, mp: _validate(_quickstart(data__num_classes=0))),
     "image-size-not-divisible": (TRAIN, lambda t, mp: _validate(_image_size_30())),
     "unet-image-size": (TRAIN, lambda t, mp: _validate(_unet_size_mismatch())),
     "not-one-of": (TRAIN, lambda t, mp: _validate(_quickstart(sample__sampler="euler"))),
@@ -410,6 +655,9 @@ TRIGGERS = {
     "mesh-two-minus-one": (TRAIN, lambda t, mp: _validate(_quickstart(mesh__fsdp=-1))),
     "sd-config-needs-text-encoder": (TRAIN, lambda t, mp: _validate(sd_v1_config())),
     "loss-nan": (TRAIN, lambda t, mp: _nan_loop(t)),
+    "checkpoint-none-readable": (TRAIN, lambda t, mp: _unreadable_checkpoints(t)),
+    "checkpoint-incompatible": (TRAIN, lambda t, mp: _other_config_checkpoint(t)),
+    "checkpoint-save-failed": (TRAIN, _full_disk),
     "ldm-without-first-stage": (
         TRAIN,
         lambda t, mp: _quickstart_ldm_only(t),
@@ -424,10 +672,15 @@ TRIGGERS = {
         lambda t, mp: _paper_ldm_only(t, first_stage_workdir=str(t / "vq4")),
     ),
     "not-a-workdir": (SAMPLE, lambda t, mp: lambda: reader.load_config(str(t / "runs" / "qs"))),
+    "workdir-config-json-corrupt": (SAMPLE, lambda t, mp: _truncated_config_json(t)),
     "no-checkpoint": (SAMPLE, lambda t, mp: lambda: reader.restore_state(str(t / "ldm"))),
     "sampler-choice": (
         SAMPLE,
         lambda t, mp: _parse(SAMPLE, "--sampler=euler", fv_fn=_sample_flags),
+    ),
+    "class-not-a-number": (
+        SAMPLE,
+        lambda t, mp: _parse(SAMPLE, "--class=sneaker", fv_fn=_sample_flags),
     ),
     "unsafe-pickle": (
         CONVERT,
@@ -447,11 +700,37 @@ TRIGGERS = {
             f"--out={t / 'out'}",
         ),
     ),
+    "pickle-extension-code": (
+        CONVERT,
+        lambda t, mp: _sd_single_file(t, _torch_zip(t / "ext.ckpt", b"\x80\x02\x82\x01.")),
+    ),
+    "not-a-checkpoint": (
+        CONVERT,
+        lambda t, mp: _sd_single_file(t, _file(t / "page.ckpt", b"<html>Not Found</html>")),
+    ),
+    "torch-file-unreadable": (
+        CONVERT,
+        lambda t, mp: _sd_single_file(t, _torch_zip(t / "broken.ckpt", b"garbage")),
+    ),
+    "zip-bomb": (CONVERT, lambda t, mp: _sd_single_file(t, _zip_bomb(t / "bomb.ckpt"))),
+    "safetensors-invalid": (
+        CONVERT,
+        lambda t, mp: _sd_single_file(t, _truncated_safetensors(t / "cut.safetensors")),
+    ),
+    "tensor-shape-mismatch": (
+        CONVERT,
+        lambda t, mp: _diffusers_vae(t, lambda d, k: d.update({k: np.zeros(7, np.float32)})),
+    ),
+    "tensor-dtype-mismatch": (
+        CONVERT,
+        lambda t, mp: _diffusers_vae(t, lambda d, k: d.update({k: d[k].astype(np.int32)})),
+    ),
     "not-sd-folder": (CONVERT, lambda t, mp: _convert("diffusers", f"--dir={t}", "--out=x")),
     "inception-weights": (
         EVALUATE,
         lambda t, mp: _without_inception(mp),
     ),
+    "inception-weights-wrong-file": (EVALUATE, lambda t, mp: _wrong_inception_file(t)),
     "distributed-flags-together": (
         TRAIN,
         lambda t, mp: _usage(lambda: distributed.initialize("127.0.0.1:1234", 2, None)),
@@ -460,7 +739,10 @@ TRIGGERS = {
         TRAIN,
         lambda t, mp: _usage(lambda: distributed.initialize("127.0.0.1:1234", 2, 2)),
     ),
-    "batch-not-divisible-mesh": (TRAIN, lambda t, mp: _batch_check),
+    "batch-not-divisible-mesh": (
+        TRAIN,
+        lambda t, mp: _validate(_quickstart(train__batch_size=jax.device_count() + 1)),
+    ),
     "mesh-device-count": (TRAIN, lambda t, mp: _mesh(data=jax.device_count() + 1)),
     "mesh-not-divisible": (TRAIN, lambda t, mp: _mesh(data=-1, fsdp=jax.device_count() + 1)),
 }
@@ -478,8 +760,14 @@ SAMPLE_TRIGGERS = {
 }
 
 
+# Warnings (the run goes on): entry id -> tmp_path -> None, logging the warning on the way.
+WARNING_TRIGGERS = {
+    "checkpoint-unreadable": _fallback_to_previous_checkpoint,
+}
+
+
 def test_enough_errors_are_triggered():
-    triggered = set(TRIGGERS) | set(SAMPLE_TRIGGERS)
+    triggered = set(TRIGGERS) | set(SAMPLE_TRIGGERS) | set(WARNING_TRIGGERS)
     unknown = triggered - set(entries())
     assert not unknown, f"triggers for entries the guide does not have: {sorted(unknown)}"
     assert len(triggered) >= MIN_TRIGGERED
@@ -504,3 +792,12 @@ def test_triggered_error_matches_the_guide(name, tmp_path, monkeypatch, capsys):
 def test_refused_sampling_request_matches_the_guide(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _check(name, _sample_line(tmp_path, **SAMPLE_TRIGGERS[name]))
+
+
+@pytest.mark.parametrize("name", sorted(WARNING_TRIGGERS))
+def test_logged_warning_matches_the_guide(name, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        WARNING_TRIGGERS[name](tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings, f"{name}: nothing was logged"
+    _check(name, warnings[0])

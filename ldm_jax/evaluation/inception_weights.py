@@ -22,12 +22,12 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import safetensors.numpy
 from jax.sharding import Mesh, NamedSharding
 
 from ldm_jax.evaluation import fid_protocol
 from ldm_jax.evaluation.inception_net import FIDInceptionV3
 from ldm_jax.interop import torch_pickle
+from ldm_jax.interop.safetensors_file import read_safetensors
 from ldm_jax.interop.tensors import FlaxPath, assemble
 from ldm_jax.parallel import sharding
 
@@ -107,11 +107,12 @@ def load_inception_variables(path: str | os.PathLike | None = None) -> dict:
 
     Raises:
       InceptionWeightsNotFoundError: no file.
+      interop.torch_pickle.CheckpointFormatError: a corrupt, truncated or unsafe file.
       interop.tensors.WeightMismatchError: the tensors do not match the network (listed).
     """
     path = resolve_weights_path(path)
     if path.endswith(".safetensors"):
-        tensors = safetensors.numpy.load_file(path)
+        tensors = read_safetensors(path)
     else:  # A zip archive or the pre-1.6 format (pytorch-fid's file is probably the latter).
         tensors = torch_pickle.load_state_dict(path)
     return variables_from_state_dict(tensors, f"Inception weights file {path}")

@@ -7,9 +7,15 @@ from ldm_jax.interop.diffusers import (
     load_diffusers_unet,
 )
 from ldm_jax.interop.tensors import WeightMismatchError
-from ldm_jax.interop.torch_pickle import UnsafeCheckpointError, load_state_dict, load_torch_file
+from ldm_jax.interop.torch_pickle import (
+    CheckpointFormatError,
+    UnsafeCheckpointError,
+    load_state_dict,
+    load_torch_file,
+)
 
 __all__ = [
+    "CheckpointFormatError",
     "CompVisLDM",
     "load_compvis",
     "UnsafeCheckpointError",

@@ -29,9 +29,10 @@ from typing import Any
 import flax
 import flax.linen as nn
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from ldm_jax.interop import torch_pickle
+from ldm_jax.interop.safetensors_file import read_safetensors
 from ldm_jax.interop.tensors import (
     FlaxPath,
     WeightMismatchError,
@@ -175,11 +176,11 @@ def _read_weights(directory: pathlib.Path) -> dict[str, np.ndarray]:
             shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
             tensors: dict[str, np.ndarray] = {}
             for shard in shards:
-                tensors.update(load_file(str(directory / shard)))
+                tensors.update(read_safetensors(directory / shard))
             return tensors
         if name.endswith(".bin"):
             return torch_pickle.load_state_dict(str(path))
-        return load_file(str(path))
+        return read_safetensors(path)
     raise FileNotFoundError(
         f"CLIP text encoder: {directory} has none of {', '.join(WEIGHT_FILES)}; expected a "
         "transformers/diffusers text_encoder/ folder (config.json and weights)."

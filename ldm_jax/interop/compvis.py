@@ -27,6 +27,7 @@ import numpy as np
 
 from ldm_jax import diffusion
 from ldm_jax.interop import compvis_config as ccfg
+from ldm_jax.interop.safetensors_file import read_safetensors
 from ldm_jax.interop.tensors import (
     WeightMismatchError,
     abstract_params,
@@ -275,9 +276,7 @@ def load_compvis(
 def _read_tensors(ckpt_path: str, allow_placeholders: bool) -> dict[str, np.ndarray]:
     """Every tensor of a `.ckpt` (restricted unpickler) or `.safetensors` file."""
     if ckpt_path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return load_file(ckpt_path)
+        return read_safetensors(ckpt_path)
     return load_state_dict(ckpt_path, allow_placeholders)
 
 

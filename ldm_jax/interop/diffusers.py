@@ -23,6 +23,7 @@ import numpy as np
 from ldm_jax.interop import diffusers_config as dcfg
 from ldm_jax.interop import diffusers_names as names
 from ldm_jax.interop import unet2d_config, vq_config
+from ldm_jax.interop.safetensors_file import read_safetensors
 from ldm_jax.interop.tensors import (
     abstract_params,
     assemble,
@@ -49,19 +50,17 @@ def read_config(directory: str) -> dict[str, Any]:
 
 def read_weights(directory: str, variant: str | None = None) -> dict[str, np.ndarray]:
     """All tensors of a diffusers model folder (single or sharded safetensors, or `.bin`)."""
-    from safetensors.numpy import load_file
-
     stem = WEIGHTS_NAME + (f".{variant}" if variant else "")
     single = os.path.join(directory, f"{stem}.safetensors")
     index = single + ".index.json"
     if os.path.exists(single):
-        return load_file(single)
+        return read_safetensors(single)
     if os.path.exists(index):
         with open(index) as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
         out: dict[str, np.ndarray] = {}
         for shard in shards:
-            out.update(load_file(os.path.join(directory, shard)))
+            out.update(read_safetensors(os.path.join(directory, shard)))
         return out
     binary = os.path.join(directory, f"{stem}.bin")
     if os.path.exists(binary):

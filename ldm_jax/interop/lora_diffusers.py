@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 from flax.core.meta import AxisMetadata
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ldm_jax.interop import diffusers_names as names
-from ldm_jax.interop.tensors import flax_path_to_compvis, flax_path_to_xtransformers
+from ldm_jax.interop.safetensors_file import read_header, read_safetensors
+from ldm_jax.interop.tensors import dtype_problem, flax_path_to_compvis, flax_path_to_xtransformers
 from ldm_jax.interop.torch_pickle import load_state_dict
 from ldm_jax.models.lora import (
     CLIP_ATTENTION_TARGETS,
@@ -214,9 +214,8 @@ def _read(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
         raise FileNotFoundError(f"{file} not found.")
     if file.endswith(".bin"):
         return {k: np.asarray(v) for k, v in load_state_dict(file).items()}, None
-    with safe_open(file, framework="numpy") as f:
-        header = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    _, header = read_header(file)
+    tensors = read_safetensors(file)
     raw = header.get(METADATA_KEY)
     return tensors, (json.loads(raw) if raw else None)
 
@@ -341,7 +340,8 @@ def load_diffusers_lora(
 
     Raises:
       LoraFormatError: tensors that name no Dense module of the model, mis-shaped or incomplete
-        pairs, text-encoder LoRA without `clip_params`, or unsupported variants (DoRA, biases).
+        pairs, A/B matrices not stored as float32/float16/bfloat16, text-encoder LoRA without
+        `clip_params`, or unsupported variants (DoRA, biases).
     """
     tensors, metadata = _read(path)
     if not tensors:
@@ -350,11 +350,19 @@ def load_diffusers_lora(
     metas = _split_metadata(metadata, has_prefixes)
 
     parts: dict[tuple[str, str], dict[str, np.ndarray]] = collections.defaultdict(dict)
+    typed = []
     for key, value in tensors.items():
         component, module, role = _parse_key(key, has_prefixes)
         if role in parts[component, module]:
             raise LoraFormatError(f"Tensor {key!r}: a second {role!r} for module {module!r}.")
+        problem = None if role == "alpha" else dtype_problem(value, np.float32)
+        if problem is not None:
+            typed.append(f"tensor {key!r} is {problem}")
         parts[component, module][role] = np.asarray(value, np.float32)
+    if typed:
+        raise LoraFormatError(
+            f"The LoRA file {path} has tensors of the wrong dtype: " + "; ".join(typed)
+        )
 
     models = {UNET: unet_params, TEXT_ENCODER: clip_params}
     namers = {

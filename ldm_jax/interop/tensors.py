@@ -15,6 +15,8 @@ from typing import Any
 import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
 FlaxPath = tuple[str, ...]
@@ -23,6 +25,54 @@ _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "embedding": "weight", 
 
 class WeightMismatchError(ValueError):
     """A checkpoint's tensors do not match the model: missing, unexpected or mis-shaped."""
+
+
+# What a checkpoint tensor may hold for a floating-point parameter: the dtypes released weights
+# come in (a float64 or integer tensor there is a file for something else, or a broken export).
+FLOAT_SOURCES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+
+
+def dtype_problem(arr: Any, want: Any, allow_float64: bool = False) -> str | None:
+    """Why a tensor of `arr`'s dtype cannot fill a parameter of dtype `want`, or None.
+
+    Floating parameters take float32, float16 or bfloat16 tensors (and float64 with
+    `allow_float64`, for arrays this library wrote itself); integer parameters integer tensors;
+    other parameters anything.
+    """
+    got = np.dtype(arr.dtype) if hasattr(arr, "dtype") else np.asarray(arr).dtype
+    floats = FLOAT_SOURCES + ((np.dtype(np.float64),) if allow_float64 else ())
+    if jnp.issubdtype(want, jnp.floating) and got not in floats:
+        return f"{got}, expected float32, float16 or bfloat16"
+    if jnp.issubdtype(want, jnp.integer) and not jnp.issubdtype(got, jnp.integer):
+        return f"{got}, expected an integer dtype"
+    return None
+
+
+def one_line_summary(message: str, per_section: int = 3) -> str:
+    """A multi-line mismatch message (`assemble`'s: a first line, then sections such as
+    "missing tensors:" with one indented item per line) as one line for a CLI: every section
+    with its count and first `per_section` items, e.g. "The checkpoint does not match the
+    model; missing tensors (2): a; b | mis-shaped tensors (1): ..." (`assemble` writes its
+    first section's header on the first line). One-line messages are returned as they are."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return message.strip()
+    head, sections = [], []  # sections: [header, items]
+    for line in lines:
+        if line.startswith((" ", "\t")) and sections:
+            sections[-1][1].append(line.strip())
+        elif line.rstrip().endswith(":"):
+            sections.append([line.strip()[:-1], []])
+        elif sections:
+            sections[-1][1].append(line.strip())
+        else:
+            head.append(line.strip())
+    parts = []
+    for header, items in sections:
+        shown = "; ".join(items[:per_section])
+        more = f" (+{len(items) - per_section} more)" if len(items) > per_section else ""
+        parts.append(f"{header} ({len(items)}): {shown}{more}")
+    return " ".join([*head, " | ".join(parts)]).strip()
 
 
 def flax_path_to_compvis(path: FlaxPath) -> str:
@@ -142,16 +192,21 @@ def assemble(
       The nested parameter dict with numpy arrays in the model's dtypes.
 
     Raises:
-      WeightMismatchError: listing every missing, unexpected and mis-shaped tensor by name.
+      WeightMismatchError: listing every missing, unexpected, mis-shaped and mis-typed tensor
+        (`dtype_problem`) by name, before converting any.
     """
     flat = flax.traverse_util.flatten_dict(abstract)
-    out, missing, bad, used = {}, [], [], set()
+    out, missing, bad, used, typed = {}, [], [], set(), []
     for path, leaf in flat.items():
         name = name_of(path)
         if name not in tensors:
             missing.append(f"{name} (for {'/'.join(path)}, shape {tuple(leaf.shape)})")
             continue
         used.add(name)
+        problem = dtype_problem(tensors[name], leaf.dtype)
+        if problem is not None:
+            typed.append(f"{name} (for {'/'.join(path)}) is {problem}")
+            continue
         try:
             out[path] = torch_to_flax(tensors[name], leaf.shape, name, path[-1]).astype(leaf.dtype)
         except WeightMismatchError as e:
@@ -164,6 +219,8 @@ def assemble(
         problems.append("unexpected tensors:\n  " + "\n  ".join(unexpected))
     if bad:
         problems.append("mis-shaped tensors:\n  " + "\n  ".join(bad))
+    if typed:
+        problems.append("tensors of the wrong dtype:\n  " + "\n  ".join(typed))
     if problems:
         raise WeightMismatchError(f"The {source} does not match the model; " + "\n".join(problems))
     return flax.traverse_util.unflatten_dict(out)

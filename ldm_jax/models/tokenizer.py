@@ -11,10 +11,14 @@ longest-match-first WordPiece with `##` continuation pieces.
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+# Special tokens matched in the raw text when the vocabulary holds them.
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def _is_whitespace(ch: str) -> bool:
@@ -22,9 +26,12 @@ def _is_whitespace(ch: str) -> bool:
 
 
 def _is_control(ch: str) -> bool:
+    """BERT's clean-up drops control, format, private-use and surrogate characters (categories
+    Cc, Cf, Co, Cs), as the Rust BertNormalizer does; unassigned ones (Cn) stay and become
+    [UNK]. Private use was kept before (U+F0000 gave [UNK]; found by fuzzing)."""
     if ch in "\t\n\r":
         return False
-    return unicodedata.category(ch) in ("Cc", "Cf")
+    return unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs")
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -36,13 +43,17 @@ def _is_punctuation(ch: str) -> bool:
 
 
 def _is_cjk(cp: int) -> bool:
+    # The ranges of the Rust `tokenizers` BertNormalizer, which `BertTokenizerFast` (the paper's
+    # BERTEmbedder tokenizer) and MiniLM's tokenizer.json use. It starts the CJK Extension E
+    # range at 0x2B920 where Google's Python BERT has 0x2B820; found by fuzzing
+    # (tests/models/test_tokenizer_fuzz.py): U+2B820..U+2B91F are not split off as CJK.
     ranges = (
         (0x4E00, 0x9FFF),
         (0x3400, 0x4DBF),
         (0x20000, 0x2A6DF),
         (0x2A700, 0x2B73F),
         (0x2B740, 0x2B81F),
-        (0x2B820, 0x2CEAF),
+        (0x2B920, 0x2CEAF),
         (0xF900, 0xFAFF),
         (0x2F800, 0x2FA1F),
     )
@@ -105,6 +116,8 @@ class WordPieceTokenizer:
         for special in ("[CLS]", "[SEP]", "[PAD]", unk_token):
             if special not in self.vocab:
                 raise ValueError(f"WordPiece vocabulary lacks the special token {special}.")
+        specials = sorted({*SPECIAL_TOKENS, unk_token} & set(self.vocab), key=len, reverse=True)
+        self._specials = re.compile("|".join(re.escape(t) for t in specials))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs) -> WordPieceTokenizer:
@@ -136,8 +149,23 @@ class WordPieceTokenizer:
         return pieces
 
     def tokenize(self, text: str) -> list[str]:
-        """Text -> WordPiece strings (no special tokens)."""
+        """Text -> WordPiece strings. A special token written in the text ("[SEP]", exact case)
+        stays that token, as the Rust tokenizers' added vocabulary matches it in the raw text
+        (`BertTokenizerFast`, MiniLM's tokenizer.json; found by fuzzing)."""
+        pieces, start = [], 0
+        for match in self._specials.finditer(text):
+            pieces += self._plain_tokens(text[start : match.start()])
+            pieces.append(match.group())
+            start = match.end()
+        return pieces + self._plain_tokens(text[start:])
+
+    def _plain_tokens(self, text: str) -> list[str]:
         return [p for w in basic_tokenize(text, self.lowercase) for p in self.wordpiece(w)]
+
+    def dropped_tokens(self, text: str) -> int:
+        """How many of `text`'s pieces `encode` drops: it keeps `max_length - 2` between [CLS]
+        and [SEP] (longer texts are truncated, as the paper's and transformers' tokenizers do)."""
+        return max(0, len(self.tokenize(text)) - (self.max_length - 2))
 
     def encode(self, text: str) -> list[int]:
         """Text -> `max_length` ids: [CLS] pieces (truncated) [SEP] then [PAD]s."""

@@ -57,6 +57,7 @@ from ldm_jax.sampling.request import (
     check_divisible,
     reject,
 )
+from ldm_jax.training import logging as log
 from ldm_jax.workdir.reader import TrainedLDM
 from ldm_jax.workdir.text_encoder import prompt_encoder
 
@@ -188,8 +189,29 @@ class _Task:
         if not os.path.isfile(vocab):
             raise SampleInputError(f"The workdir's vocabulary {vocab} is missing.")
         tokenizer = WordPieceTokenizer.from_file(vocab, max_length=cond_cfg.get("max_seq_len", 77))
+        self._check_length(tokenizer, prompt, "--prompt")
         self.cond = tokenizer([prompt] * num)  # [B, L] int
-        self.uncond = tokenizer([self._negative_prompt()])  # [1, L]: "" as the reference
+        negative = self._negative_prompt()
+        self._check_length(tokenizer, negative, "--negative_prompt")
+        self.uncond = tokenizer([negative])  # [1, L]: "" as the reference
+
+    def _check_length(self, tokenizer: Any, text: str, flag: str) -> None:
+        """Warns, naming `flag`, when `text` has more tokens than the text encoder reads:
+        prompts are truncated to `max_length - 2` tokens, as diffusers' pipelines do; the
+        count dropped goes into the JSON summary as `<flag>_tokens_dropped`."""
+        dropped = tokenizer.dropped_tokens(text)
+        if not dropped:
+            return
+        kept = tokenizer.max_length - 2
+        log.warning(
+            "%s is %d tokens long; the text encoder reads only the first %d, so the last %d "
+            "are ignored (the prompt is truncated, as diffusers does).",
+            flag,
+            kept + dropped,
+            kept,
+            dropped,
+        )
+        self.info[f"{flag.lstrip('-')}_tokens_dropped"] = dropped
 
     def _negative_prompt(self) -> str:
         """The caption of the unconditional branch: --negative_prompt, else the empty one."""
@@ -201,7 +223,7 @@ class _Task:
 
     def _negative_context(self) -> np.ndarray:
         """[1, L, D]: the frozen encoder's context of the negative (default: empty) prompt."""
-        return self._text_context([self._negative_prompt()])
+        return self._text_context([self._negative_prompt()], "--negative_prompt")
 
     def edit(self) -> None:
         """img2img (--task edit) and masked sampling (--mask; --task inpaint on a model trained
@@ -272,14 +294,17 @@ class _Task:
         )
         self.info["layout"] = objects
 
-    def _text_context(self, prompts: list[str]) -> np.ndarray:
+    def _text_context(self, prompts: list[str], flag: str = "--prompt") -> np.ndarray:
         """Context tokens of a frozen text encoder: the workdir's (MiniLM, or a Stable Diffusion
         CLIP/OpenCLIP read from its folders; `workdir/text_encoder.py`, as in training), or the
         fixed per-caption stand-in that the SD :tiny variants train on
-        (`generate.fixed_text_context`)."""
+        (`generate.fixed_text_context`). `flag` names the prompts in a truncation warning."""
         cond = self.model["cond_stage"]
         encoder = prompt_encoder(self.trained.workdir, cond)
         if encoder is not None:
+            tokenizer = getattr(encoder, "tokenizer", None)
+            if tokenizer is not None and prompts:
+                self._check_length(tokenizer, prompts[0], flag)
             return encoder(prompts)  # [N, L, D]
         if not self.config.get("train", {}).get("fixed_text_context"):
             raise SampleInputError(

@@ -267,4 +267,6 @@ def _short_reason(error: Exception) -> str:
     code = re.search(r"os_error_code='(\d+)'", str(error))
     if code:
         return f"{os.strerror(int(code.group(1)))} [errno {code.group(1)}]"
-    return text[:200] or type(error).__name__
+    if len(text) > 200:
+        text = text[:200].rsplit(" ", 1)[0] + " ..."
+    return text or type(error).__name__

@@ -16,7 +16,6 @@ base denoiser in `checkpoints/base` and the LoRA tree (params and EMA) in `check
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -26,8 +25,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from ldm_jax.config import builders
-from ldm_jax.config.defaults import with_defaults
+from ldm_jax.config.json_config import config_from_json
 from ldm_jax.config.options import is_lora_finetune, lora_config, unet_lora
+from ldm_jax.interop.tensors import dtype_problem
 from ldm_jax.models import factory
 from ldm_jax.models.lora import merge_lora
 from ldm_jax.training.checkpoint import MissingCheckpointError
@@ -60,7 +60,13 @@ class TrainedLDM:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a workdir was trained with (or imported as)."""
+    """The config a workdir was trained with (or imported as).
+
+    Raises:
+      MissingCheckpointError: the workdir has no config.json.
+      ConfigError: its config.json is not a config (invalid or truncated JSON, not an object,
+        a section that is not an object; `config.json_config.config_from_json`).
+    """
     path = layout.config_path(workdir)
     if not os.path.exists(path):
         raise MissingCheckpointError(
@@ -68,8 +74,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
             f"python -m ldm_jax.train --config configs/quickstart.py --workdir {workdir}, or "
             f"import weights with: python -m ldm_jax.convert ... --out {workdir}"
         )
-    with open(path) as f:
-        return with_defaults(ml_collections.ConfigDict(json.load(f)))
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return config_from_json(f.read(), path)
 
 
 def restore_state(directory: str, step: int | None = None) -> tuple[dict, dict, int]:
@@ -113,7 +119,9 @@ def restore_state(directory: str, step: int | None = None) -> tuple[dict, dict, 
 
 
 def check_params(params: Any, abstract: Any, what: str, directory: str) -> Any:
-    """`params` if its paths and shapes are those of `abstract`, else a `WorkdirError`."""
+    """`params` if its paths, shapes and kinds of dtype are those of `abstract` (floating
+    parameters stored as floats, not integers or booleans: `interop.tensors.dtype_problem`),
+    else a `WorkdirError` listing every mismatch."""
     got = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
     want = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract), sep="/")
     problems = [f"missing {k} {tuple(v.shape)}" for k, v in want.items() if k not in got]
@@ -122,6 +130,11 @@ def check_params(params: Any, abstract: Any, what: str, directory: str) -> Any:
         f"{k}: checkpoint {tuple(got[k].shape)}, config {tuple(v.shape)}"
         for k, v in want.items()
         if k in got and tuple(got[k].shape) != tuple(v.shape)
+    ]
+    problems += [
+        f"{k}: checkpoint dtype {problem}"
+        for k, v in want.items()
+        if k in got and (problem := dtype_problem(got[k], v.dtype, allow_float64=True)) is not None
     ]
     if problems:
         raise WorkdirError(

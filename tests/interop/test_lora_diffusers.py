@@ -221,6 +221,13 @@ def test_mismatched_files_are_refused(source, tmp_path):
     save_file(lonely, str(tmp_path / "lonely.safetensors"))
     with pytest.raises(LD.LoraFormatError, match="lacks its down"):
         LD.load_diffusers_lora(str(tmp_path / "lonely.safetensors"), params, unet.num_res_blocks)
+    up = key.replace("lora_A", "lora_B")
+    typed = {**tensors, key: tensors[key].astype(np.float64), up: tensors[up].astype(np.int64)}
+    save_file(typed, str(tmp_path / "dtype.safetensors"))
+    with pytest.raises(LD.LoraFormatError, match="wrong dtype") as e:
+        LD.load_diffusers_lora(str(tmp_path / "dtype.safetensors"), params, unet.num_res_blocks)
+    assert f"'{key}' is float64, expected float32, float16 or bfloat16" in str(e.value)
+    assert f"'{up}' is int64, expected float32, float16 or bfloat16" in str(e.value)
     dora = {**tensors, key.replace("lora_A.weight", "lora_magnitude_vector"): np.ones(4)}
     save_file(dora, str(tmp_path / "dora.safetensors"))
     with pytest.raises(LD.LoraFormatError, match="DoRA"):
