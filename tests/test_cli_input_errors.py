@@ -26,10 +26,8 @@ import pytest
 import yaml
 
 from ldm_jax import convert
-from ldm_jax.config.model_config import model_config
 from ldm_jax.sampling.tasks import SampleRequest, _Task
 from ldm_jax.workdir.reader import WorkdirError, check_params
-from ldm_jax.workdir.writer import write_workdir
 from tests.cli_runner import FAST_XLA, ROOT
 from tests.interop import paper_checkpoints as pc
 from tests.interop import reference as ref
@@ -188,20 +186,7 @@ def test_convert_refuses_weights_of_another_architecture(tmp_path):
 def class_workdir(tmp_path_factory, tfds_dir) -> str:
     """quickstart:tiny (grey 32x32, KL f=2, 10 classes) with random weights, as a workdir that
     names the prepared Fashion-MNIST (for evaluate)."""
-    trained = tm.random_model(tm.tiny_config("quickstart.py"))
-    d = trained.config.diffusion
-    schedule = {k: d[k] for k in ("schedule", "num_timesteps", "beta_start", "beta_end")}
-    schedule["prediction_type"] = d.prediction_type
-    path = str(tmp_path_factory.mktemp("inputs") / "wd")
-    model = model_config(trained.config)
-    write_workdir(path, model, trained.ae_params, trained.ldm_params, 1.0, schedule, {})
-    config_file = os.path.join(path, "config.json")
-    with open(config_file) as f:
-        config = json.load(f)
-    config["data"].update(name="fashion_mnist", data_dir=tfds_dir)
-    with open(config_file, "w") as f:
-        json.dump(config, f)
-    return path
+    return tm.fashion_mnist_workdir(str(tmp_path_factory.mktemp("inputs") / "wd"), tfds_dir)
 
 
 SAMPLE = "python -m ldm_jax.sample"

@@ -15,7 +15,6 @@ import jax
 import numpy as np
 import pytest
 
-from ldm_jax.config.model_config import model_config
 from ldm_jax.config.validation import ConfigError
 from ldm_jax.data import datasets, pipeline
 from ldm_jax.evaluation import classifier as clf
@@ -26,7 +25,6 @@ from ldm_jax.evaluation import metrics as base_metrics
 from ldm_jax.evaluation import precision_recall as pr
 from ldm_jax.evaluation import sample_shards as ss
 from ldm_jax.sampling.images import to_uint8
-from ldm_jax.workdir.writer import write_workdir
 from tests.cli_runner import FAST_XLA, ROOT, run_cli
 from tests.sampling import tiny_models as tm
 
@@ -36,21 +34,7 @@ SAMPLING = dict(sampler="ddim", steps=2, eta=None, guidance=None, seed=3, batch_
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tfds_dir):
     """A written tiny quickstart workdir (random weights) that names the prepared Fashion-MNIST."""
-    trained = tm.random_model(tm.tiny_config("quickstart.py"))
-    d = trained.config.diffusion
-    schedule = {k: d[k] for k in ("schedule", "num_timesteps", "beta_start", "beta_end")}
-    schedule["prediction_type"] = d.prediction_type
-    path = str(tmp_path_factory.mktemp("gen") / "wd")
-    write_workdir(
-        path, model_config(trained.config), trained.ae_params, trained.ldm_params, 1.0, schedule, {}
-    )
-    config_file = os.path.join(path, "config.json")
-    with open(config_file) as f:
-        config = json.load(f)
-    config["data"].update(name="fashion_mnist", data_dir=tfds_dir)
-    with open(config_file, "w") as f:
-        json.dump(config, f)
-    return path
+    return tm.fashion_mnist_workdir(str(tmp_path_factory.mktemp("gen") / "wd"), tfds_dir)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ so the model's output depends on its input and its condition.
 
 from __future__ import annotations
 
+import json
 import os
 
 import flax
@@ -17,8 +18,10 @@ from PIL import Image
 
 from ldm_jax.config import builders
 from ldm_jax.config.files import load_config_file
+from ldm_jax.config.model_config import model_config
 from ldm_jax.trainers import captions
 from ldm_jax.workdir.reader import TrainedLDM
+from ldm_jax.workdir.writer import write_workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZE = 32  # the :tiny configs' image side
@@ -84,3 +87,21 @@ def box_mask(top: int, left: int, side: int) -> np.ndarray:
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[top : top + side, left : left + side] = 255
     return mask
+
+
+def fashion_mnist_workdir(path: str, tfds_dir: str) -> str:
+    """quickstart:tiny (grey 32x32, 10 classes) with random weights, written as a workdir at
+    `path` whose config names the Fashion-MNIST prepared in `tfds_dir` (for evaluate)."""
+    trained = random_model(tiny_config("quickstart.py"))
+    d = trained.config.diffusion
+    schedule = {k: d[k] for k in ("schedule", "num_timesteps", "beta_start", "beta_end")}
+    schedule["prediction_type"] = d.prediction_type
+    model = model_config(trained.config)
+    write_workdir(path, model, trained.ae_params, trained.ldm_params, 1.0, schedule, {})
+    config_file = os.path.join(path, "config.json")
+    with open(config_file) as f:
+        config = json.load(f)
+    config["data"].update(name="fashion_mnist", data_dir=tfds_dir)
+    with open(config_file, "w") as f:
+        json.dump(config, f)
+    return path
