@@ -89,6 +89,10 @@ class Checkpointer:
                 force=True,
             )
         except Exception as e:  # tensorstore reports a full disk as ValueError (OUT_OF_RANGE)
+            try:  # let orbax's writer threads stop before removing their folder
+                self._manager.wait_until_finished()
+            except Exception:  # the same failure, reported again
+                pass
             self._remove_unfinished_saves()
             kept = ", ".join(map(str, self.all_steps())) or "none"
             raise CheckpointSaveError(

@@ -3,7 +3,7 @@ diverging run (tiny quickstart config, autoencoder stage, a checkpoint every 2 s
 
 One workdir goes through the faults in order, as a user would meet them:
   1. train to step 4 (checkpoints 2 and 4);
-  2. damage checkpoint 4 and extend to step 6 with no file allowed over 1 MB (RLIMIT_FSIZE:
+  2. damage checkpoint 4 and extend to step 6 with no file allowed over 200 kB (RLIMIT_FSIZE:
      the kernel refuses the write, as on a full disk): the run falls back to checkpoint 2 with a
      warning, then fails to save step 4 with a one-line error; checkpoint 2 and the damaged
      copy are intact;
@@ -96,7 +96,7 @@ def test_damaged_checkpoint_full_disk_and_other_config(tmp_path, tfds_dir):
         if os.path.isfile(path) and os.sep + "d" + os.sep in path:
             with open(path, "r+b") as f:
                 f.truncate(8)
-    proc = _train(workdir, tfds_dir, "--config.autoencoder_train.steps=6", file_limit=1_000_000)
+    proc = _train(workdir, tfds_dir, "--config.autoencoder_train.steps=6", file_limit=200_000)
     assert "Checkpoint step 4" in proc.stderr and "cannot be read" in proc.stderr
     assert "autoencoder: resuming from step 2" in proc.stderr
     line = _error_line(proc)
