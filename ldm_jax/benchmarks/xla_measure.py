@@ -19,6 +19,7 @@ import numpy as np
 
 from ldm_jax.benchmarks.timing import time_iterations
 from ldm_jax.models import attention_kernels
+from ldm_jax.parallel.compile_options import compiler_options
 from ldm_jax.training.host_memory import release_freed_host_memory
 
 
@@ -29,7 +30,7 @@ def compile_timed(fn: Any, *args: Any) -> tuple[Any, float]:
     (`training.host_memory`), so the peak RSS a benchmark reports is the program's.
     """
     start = time.perf_counter()
-    compiled = fn.lower(*args).compile()
+    compiled = fn.lower(*args).compile(compiler_options=compiler_options())
     seconds = time.perf_counter() - start
     release_freed_host_memory()
     return compiled, seconds

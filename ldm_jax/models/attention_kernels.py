@@ -1,7 +1,7 @@
 """Multi-head attention cores, softmax(Q K^T / sqrt(d)) V, chosen per backend and size.
 
 * `"einsum"`: the plain formulation; materialises all [B, heads, Lq, Lk] logits at once.
-* `"blocked"`: one (batch, head) pair at a time (`lax.map`, a few pairs per iteration), queries
+* `"blocked"`: a few (batch, head) pairs at a time (`lax.map`, `_pairs_per_step`), queries
   in chunks of at most `QUERY_CHUNK` rows, with a custom VJP that saves only the log-sum-exp
   per query and recomputes the probabilities in the backward pass (the flash-attention
   recurrence at (batch, head, query-chunk) granularity). Every key of a row is in one block,
@@ -38,9 +38,19 @@ QUERY_CHUNK = 1024
 # 1.2x faster than with 1,024-row blocks (122 vs 147 ms, measured 2026-12-06). The inference
 # forward is fastest with whole QUERY_CHUNK-row blocks (34 vs 44 ms).
 TRAINING_BLOCK_LOGITS = 512 * 1024
-# (batch, head) pairs per `lax.map` iteration of the blocked kernel's forward pass. The backward
-# pass maps one pair at a time: its batched (vmapped) dots ran 1.5x slower on XLA:CPU.
-PAIRS_PER_STEP = 4
+# (batch, head) pairs per `lax.map` iteration: as many as keep one iteration's logits (pairs x
+# query rows x Lk) within these budgets, a power of two, at most the cap. XLA:CPU fuses the
+# inference forward's matmul-exp-sum-matmul chain, so its iterations may be large; the backward
+# holds several unfused [rows, Lk] arrays per pair. Measured 2026-12-07 at batch 8, 8 heads
+# (best of 15, ms, the earlier fixed 4 pairs forward / 1 pair backward -> this rule, three
+# interleaved rounds): forward 1024x77 d=8 7.0-8.1 -> 6.1-6.3, 256x77 d=16 2.9-3.2 -> 1.9-2.5;
+# forward+backward 256x256 d=16 20.8-21.7 -> 17.6-18.1, 256x77 8.9-9.3 -> 7.6-8.7; 1024x1024
+# d=8 keeps 4 and 1 pairs (8 forward pairs or 2 backward pairs were no faster).
+FORWARD_STEP_LOGITS = 1 << 22
+TRAINING_FORWARD_STEP_LOGITS = 1 << 21
+FORWARD_MAX_PAIRS = 16
+BACKWARD_STEP_LOGITS = 1 << 19
+BACKWARD_MAX_PAIRS = 8
 
 
 _OVERRIDES: list[str] = []
@@ -126,6 +136,26 @@ def _training_rows(k_len: int) -> int:
     return max(1, min(QUERY_CHUNK, TRAINING_BLOCK_LOGITS // k_len))
 
 
+def _pairs_per_step(num_pairs: int, rows: int, k_len: int, budget: int, max_pairs: int) -> int:
+    """Pairs per `lax.map` iteration: the largest power of two <= max_pairs within the budget.
+
+    At least 1 and at most `num_pairs`; `lax.map` runs a remainder the power does not divide.
+    """
+    pairs = 1
+    while pairs * 2 <= max_pairs and pairs * 2 * rows * k_len <= budget:
+        pairs *= 2
+    return max(1, min(pairs, num_pairs))
+
+
+def _map_pairs(fn, xs, pairs: int):
+    """`lax.map` over the leading (pair) axis, `pairs` per iteration.
+
+    One pair per iteration is a plain map: `batch_size=1` would vmap the body over an axis of
+    one, and XLA:CPU's batched matmuls are slower than the unbatched ones.
+    """
+    return jax.lax.map(fn, xs, batch_size=pairs if pairs > 1 else None)
+
+
 def _logits(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
     """[n, d] x [m, d] -> [n, m] float32 scaled logits."""
     return jnp.matmul(q, k.T, preferred_element_type=jnp.float32) * scale
@@ -198,9 +228,10 @@ def _blocked_impl(q, k, v, batch: int, with_lse: bool):
     scale = q.shape[-1] ** -0.5
     chunks = _query_chunks(q.shape[1], _training_rows(k.shape[1]) if with_lse else None)
     qp, kp, vp = map(_to_pairs, (q, k, v))  # [B*h, L, d]
-    out, lse = jax.lax.map(
-        lambda a: _pair_fwd(*a, scale, chunks, with_lse), (qp, kp, vp), batch_size=PAIRS_PER_STEP
-    )
+    rows, k_len = q.shape[1] // chunks, k.shape[1]
+    budget = TRAINING_FORWARD_STEP_LOGITS if with_lse else FORWARD_STEP_LOGITS
+    pairs = _pairs_per_step(qp.shape[0], rows, k_len, budget, FORWARD_MAX_PAIRS)
+    out, lse = _map_pairs(lambda a: _pair_fwd(*a, scale, chunks, with_lse), (qp, kp, vp), pairs)
     return _from_pairs(out, batch), (qp, kp, vp, out, lse)
 
 
@@ -212,9 +243,11 @@ def _blocked_bwd(batch, residuals, dout):
     qp, kp, vp, out, lse = residuals
     scale = qp.shape[-1] ** -0.5
     chunks = _query_chunks(qp.shape[1], _training_rows(kp.shape[1]))
-    grads = jax.lax.map(
+    rows, k_len = qp.shape[1] // chunks, kp.shape[1]
+    grads = _map_pairs(
         lambda a: _pair_bwd(*a, scale, chunks),
         (qp, kp, vp, out, lse, _to_pairs(dout)),
+        _pairs_per_step(qp.shape[0], rows, k_len, BACKWARD_STEP_LOGITS, BACKWARD_MAX_PAIRS),
     )
     return tuple(
         _from_pairs(g.astype(r.dtype), batch) for g, r in zip(grads, (qp, kp, vp), strict=True)

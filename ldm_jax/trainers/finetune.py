@@ -60,6 +60,7 @@ from ldm_jax.data import latents_in_memory as latent_cache
 from ldm_jax.interop.lora_diffusers import save_diffusers_lora
 from ldm_jax.models.lora import init_lora_params, lora_param_count, merge_lora
 from ldm_jax.parallel import sharding
+from ldm_jax.parallel.compile_options import compiler_options
 from ldm_jax.sampling import images as image_grid
 from ldm_jax.trainers import finetune_text
 from ldm_jax.trainers import ldm as stage2
@@ -191,6 +192,7 @@ def _compile_with_base(
         in_shardings=(sharded.shardings, base_shardings, batch_sh),
         out_shardings=(sharded.shardings, sharding.replicated(sharded.mesh)),
         donate_argnums=0,
+        compiler_options=compiler_options(sharded.mesh.devices.flat[0].platform),
     )
     compiled = jitted.lower(
         sharding.abstract_with_shardings(sharded.state, sharded.shardings),

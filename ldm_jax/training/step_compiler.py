@@ -9,6 +9,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 
 from ldm_jax.parallel import sharding
+from ldm_jax.parallel.compile_options import compiler_options
 from ldm_jax.training.host_memory import release_freed_host_memory
 
 
@@ -39,7 +40,8 @@ def compile_train_step(
     """Lowers and compiles `step_fn(state, batch) -> (state, metrics)` once.
 
     The state is donated and keeps its shardings (pinned in and out, so the step never
-    recompiles); the batch is split along its leading axis; metrics come back replicated.
+    recompiles); the batch is split along its leading axis; metrics come back replicated. The
+    mesh's platform picks the XLA options (`parallel.compile_options`).
 
     Returns:
       (the compiled step, its memory analysis in bytes).
@@ -49,6 +51,7 @@ def compile_train_step(
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=0,
+        compiler_options=compiler_options(mesh.devices.flat[0].platform),
     )
     compiled = jitted.lower(abstract_state, abstract_batch).compile()
     release_freed_host_memory()  # the compiler's garbage, before the step's temporaries

@@ -29,8 +29,8 @@ def _inputs(b, lq, lk, h, d, seed=0):
     )
 
 
-# (batch, Lq, Lk, heads, d): self-attention, cross-attention to 77 tokens, a pair count that
-# PAIRS_PER_STEP does not divide, and a single wide head (the autoencoder's AttnBlock).
+# (batch, Lq, Lk, heads, d): self-attention, cross-attention to 77 tokens, an odd pair count,
+# and a single wide head (the autoencoder's AttnBlock).
 SHAPES = [(2, 64, 64, 4, 8), (2, 96, 77, 3, 16), (3, 50, 50, 1, 32), (1, 16, 16, 1, 64)]
 
 
@@ -74,6 +74,34 @@ def test_training_blocks_smaller_than_inference_blocks(monkeypatch):
     dout = _inputs(2, 64, 40, 2, 8, seed=5)[0]
     np.testing.assert_allclose(
         ak.blocked_attention(q, k, v), _numpy_attention(q, k, v), atol=1e-5, rtol=1e-5
+    )
+    out, vjp = jax.vjp(ak.blocked_attention, q, k, v)
+    np.testing.assert_allclose(out, _numpy_attention(q, k, v), atol=1e-5, rtol=1e-5)
+    _, ref_vjp = jax.vjp(ak.einsum_attention, q, k, v)
+    for got, want in zip(vjp(dout), ref_vjp(dout), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_pairs_per_step_rule():
+    """Powers of two within the logits budget, capped, at least one, at most the pair count."""
+    assert ak._pairs_per_step(64, 1024, 1024, 1 << 22, 16) == 4
+    assert ak._pairs_per_step(64, 512, 1024, 1 << 19, 8) == 1
+    assert ak._pairs_per_step(64, 1024, 77, 1 << 19, 8) == 4  # 6.6 pairs fit: rounded down
+    assert ak._pairs_per_step(64, 256, 256, 1 << 22, 16) == 16  # the cap
+    assert ak._pairs_per_step(64, 4096, 4096, 1 << 19, 8) == 1  # over budget: still one
+    assert ak._pairs_per_step(3, 64, 64, 1 << 22, 16) == 3  # no more than there are
+
+
+def test_several_pairs_per_step_with_a_remainder(monkeypatch):
+    """Six (batch, head) pairs mapped four at a time, forward and backward: the remainder of
+    two runs separately and values and gradients still match plain attention."""
+    monkeypatch.setattr(ak, "FORWARD_MAX_PAIRS", 4)
+    monkeypatch.setattr(ak, "BACKWARD_MAX_PAIRS", 4)
+    assert ak._pairs_per_step(6, 40, 30, ak.BACKWARD_STEP_LOGITS, ak.BACKWARD_MAX_PAIRS) == 4
+    q, k, v = _inputs(3, 40, 30, 2, 8)
+    dout = _inputs(3, 40, 30, 2, 8, seed=7)[0]
+    np.testing.assert_allclose(
+        jax.jit(ak.blocked_attention)(q, k, v), _numpy_attention(q, k, v), atol=1e-5, rtol=1e-5
     )
     out, vjp = jax.vjp(ak.blocked_attention, q, k, v)
     np.testing.assert_allclose(out, _numpy_attention(q, k, v), atol=1e-5, rtol=1e-5)

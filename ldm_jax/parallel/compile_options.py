@@ -1,0 +1,55 @@
+"""XLA compiler options for the library's compiled programs, chosen per backend.
+
+On XLA:CPU in jaxlib 0.10, YNNPACK takes dots and reductions (with their fused elementwise
+producers and consumers) and, by default, also every convolution on its own
+(`LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION`). On the 2-core machine of this project its
+convolutions with 64 output channels run on one core: at 32x32, batch 8, a 3x3 convolution
+128 -> 64 took 12.3 ms forward and 25 ms forward+backward, the same with one core as with two.
+XLA's own (Eigen) convolutions use both cores: 6.7 and 13.5 ms. Leaving convolutions out of
+YNNPACK (`YNN_FUSION_TYPES`: dots and reductions only) made the sd_small_cpu U-Net forward 7%
+faster and its train step 5% faster in same-process A/B runs (2026-12-07, ldm_jax.bench and
+benchmarks/README.md); the autoencoder's speed was unchanged and its peak RSS 6% lower.
+
+The options are passed per program (`jax.jit(..., compiler_options=...)`), never through
+`XLA_FLAGS`, so an XLA without the option only loses the tuning: `compiler_options` returns
+None unless a tiny program compiles with it. A user's own `XLA_FLAGS` setting of the option
+wins (the library then passes nothing).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+
+YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+YNN_FUSION_TYPES = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+
+
+@functools.cache
+def _accepted(option: str, value: str) -> bool:
+    """Whether this XLA compiles a tiny program with `option=value`."""
+    try:
+        jax.jit(lambda x: x + 1).lower(jnp.zeros((2,), jnp.float32)).compile(
+            compiler_options={option: value}
+        )
+    except Exception:  # noqa: BLE001 - any refusal (unknown option or value) means "not here"
+        return False
+    return True
+
+
+def compiler_options(backend: str | None = None) -> dict[str, str] | None:
+    """Options for `jax.jit(..., compiler_options=...)` on `backend` (default: JAX's).
+
+    Returns:
+      `{YNN_OPTION: YNN_FUSION_TYPES}` on XLA:CPU when this XLA accepts it and `XLA_FLAGS` does
+      not set the option; None (XLA's defaults) otherwise.
+    """
+    backend = jax.default_backend() if backend is None else backend
+    if backend != "cpu" or YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
+        return None
+    if not _accepted(YNN_OPTION, YNN_FUSION_TYPES):
+        return None
+    return {YNN_OPTION: YNN_FUSION_TYPES}
