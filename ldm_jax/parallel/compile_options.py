@@ -13,13 +13,16 @@ benchmarks/README.md); the autoencoder's speed was unchanged and its peak RSS 6%
 The options are passed per program (`jax.jit(..., compiler_options=...)`), never through
 `XLA_FLAGS`, so an XLA without the option only loses the tuning: `compiler_options` returns
 None unless a tiny program compiles with it. A user's own `XLA_FLAGS` setting of the option
-wins (the library then passes nothing).
+wins (the library then passes nothing). JAX accepts compiler options only on a top-level jit,
+so functions that users may also call inside their own jit use `top_level_jit`.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,3 +56,29 @@ def compiler_options(backend: str | None = None) -> dict[str, str] | None:
     if not _accepted(YNN_OPTION, YNN_FUSION_TYPES):
         return None
     return {YNN_OPTION: YNN_FUSION_TYPES}
+
+
+def top_level_jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
+    """`jax.jit(fn, **jit_kwargs)` that carries `compiler_options()` when called top-level.
+
+    Called inside another trace (an argument is a `jax.core.Tracer`, or JAX refuses the options
+    on a nested jit) it runs as a plain jit, which the enclosing program inlines. `.lower` is
+    the top-level form (for ahead-of-time compilation); `__wrapped__` is `fn`.
+    """
+    with_options = jax.jit(fn, compiler_options=compiler_options(), **jit_kwargs)
+    plain = jax.jit(fn, **jit_kwargs)
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        leaves = jax.tree.leaves((args, kwargs))
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+            return plain(*args, **kwargs)
+        try:
+            return with_options(*args, **kwargs)
+        except ValueError as err:  # a nested jit whose arguments are all constants
+            if "top-level" not in str(err):
+                raise
+            return plain(*args, **kwargs)
+
+    call.lower = with_options.lower  # type: ignore[attr-defined]
+    return call

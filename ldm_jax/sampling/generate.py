@@ -22,7 +22,7 @@ from ldm_jax.config import builders
 from ldm_jax.models.conditioning import ClassEmbedder
 from ldm_jax.models.factory import FirstStage, has_deterministic_latents
 from ldm_jax.models.latent_denoiser import LatentDenoiser
-from ldm_jax.parallel.compile_options import compiler_options
+from ldm_jax.parallel.compile_options import top_level_jit
 
 # (ae_params, ldm_params, labels [B], rng, guidance_scale, eta, scale_factor) -> images
 GenerateFn = Callable[..., jax.Array]
@@ -160,7 +160,7 @@ def make_sampler(
     denoiser: LatentDenoiser = builders.build_denoiser(config)
     schedule = builders.build_schedule(config)
 
-    @functools.partial(jax.jit, static_argnames="shape", compiler_options=compiler_options())
+    @functools.partial(top_level_jit, static_argnames="shape")
     def sample(
         ae_params,
         ldm_params,
@@ -240,15 +240,13 @@ def make_generate_fn(
       generate(ae_params, ldm_params, labels [B] int32, rng, guidance_scale, eta, scale_factor)
       -> images [B, H, W, C] float32 in [-1, 1].
     """
-    # The plain function: `generate` below is the top-level jit, which alone may carry the
-    # compiler options.
-    sample = make_sampler(config, sampler, num_steps, timestep_spacing, steps_offset).__wrapped__
+    sample = make_sampler(config, sampler, num_steps, timestep_spacing, steps_offset)
     denoiser = builders.build_denoiser(config)
     h, w, c = builders.latent_shape(config)
     null = null_label(denoiser)
     conditional = denoiser.conditioning_key is not None
 
-    @functools.partial(jax.jit, compiler_options=compiler_options())
+    @top_level_jit
     def generate(ae_params, ldm_params, labels, rng, guidance_scale, eta, scale_factor):
         labels = jnp.asarray(labels, jnp.int32)
         cond = labels if conditional else None

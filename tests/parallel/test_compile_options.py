@@ -50,3 +50,20 @@ def test_an_option_this_xla_refuses_is_detected():
 def test_unaccepted_option_means_no_options(monkeypatch):
     monkeypatch.setattr(co, "_accepted", lambda option, value: False)
     assert co.compiler_options("cpu") is None
+
+
+def test_top_level_jit_carries_the_options_and_nests():
+    """Top-level: the compiled program has the options (no YNNPACK convolution). Inside another
+    jit, with traced or with constant arguments, it runs as a plain jit and gives the same
+    values (JAX refuses compiler options on nested jits)."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(8, 32, 32, 64)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 64, 64)), jnp.float32)
+    conv = co.top_level_jit(_conv)
+    assert conv.__wrapped__ is _conv
+    assert "__ynn_fusion" not in conv.lower(x, w).compile().as_text()
+    want = np.asarray(conv(x, w))
+    np.testing.assert_allclose(jax.jit(lambda a, b: conv(a, b))(x, w), want, atol=2e-4)
+    np.testing.assert_allclose(jax.jit(lambda: conv(x, w))(), want, atol=2e-4)
+    outer = jax.jit(lambda a: conv(a, w) * 2)  # w a constant, x traced
+    np.testing.assert_allclose(outer(x), 2 * want, atol=4e-4)
