@@ -15,6 +15,7 @@ import gc
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
@@ -88,9 +89,12 @@ def user_errors_as_exit(program: str) -> Iterator[None]:
 def _silence_exit_noise() -> None:
     """Keeps the error line last: work a library abandoned when the error struck (e.g. the read
     coroutines of a failed orbax restore) is otherwise reported while Python exits, after it
-    ("coroutine ... was never awaited", "Exception ignored in ...")."""
+    ("coroutine ... was never awaited", "Exception ignored in ...", or a background writer
+    thread's traceback such as orbax's "Event loop is closed")."""
     warnings.simplefilter("ignore", RuntimeWarning)
     sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
+    sys.excepthook = lambda *exc_info: None  # tensorstore callbacks print through it
     gc.collect()
 
 

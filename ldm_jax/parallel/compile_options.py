@@ -63,7 +63,8 @@ def top_level_jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., An
 
     Called inside another trace (an argument is a `jax.core.Tracer`, or JAX refuses the options
     on a nested jit) it runs as a plain jit, which the enclosing program inlines. `.lower` is
-    the top-level form (for ahead-of-time compilation); `__wrapped__` is `fn`.
+    the top-level form (for ahead-of-time compilation) and `_cache_size` counts its compiled
+    programs (tests check that new inputs reuse one); `__wrapped__` is `fn`.
     """
     with_options = jax.jit(fn, compiler_options=compiler_options(), **jit_kwargs)
     plain = jax.jit(fn, **jit_kwargs)
@@ -81,4 +82,5 @@ def top_level_jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., An
             return plain(*args, **kwargs)
 
     call.lower = with_options.lower  # type: ignore[attr-defined]
+    call._cache_size = with_options._cache_size  # type: ignore[attr-defined]  # compile counts
     return call
