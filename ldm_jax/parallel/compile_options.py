@@ -66,8 +66,11 @@ def top_level_jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., An
     the top-level form (for ahead-of-time compilation) and `_cache_size` counts its compiled
     programs (tests check that new inputs reuse one); `__wrapped__` is `fn`.
     """
-    with_options = jax.jit(fn, compiler_options=compiler_options(), **jit_kwargs)
+    options = compiler_options()
     plain = jax.jit(fn, **jit_kwargs)
+    if options is None:  # other backends: nothing to choose between
+        return plain
+    with_options = jax.jit(fn, compiler_options=options, **jit_kwargs)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
