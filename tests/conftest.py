@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 # Must happen before jax is imported anywhere: exercise sharding code on 8 fake devices, and
@@ -14,8 +15,13 @@ os.environ.setdefault(
     "--xla_llvm_disable_expensive_passes=true",
 )
 # One persistent compilation cache per session: the CLI subprocesses and repeated in-process runs
-# compile the same tiny programs, so later ones load them instead of compiling again.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ldm_jax_jit_"))
+# compile the same tiny programs, so later ones load them instead of compiling again. The process
+# that makes it (pytest itself; xdist workers inherit the path) removes it at the end: about
+# 650 MB per full run.
+_SESSION_CACHE_DIR = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE_DIR = tempfile.mkdtemp(prefix="ldm_jax_jit_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE_DIR
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import hypothesis  # noqa: E402
@@ -37,6 +43,12 @@ hypothesis.settings.register_profile(
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 hypothesis.settings.load_profile("ldm_jax")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Removes the session's compilation cache when this process made it."""
+    if _SESSION_CACHE_DIR is not None:
+        shutil.rmtree(_SESSION_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
