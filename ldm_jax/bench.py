@@ -17,6 +17,11 @@ Trainer-step benchmarks of an experiment config (see `ldm_jax.benchmarks.train_s
 
 from __future__ import annotations
 
+from ldm_jax.training import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables only when a process starts
+    host_memory.rerun_with_huge_pages()
+
 from absl import app, flags
 from ml_collections import config_flags
 

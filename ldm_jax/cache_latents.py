@@ -10,6 +10,11 @@ or data is an error unless `--overwrite`. Prints one JSON line.
 
 from __future__ import annotations
 
+from ldm_jax.training import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables only when a process starts
+    host_memory.rerun_with_huge_pages()
+
 import json
 import sys
 import time

@@ -74,6 +74,11 @@ See `ldm_jax.evaluation.generative`.
 
 from __future__ import annotations
 
+from ldm_jax.training import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables only when a process starts
+    host_memory.rerun_with_huge_pages()
+
 import json
 import os
 import sys

@@ -32,6 +32,11 @@ under `--class`/`--prompt`; with `--mask` it edits only the white region.
 
 from __future__ import annotations
 
+from ldm_jax.training import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables only when a process starts
+    host_memory.rerun_with_huge_pages()
+
 import json
 import sys
 

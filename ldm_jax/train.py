@@ -11,6 +11,11 @@ on TPU pods and SLURM); see ldm_jax/parallel/distributed.py.
 
 from __future__ import annotations
 
+from ldm_jax.training import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables only when a process starts
+    host_memory.rerun_with_huge_pages()
+
 import json
 
 from absl import app, flags

@@ -1,11 +1,15 @@
-"""release_freed_host_memory hands freed heap pages back to the operating system (glibc)."""
+"""release_freed_host_memory hands freed heap pages back to the operating system (glibc);
+rerun_with_huge_pages re-executes a command with glibc's huge-page tunable where it helps."""
 
 import ctypes
 import ctypes.util
+import os
+import subprocess
 import sys
 
 import pytest
 
+from ldm_jax.training import host_memory
 from ldm_jax.training.host_memory import release_freed_host_memory
 
 
@@ -38,3 +42,79 @@ def test_freed_heap_pages_go_back_to_the_system():
         libc.free(b)
     freed = block * (count - len(kept))
     assert released > 0.5 * freed, f"{released / 2**20:.0f} of {freed / 2**20:.0f} MiB released"
+
+
+def _thp_file(tmp_path, mode: str) -> str:
+    modes = " ".join(f"[{m}]" if m == mode else m for m in ("always", "madvise", "never"))
+    path = tmp_path / "enabled"
+    path.write_text(modes + "\n")
+    return str(path)
+
+
+def test_huge_page_environment_appends_the_tunable(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_memory.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(host_memory.sys, "platform", "linux")
+    madvise = _thp_file(tmp_path, "madvise")
+    env = host_memory.huge_page_environment({"PATH": "/bin"}, madvise)
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    env = host_memory.huge_page_environment(other, madvise)
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert other == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}  # the input is not changed
+
+
+@pytest.mark.parametrize(
+    "environ, libc, thp_mode",
+    [
+        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, ("glibc", "2.36"), "madvise"),  # user's
+        ({"LDM_JAX_HUGE_PAGES": "0"}, ("glibc", "2.36"), "madvise"),  # opted out
+        ({}, ("glibc", "2.31"), "madvise"),  # glibc without the tunable
+        ({}, ("", ""), "madvise"),  # musl and others
+        ({}, ("glibc", "2.36"), "always"),  # the kernel already uses huge pages
+        ({}, ("glibc", "2.36"), "never"),  # huge pages are off
+        ({}, ("glibc", "2.36"), None),  # no such kernel file
+    ],
+)
+def test_huge_page_environment_none_where_it_changes_nothing(
+    tmp_path, monkeypatch, environ, libc, thp_mode
+):
+    monkeypatch.setattr(host_memory.platform, "libc_ver", lambda: libc)
+    monkeypatch.setattr(host_memory.sys, "platform", "linux")
+    path = _thp_file(tmp_path, thp_mode) if thp_mode else str(tmp_path / "missing")
+    assert host_memory.huge_page_environment(environ, path) is None
+
+
+def test_rerun_with_huge_pages_reexecutes_once_with_the_same_arguments(tmp_path):
+    """A script calling it sees the tunable and its own arguments afterwards, in the same
+    process (where this machine makes the tunable useful; otherwise it runs on unchanged)."""
+    script = tmp_path / "entry.py"
+    script.write_text(
+        "import os, sys\n"
+        "print('start', flush=True)\n"
+        "from ldm_jax.training import host_memory\n"
+        "pid = os.getpid()\n"
+        "host_memory.rerun_with_huge_pages()\n"
+        "print(os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:], pid == os.getpid())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LDM_JAX_HUGE_PAGES")}
+    out = subprocess.run(
+        [sys.executable, str(script), "--flag", "x y"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    expected = host_memory.huge_page_environment(env)
+    if expected is None:
+        assert out == ["start", "'' ['--flag', 'x y'] True"]
+    else:
+        # printed twice: once before the re-execution, once after it (same pid)
+        assert out == ["start", "start", "glibc.malloc.hugetlb=1 ['--flag', 'x y'] True"]
+    off = subprocess.run(
+        [sys.executable, str(script)],
+        env={**env, "LDM_JAX_HUGE_PAGES": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert off == ["start", " [] True"]
