@@ -13,9 +13,10 @@ The issue-12 train step (915 MB of temporaries) took 223,000 page faults and 0.5
 time per 2.3 s step. glibc's `glibc.malloc.hugetlb=1` tunable marks its mappings for transparent
 huge pages (2 MiB): about 1,000 faults and 0.12 s per step, the step 10-12% faster, the peak RSS
 unchanged (2026-12-07). Tunables are read when a process starts, so the CLIs that run compiled
-programs call `rerun_with_huge_pages` first: it re-executes the same command once with the
-tunable added to `GLIBC_TUNABLES`, where glibc (2.35 or later) and the kernel's transparent huge
-pages in `madvise` mode make it useful. `LDM_JAX_HUGE_PAGES=0` turns this off.
+programs call `rerun_with_huge_pages` first: when started as `python -m <entry point>`, it
+re-executes the same command once with the tunable added to `GLIBC_TUNABLES`, where glibc (2.35
+or later) and the kernel's transparent huge pages in `madvise` mode make it useful.
+`LDM_JAX_HUGE_PAGES=0` turns this off.
 """
 
 from __future__ import annotations
@@ -116,13 +117,28 @@ def huge_page_environment(
     return env
 
 
-def rerun_with_huge_pages() -> None:
+def _started_as(module: str) -> bool:
+    """Whether this process was started as `python [options] -m module ...`."""
+    argv = sys.orig_argv
+    if f"-m{module}" in argv:
+        return True
+    return module in argv[1:] and argv[argv.index(module, 1) - 1] == "-m"
+
+
+def rerun_with_huge_pages(module: str) -> None:
     """Re-executes this process with `huge_page_environment()` where that is not None.
 
-    The same interpreter, options and arguments (`sys.orig_argv`) and the same process id, so
-    signals and parent processes see no difference. Call it first thing in a command-line entry
-    point, before anything is printed or started; it returns only when nothing is to be done.
+    Only a process started as `python -m module` is re-executed, with the same interpreter,
+    options and arguments (`sys.orig_argv`) and the same process id, so signals and parent
+    processes see no difference; a program that runs the module in its own process (`runpy`, a
+    notebook) is left alone. Call it first thing in a command-line entry point, before anything
+    is printed or started; it returns only when nothing is to be done.
+
+    Args:
+      module: the entry point's module name, e.g. "ldm_jax.train".
     """
+    if not _started_as(module):
+        return
     env = huge_page_environment()
     if env is None:
         return

@@ -84,37 +84,38 @@ def test_huge_page_environment_none_where_it_changes_nothing(
     assert host_memory.huge_page_environment(environ, path) is None
 
 
-def test_rerun_with_huge_pages_reexecutes_once_with_the_same_arguments(tmp_path):
-    """A script calling it sees the tunable and its own arguments afterwards, in the same
-    process (where this machine makes the tunable useful; otherwise it runs on unchanged)."""
-    script = tmp_path / "entry.py"
-    script.write_text(
+def _run(args, env, cwd):
+    return subprocess.run(
+        [sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+
+
+def test_rerun_with_huge_pages_reexecutes_a_module_entry_point_once(tmp_path):
+    """`python -m entry` sees the tunable and its own arguments afterwards, in the same process
+    (where this machine makes the tunable useful; otherwise it runs on unchanged). Run as a
+    script, through runpy from another program, or with LDM_JAX_HUGE_PAGES=0, it is left alone."""
+    (tmp_path / "entry.py").write_text(
         "import os, sys\n"
         "print('start', flush=True)\n"
         "from ldm_jax.training import host_memory\n"
         "pid = os.getpid()\n"
-        "host_memory.rerun_with_huge_pages()\n"
+        "host_memory.rerun_with_huge_pages('entry')\n"
         "print(os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:], pid == os.getpid())\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LDM_JAX_HUGE_PAGES")}
-    out = subprocess.run(
-        [sys.executable, str(script), "--flag", "x y"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    expected = host_memory.huge_page_environment(env)
-    if expected is None:
-        assert out == ["start", "'' ['--flag', 'x y'] True"]
-    else:
-        # printed twice: once before the re-execution, once after it (same pid)
+    (tmp_path / "host.py").write_text(
+        "import runpy, sys\n"
+        "sys.argv = ['entry', 'a']\n"
+        "runpy.run_module('entry', run_name='__main__', alter_sys=True)\n"
+    )
+    drop = ("GLIBC_TUNABLES", "LDM_JAX_HUGE_PAGES")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    out = _run(["-m", "entry", "--flag", "x y"], env, tmp_path)
+    if host_memory.huge_page_environment(env) is None:
+        assert out == ["start", " ['--flag', 'x y'] True"]
+    else:  # printed twice: before the re-execution and after it, in the same process
         assert out == ["start", "start", "glibc.malloc.hugetlb=1 ['--flag', 'x y'] True"]
-    off = subprocess.run(
-        [sys.executable, str(script)],
-        env={**env, "LDM_JAX_HUGE_PAGES": "0"},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    assert off == ["start", " [] True"]
+    assert _run(["entry.py", "b"], env, tmp_path) == ["start", " ['b'] True"]
+    assert _run(["host.py"], env, tmp_path) == ["start", " ['a'] True"]
+    off = {**env, "LDM_JAX_HUGE_PAGES": "0"}
+    assert _run(["-m", "entry"], off, tmp_path) == ["start", " [] True"]
