@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from ldm_jax.training import host_memory
 
-if __name__ == "__main__":  # first: glibc reads its tunables only when a process starts
-    host_memory.rerun_with_huge_pages("ldm_jax.cache_latents")
+# First, before the heavy imports: glibc reads its tunables only when a process starts.
+host_memory.rerun_with_huge_pages("ldm_jax.cache_latents")
 
 import json
 import sys

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from ldm_jax.training import host_memory
 
-if __name__ == "__main__":  # first: glibc reads its tunables only when a process starts
-    host_memory.rerun_with_huge_pages("ldm_jax.sample")
+# First, before the heavy imports: glibc reads its tunables only when a process starts.
+host_memory.rerun_with_huge_pages("ldm_jax.sample")
 
 import json
 import sys

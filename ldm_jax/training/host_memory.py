@@ -131,8 +131,9 @@ def rerun_with_huge_pages(module: str) -> None:
     Only a process started as `python -m module` is re-executed, with the same interpreter,
     options and arguments (`sys.orig_argv`) and the same process id, so signals and parent
     processes see no difference; a program that runs the module in its own process (`runpy`, a
-    notebook) is left alone. Call it first thing in a command-line entry point, before anything
-    is printed or started; it returns only when nothing is to be done.
+    notebook) is left alone, and so is a process that merely imports the module. Call it first
+    thing in a command-line entry point, before anything is printed or started; it returns only
+    when nothing is to be done.
 
     Args:
       module: the entry point's module name, e.g. "ldm_jax.train".
