@@ -6,13 +6,14 @@ Block names mirror the reference `UNetModel`: `input_blocks_{i}_{j}`, `middle_bl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ldm_jax.models.attention import AttentionBlock, SpatialTransformer
+from ldm_jax.models.gradient_order import early_param_grads
 from ldm_jax.models.layers import (
     Downsample,
     Dtype,
@@ -198,7 +199,7 @@ class UNetModel(nn.Module):
     dtype: Dtype = jnp.float32
     remat_policy: str = "none"
 
-    def _attention(self, ch: int, name: str, decoder: bool = False) -> nn.Module:
+    def _attention(self, ch: int, name: str, decoder: bool = False) -> Callable[..., jax.Array]:
         heads, dim_head = attention_heads(
             ch,
             self.num_heads,
@@ -209,7 +210,7 @@ class UNetModel(nn.Module):
             decoder,
         )
         if self.use_spatial_transformer:
-            return _maybe_remat(SpatialTransformer, self.remat_policy, (3,))(
+            transformer = _maybe_remat(SpatialTransformer, self.remat_policy, (3,))(
                 heads,
                 dim_head,
                 self.transformer_depth,
@@ -219,12 +220,15 @@ class UNetModel(nn.Module):
                 self.dtype,
                 name=name,
             )
-        return _maybe_remat(AttentionBlock, self.remat_policy, ())(
-            heads, self.use_new_attention_order, self.num_groups, self.dtype, name=name
+            return early_param_grads(transformer, num_static=1)
+        return early_param_grads(
+            _maybe_remat(AttentionBlock, self.remat_policy, ())(
+                heads, self.use_new_attention_order, self.num_groups, self.dtype, name=name
+            )
         )
 
     def _resblock(self, out_ch: int | None, name: str, up: bool = False, down: bool = False):
-        return _maybe_remat(ResBlock, self.remat_policy, (3,))(
+        block = _maybe_remat(ResBlock, self.remat_policy, (3,))(
             out_ch,
             self.dropout,
             self.use_scale_shift_norm,
@@ -235,6 +239,7 @@ class UNetModel(nn.Module):
             down=down,
             name=name,
         )
+        return early_param_grads(block, num_static=1)
 
     def _validate(self, context: jax.Array | None, y: jax.Array | None) -> None:
         if (self.num_heads == -1) == (self.num_head_channels == -1):

@@ -1,0 +1,68 @@
+"""Computing a block's parameter gradients as soon as its backward pass reaches it.
+
+XLA:CPU's scheduler places many parameter-gradient reductions (a Dense layer's bias gradient
+is the sum of its output gradient over all positions, a norm's scale gradient likewise) at the
+end of the backward pass, next to the optimizer update that reads them. Each such reduction
+keeps a whole activation gradient alive until then: on the issue-12 U-Net train step
+(sd_small_cpu, batch 8) about 300 MB of the 1.03 GB live at the peak were activation gradients
+waiting for a reduction of a few KB. An optimisation barrier cannot pin the order down (XLA:CPU
+removes barriers before scheduling), so `early_param_grads` adds a data dependency: the block's
+input gradients get a zero-valued term, `0 * sum(max(g))` over the block's parameter gradients
+g, so the next block's backward pass cannot start before this block's parameter gradients
+exist. The gradients are unchanged (except that a NaN or infinite parameter gradient now also
+makes the input gradients NaN, which a diverged step is anyway), and the extra work is one
+pass over the block's parameter gradients. With the GEGLU recomputation in
+`attention.FeedForward`, the step's XLA temporaries fell from 915 to 720 MB (2026-12-07).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _after_param_grads(vjp_fn: Callable[..., Any], out_grad: Any) -> tuple[Any, ...]:
+    """Backward rule: the block's vjp, its input gradients tied to its parameter gradients."""
+    param_grads, *input_grads = vjp_fn(out_grad)
+    leaves = jax.tree_util.tree_leaves(param_grads)
+    if not leaves:
+        return (param_grads, *input_grads)
+    zero = sum(jnp.max(g).astype(jnp.float32) for g in leaves) * 0.0  # reads every g
+    tied = jax.tree_util.tree_map(lambda g: g + zero.astype(g.dtype), input_grads)
+    return (param_grads, *tied)
+
+
+def early_param_grads(block: nn.Module, num_static: int = 0) -> Callable[..., Any]:
+    """`block` as a callable whose backward pass yields its parameter gradients first.
+
+    The forward pass and every gradient are those of `block(*args)`; only the order in which
+    XLA computes the backward pass changes (see the module docstring). The block keeps its name
+    and parameter paths.
+
+    Args:
+      block: a Flax module instance, created in the calling module's compact `__call__`.
+      num_static: how many trailing positional arguments are static Python values (e.g.
+        `deterministic`); the others are arrays or None and get gradients.
+
+    Returns:
+      A function of the block's positional call arguments.
+    """
+
+    def call(*args: Any) -> Any:
+        split = len(args) - num_static
+        arrays, static = args[:split], args[split:]
+
+        def apply(module: nn.Module, *inputs: Any) -> Any:
+            return module(*inputs, *static)
+
+        def forward(module: nn.Module, *inputs: Any) -> Any:
+            return nn.vjp(apply, module, *inputs)
+
+        lifted = nn.custom_vjp(apply, forward_fn=forward, backward_fn=_after_param_grads)
+        return lifted(block, *arrays)
+
+    return call
