@@ -90,8 +90,8 @@ def main(argv):
                 _SAMPLE_STEPS.value,
             )
         elif _CONFIG.value is not None:
-            # Imported here: the trainers bring the data pipeline (tensorflow-datasets, grain),
-            # about 50 MB that the model benchmarks' peak RSS should not carry.
+            # Imported here: the trainers bring grain, 28 MB that the model benchmarks' peak RSS
+            # should not carry.
             from ldm_jax.benchmarks import train_steps
 
             what = _WHAT.value or list(train_steps.BENCHMARKS)

@@ -86,3 +86,17 @@ def test_input_gradients_wait_for_the_parameter_gradients():
 
     np.testing.assert_array_equal(input_grad(False), np.ones(3))
     assert np.isnan(np.asarray(input_grad(True))).all()
+
+
+def test_other_backends_call_the_block_as_it_is(monkeypatch):
+    """Off CPU the backward pass has no tie: no max over the parameter gradients."""
+    x = jnp.ones((3,))
+    net = _OffsetNet(True)
+    params = net.init(jax.random.PRNGKey(0), x)
+
+    def backward_jaxpr():  # a new function each time: traces are cached per function
+        return str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(net.apply(p, x))))(params))
+
+    assert "reduce_max" in backward_jaxpr()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert "reduce_max" not in backward_jaxpr()
