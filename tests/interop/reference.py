@@ -141,14 +141,18 @@ def unet_inputs(cfg: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+def torch_unet_output(model: Any, inputs: dict[str, np.ndarray], x: Any) -> Any:
+    """The diffusers U-Net's NCHW output tensor for the NCHW tensor `x` and the other `inputs`."""
+    labels = torch.from_numpy(inputs["y"]).long() if "y" in inputs else None
+    return model(
+        x,
+        torch.from_numpy(inputs["t"]).long(),
+        encoder_hidden_states=torch.from_numpy(inputs["context"]),
+        class_labels=labels,
+    ).sample
+
+
 def torch_unet_eps(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """The diffusers U-Net's output for NHWC `inputs`, as NHWC numpy."""
-    labels = torch.from_numpy(inputs["y"]).long() if "y" in inputs else None
     with torch.no_grad():
-        out = model(
-            nchw(inputs["x"]),
-            torch.from_numpy(inputs["t"]).long(),
-            encoder_hidden_states=torch.from_numpy(inputs["context"]),
-            class_labels=labels,
-        ).sample
-    return nhwc(out)
+        return nhwc(torch_unet_output(model, inputs, nchw(inputs["x"])))

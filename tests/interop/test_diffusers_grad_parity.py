@@ -15,7 +15,7 @@ from ldm_jax import interop
 from ldm_jax.interop.diffusers import to_diffusers_state_dict
 from ldm_jax.models import attention_kernels
 from tests.interop import reference as ref
-from tests.interop.reference import max_err, torch
+from tests.interop.reference import max_err
 
 
 def _inputs(cfg: dict, size: int = 16) -> dict[str, np.ndarray]:
@@ -27,14 +27,7 @@ def _inputs(cfg: dict, size: int = 16) -> dict[str, np.ndarray]:
 
 def _torch_grads(model, inputs) -> tuple[dict[str, np.ndarray], np.ndarray]:
     x = ref.nchw(inputs["x"]).requires_grad_(True)
-    labels = torch.from_numpy(inputs["y"]).long() if "y" in inputs else None
-    out = model(
-        x,
-        torch.from_numpy(inputs["t"]).long(),
-        encoder_hidden_states=torch.from_numpy(inputs["context"]),
-        class_labels=labels,
-    ).sample
-    (out.square().mean()).backward()
+    ref.torch_unet_output(model, inputs, x).square().mean().backward()
     grads = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
     return grads, ref.nhwc(x.grad)
 
