@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import ast
 import collections
+import importlib
 import logging as logging_std
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 from absl import app, flags
@@ -130,6 +133,10 @@ def test_usage_errors_raised_while_running_are_one_line(capsys):
         "ldm_jax.workdir.reader.WorkdirError",
         "ldm_jax.sampling.request.SampleInputError",
         "ldm_jax.sampling.image_inputs.ImageInputError",
+        "ldm_jax.config.validation.ConfigError",
+        "ldm_jax.training.checkpoint.MissingCheckpointError",
+        "ldm_jax.training.loop.TrainingDivergedError",
+        "ldm_jax.training.loop.PreemptedError",
     ],
 )
 def test_library_errors_that_name_their_fix_are_one_line(error):
@@ -138,6 +145,25 @@ def test_library_errors_that_name_their_fix_are_one_line(error):
     with pytest.raises(SystemExit) as e, cli_errors.user_errors_as_exit(PROGRAM):
         raise cls("what went wrong; the fix.")
     assert e.value.code == f"{PROGRAM}: error: what went wrong; the fix."
+
+
+def test_user_error_table_names_exception_classes_and_other_errors_propagate():
+    for module_name, names in cli_errors.USER_ERROR_TYPES.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            assert issubclass(getattr(module, name), Exception), (module_name, name)
+    assert len(cli_errors.user_errors()) == sum(map(len, cli_errors.USER_ERROR_TYPES.values()))
+    with pytest.raises(RuntimeError, match="a bug"), cli_errors.user_errors_as_exit(PROGRAM):
+        raise RuntimeError("a bug")
+
+
+def test_bench_command_does_not_import_orbax_or_tensorflow_datasets():
+    """The benchmark CLI's peak memory leaves out what it does not use (cli_errors looks its
+    error types up lazily)."""
+    heavy = "{'orbax', 'tensorflow_datasets', 'grain'}"
+    code = f"import sys, ldm_jax.bench; print(sorted(set(sys.modules) & {heavy}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -29,15 +29,36 @@ import jax
 import jax.numpy as jnp
 
 
+def zero_reading(tree: Any) -> jax.Array | None:
+    """A float32 zero computed from every floating leaf of `tree` (`0 * sum(max(leaf))`), or None.
+
+    XLA does not fold `0 * x` (x may be NaN or infinite), so whatever adds this zero depends on
+    every leaf. `max` rather than `sum`: XLA fused a sum of sums into the leaf's own reduction,
+    which then ran late again.
+    """
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not leaves:
+        return None
+    return sum(jnp.max(x).astype(jnp.float32) for x in leaves) * 0.0
+
+
+def add_zero(tree: Any, zero: jax.Array | None) -> Any:
+    """`tree` with `zero` (from `zero_reading`) added to each floating leaf; others unchanged."""
+    if zero is None:
+        return tree
+
+    def add(x: Any) -> Any:
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            return x + zero.astype(x.dtype)
+        return x
+
+    return jax.tree_util.tree_map(add, tree)
+
+
 def _after_param_grads(vjp_fn: Callable[..., Any], out_grad: Any) -> tuple[Any, ...]:
     """Backward rule: the block's vjp, its input gradients tied to its parameter gradients."""
     param_grads, *input_grads = vjp_fn(out_grad)
-    leaves = jax.tree_util.tree_leaves(param_grads)
-    if not leaves:
-        return (param_grads, *input_grads)
-    zero = sum(jnp.max(g).astype(jnp.float32) for g in leaves) * 0.0  # reads every g
-    tied = jax.tree_util.tree_map(lambda g: g + zero.astype(g.dtype), input_grads)
-    return (param_grads, *tied)
+    return (param_grads, *add_zero(input_grads, zero_reading(param_grads)))
 
 
 def early_param_grads(block: nn.Module, num_static: int = 0) -> Callable[..., Any]:

