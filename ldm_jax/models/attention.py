@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from ldm_jax.models import attention_kernels
 from ldm_jax.models.layers import Dtype, GroupNorm32, conv1x1
 from ldm_jax.models.partitioning import EMBED, HEADS, MLP, conv_kernel, dense_kernel
-from ldm_jax.models.recompute import recompute_in_backward
 
 
 def dot_product_attention(
@@ -87,53 +86,21 @@ class CrossAttention(nn.Module):
         return nn.Dropout(self.dropout)(out, deterministic=deterministic)
 
 
+@jax.checkpoint
 def geglu(h: jax.Array) -> jax.Array:
-    """GEGLU, a * gelu(gate) for h = [a, gate] split on the last axis; [..., 2n] -> [..., n]."""
+    """GEGLU, a * gelu(gate) for h = [a, gate] split on the last axis; [..., 2n] -> [..., n].
+
+    Rematerialised: the backward pass recomputes gelu from h instead of keeping the exact
+    GELU's intermediates (erfc, exp, products), about three activations of [..., n] per
+    feed-forward layer. With `gradient_order.early_param_grads` this took the issue-12 U-Net
+    train step's XLA temporaries from 915 to 720 MB (2026-12-07).
+    """
     a, gate = jnp.split(h, 2, axis=-1)
     return a * jax.nn.gelu(gate, approximate=False)
 
 
-def _dense_geglu(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """geglu(x @ kernel + bias), recomputed in the backward pass: [..., d] -> [..., n].
-
-    The backward pass keeps only x (which the projection's kernel gradient needs anyway) and
-    recomputes the [..., 2n] projection and the exact GELU's intermediates from it
-    (`recompute.recompute_in_backward`); the recomputed matmul adds about 3% to the FLOPs of
-    the issue-12 U-Net train step. There (sd_small_cpu, batch 8) XLA's temporaries fell from 660
-    to 518 MB (2026-12-07); a `jax.checkpoint` of the GELU alone had taken them from 915 to 862.
-
-    Args:
-      x: [..., d] input. kernel: [d, 2n]. bias: [2n]. All of the computation dtype.
-
-    Returns:
-      [..., n] activations.
-    """
-    h = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias  # [..., 2n]
-    return geglu(h)
-
-
-# Public name: the recomputing version (functools.wraps keeps the docstring above).
-dense_geglu = recompute_in_backward(_dense_geglu)
-
-
-class _DenseParams(nn.Module):
-    """A Dense layer's `kernel` [in, features] and `bias` [features], at `nn.Dense`'s paths."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
-        kernel = self.param("kernel", dense_kernel(), (in_features, self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        return kernel, bias
-
-
 class FeedForward(nn.Module):
-    """GEGLU feed-forward: Dense(dim -> 2*inner), x * gelu(gate), Dense(inner -> dim).
-
-    The first Dense and the GEGLU are one `dense_geglu` call, with parameters at the paths of
-    `nn.Dense` (`net_0_proj/kernel`, `net_0_proj/bias`).
-    """
+    """GEGLU feed-forward: Dense(dim -> 2*inner), x * gelu(gate), Dense(inner -> dim)."""
 
     mult: int = 4
     dropout: float = 0.0
@@ -143,9 +110,8 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         dim = x.shape[-1]
         inner = dim * self.mult
-        kernel, bias = _DenseParams(2 * inner, name="net_0_proj")(dim)
-        cast = lambda a: a.astype(self.dtype)
-        h = dense_geglu(cast(x), cast(kernel), cast(bias))  # [..., inner]
+        h = nn.Dense(2 * inner, dtype=self.dtype, kernel_init=dense_kernel(), name="net_0_proj")(x)
+        h = geglu(h)  # [..., inner]
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
         return nn.Dense(
             dim, dtype=self.dtype, kernel_init=dense_kernel((MLP, EMBED)), name="net_2"

@@ -1,5 +1,5 @@
-"""GEGLU against its closed form; `FeedForward` (projection and GEGLU recomputed in the backward
-pass) against nn.Dense + GEGLU + nn.Dense."""
+"""GEGLU (rematerialised in the backward pass) against its closed form and derivatives;
+`FeedForward` against nn.Dense + GEGLU + nn.Dense."""
 
 from __future__ import annotations
 
@@ -54,9 +54,7 @@ def test_feed_forward_equals_dense_geglu_dense(dtype):
     params = ours.init(jax.random.PRNGKey(0), x)
     ref_params = reference.init(jax.random.PRNGKey(0), x)
     same_shapes = lambda a, b: a.shape == b.shape and a.dtype == b.dtype == jnp.float32
-    assert jax.tree_util.tree_all(
-        jax.tree_util.tree_map(same_shapes, nn.unbox(params), ref_params)
-    )
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(same_shapes, nn.unbox(params), ref_params))
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * rng.normal(size=p.shape), ref_params)
 
     def value_and_grads(module):
