@@ -67,6 +67,14 @@ class _NormParams(nn.Module):
         return scale, bias
 
 
+def _norm_scale_bias(x: jax.Array, num_groups: int, param_dtype: Dtype) -> tuple[jax.Array, ...]:
+    """The calling module's `norm/scale` and `norm/bias` for x's channels (checked against G)."""
+    channels = x.shape[-1]
+    if channels % num_groups:
+        raise ValueError(f"GroupNorm: {channels} channels not divisible by {num_groups} groups.")
+    return _NormParams(channels, param_dtype, name="norm")()
+
+
 class GroupNorm32(nn.Module):
     """GroupNorm computed in float32 whatever the input dtype (the paper's `GroupNorm32`).
 
@@ -84,12 +92,7 @@ class GroupNorm32(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        channels = x.shape[-1]
-        if channels % self.num_groups:
-            raise ValueError(
-                f"GroupNorm: {channels} channels not divisible by {self.num_groups} groups."
-            )
-        scale, bias = _NormParams(channels, self.param_dtype, name="norm")()
+        scale, bias = _norm_scale_bias(x, self.num_groups, self.param_dtype)
         return group_norm(x, scale, bias, self.num_groups, self.epsilon).astype(x.dtype)
 
 
@@ -154,12 +157,7 @@ class GroupNormSiLU(nn.Module):
         modulation: tuple[jax.Array, jax.Array] | None = None,
     ) -> jax.Array:
         """silu(norm(x + add) * (1 + modulation[0]) + modulation[1]); add, modulation optional."""
-        channels = x.shape[-1]
-        if channels % self.num_groups:
-            raise ValueError(
-                f"GroupNorm: {channels} channels not divisible by {self.num_groups} groups."
-            )
-        scale, bias = _NormParams(channels, self.param_dtype, name="norm")()
+        scale, bias = _norm_scale_bias(x, self.num_groups, self.param_dtype)
         return group_norm_silu(x, scale, bias, add, modulation, self.num_groups, self.epsilon)
 
 
