@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from typing import Any
 
 import jax
@@ -22,6 +23,8 @@ from ldm_jax.training import logging as log
 
 CORRUPT_PREFIX = "corrupt-"  # unreadable checkpoints are renamed corrupt-<step>
 _MAX_LISTED = 8  # mismatched tensors named in an IncompatibleCheckpointError
+_SETTLE_S = 0.25  # a failed save's folder must stay absent this long to count as removed
+_REMOVE_TIMEOUT_S = 30.0
 
 
 class MissingCheckpointError(FileNotFoundError):
@@ -93,7 +96,9 @@ class Checkpointer:
                 self._manager.wait_until_finished()
             except Exception:  # the same failure, reported again
                 pass
-            self._remove_unfinished_saves()
+            # Writes already queued in tensorstore's own threads can still land in the
+            # temporary folder after the save raised: remove it until it stays gone.
+            self._remove_unfinished_saves(settle_s=_SETTLE_S)
             kept = ", ".join(map(str, self.all_steps())) or "none"
             raise CheckpointSaveError(
                 f"Could not write checkpoint step {step} to {self.directory} "
@@ -102,16 +107,21 @@ class Checkpointer:
                 "again to resume from the latest of them."
             ) from e
 
-    def _remove_unfinished_saves(self) -> None:
-        """Deletes temporary folders left by an earlier process killed while saving (process 0).
+    def _remove_unfinished_saves(self, settle_s: float = 0.0) -> None:
+        """Deletes the temporary folders of unfinished saves (process 0).
 
-        Runs before this process's first save, so none of them can be one this process is writing.
+        Runs before this process's first save (leftovers of an earlier process killed while
+        saving; none can be one this process is writing) and after a failed save.
+
+        Args:
+          settle_s: after a failed save, how long a removed folder must stay absent before it
+            counts as gone; writer threads still finishing can recreate files in it meanwhile.
         """
         if jax.process_index() != 0:
             return
         for name in os.listdir(self.directory):
             if ocp.path.step.TMP_DIR_SUFFIX in name:
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+                _remove_folder(os.path.join(self.directory, name), settle_s)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restores `(state, meta)` from `step`, or from the latest readable checkpoint.
@@ -274,3 +284,23 @@ def _short_reason(error: Exception) -> str:
     if len(text) > 200:
         text = text[:200].rsplit(" ", 1)[0] + " ..."
     return text or type(error).__name__
+
+
+def _remove_folder(path: str, settle_s: float) -> None:
+    """Removes `path`; with `settle_s`, again until it stays absent for `settle_s` seconds."""
+    deadline = time.monotonic() + _REMOVE_TIMEOUT_S
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        if settle_s <= 0:
+            return
+        time.sleep(settle_s)
+        if not os.path.exists(path):
+            return
+        if time.monotonic() > deadline:
+            log.warning(
+                "Could not remove the unfinished checkpoint folder %s (files kept appearing in "
+                "it for %.0f s); delete it by hand once no process writes to it.",
+                path,
+                _REMOVE_TIMEOUT_S,
+            )
+            return

@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -238,3 +240,37 @@ def test_failing_writer_is_reported_with_the_os_error(tmp_path, monkeypatch):
     with pytest.raises(CheckpointSaveError, match=r"No space left on device.*steps: 1\)"):
         ckpt.save(2, {"w": jnp.ones(3)}, {"pos": 2})
     assert Checkpointer(directory).all_steps() == [1]
+
+
+def test_failed_save_removes_the_folder_its_late_writers_still_fill(tmp_path, monkeypatch):
+    """Tensorstore writes already queued can land after the save raised; none may survive."""
+    directory = str(tmp_path / "ckpt")
+    ckpt = Checkpointer(directory, max_to_keep=2)
+    ckpt.save(1, {"w": jnp.ones(3)}, {"pos": 1})
+    unfinished = os.path.join(directory, "2.orbax-checkpoint-tmp", "state", "d")
+    writer_done = threading.Event()
+
+    def late_writer():
+        deadline = time.monotonic() + 0.8
+        index = 0
+        while time.monotonic() < deadline:
+            try:
+                os.makedirs(unfinished, exist_ok=True)
+                with open(os.path.join(unfinished, f"chunk{index}"), "wb") as f:
+                    f.write(b"x" * 64)
+            except OSError:  # the folder was removed under it
+                pass
+            index += 1
+            time.sleep(0.01)
+        writer_done.set()
+
+    def save_that_fails_early(*args, **kwargs):
+        threading.Thread(target=late_writer, daemon=True).start()
+        time.sleep(0.05)
+        raise ValueError("OUT_OF_RANGE: Failed to write 12 bytes [os_error_code='27']")
+
+    monkeypatch.setattr(ckpt._manager, "save", save_that_fails_early)
+    with pytest.raises(CheckpointSaveError, match=r"File too large.*steps: 1\)"):
+        ckpt.save(2, {"w": jnp.ones(3)}, {"pos": 2})
+    assert writer_done.wait(timeout=5)
+    assert sorted(os.listdir(directory)) == ["1"]
