@@ -4,15 +4,19 @@ Restoring the latest checkpoint falls back to the previous one when the latest c
 (a damaged or partly deleted folder), with a warning; the unreadable folder is kept, renamed
 `corrupt-<step>`, so nothing is deleted and later saves do not mix with it. A checkpoint written
 by a different model config is not damaged: restoring it raises `IncompatibleCheckpointError`
-listing the tensors whose shapes differ.
+listing the tensors whose shapes differ. A save that fails (a full disk) leaves no temporary
+folder behind, and the reads or writes orbax abandons after a failure print no tracebacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -84,13 +88,14 @@ class Checkpointer:
             self._remove_unfinished_saves()
             self._swept = True
         try:
-            self._manager.save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-                ),
-                force=True,
-            )
+            with _abandoned_io_callbacks_silenced():
+                self._manager.save(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                    ),
+                    force=True,
+                )
         except Exception as e:  # tensorstore reports a full disk as ValueError (OUT_OF_RANGE)
             try:  # let orbax's writer threads stop before removing their folder
                 self._manager.wait_until_finished()
@@ -183,12 +188,13 @@ class Checkpointer:
             abstract_state,
         )
         try:
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
-                ),
-            )
+            with _abandoned_io_callbacks_silenced():
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+                    ),
+                )
         except Exception as e:  # orbax and tensorstore raise bare Exception, OSError, ValueError
             mismatched = self._mismatched_shapes(target, step)
             if mismatched:
@@ -304,3 +310,28 @@ def _remove_folder(path: str, settle_s: float) -> None:
                 _REMOVE_TIMEOUT_S,
             )
             return
+
+
+@contextlib.contextmanager
+def _abandoned_io_callbacks_silenced() -> Iterator[None]:
+    """Drops the late callbacks of the reads or writes a failed orbax call abandoned.
+
+    When one read or write fails, orbax closes its event loop while tensorstore still runs the
+    call's other operations; as each finishes, its callback finds the loop closed and Python
+    prints a `RuntimeError: Event loop is closed` traceback (an unraisable exception): dozens of
+    them around the error, burying the one-line message. Inside the block, and after it when the
+    block raised (the abandoned operations go on finishing), `sys.unraisablehook` drops exactly
+    that exception and passes any other to the hook it replaced. A block that completes puts
+    that hook back.
+    """
+    hook = sys.unraisablehook
+
+    def without_abandoned_io_callbacks(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        hook(unraisable)
+
+    sys.unraisablehook = without_abandoned_io_callbacks
+    yield  # not in try/finally: after an error the filter stays for the late callbacks
+    sys.unraisablehook = hook
