@@ -54,5 +54,7 @@ def compile_train_step(
         compiler_options=compiler_options(mesh.devices.flat[0].platform),
     )
     compiled = jitted.lower(abstract_state, abstract_batch).compile()
-    release_freed_host_memory()  # the compiler's garbage, before the step's temporaries
+    # The compiler's garbage and JAX's caches (the init's executable, this step's trace), before
+    # the step's temporaries; `compiled` stays valid.
+    release_freed_host_memory(drop_jax_caches=True)
     return compiled, memory_analysis(compiled)

@@ -119,3 +119,24 @@ def test_rerun_with_huge_pages_reexecutes_a_module_entry_point_once(tmp_path):
     assert _run(["host.py"], env, tmp_path) == ["start", " ['a'] True"]
     off = {**env, "LDM_JAX_HUGE_PAGES": "0"}
     assert _run(["-m", "entry"], off, tmp_path) == ["start", " [] True"]
+
+
+def test_dropping_jax_caches_frees_run_jits_and_keeps_held_programs():
+    """JAX's cached executables go; a compiled program the caller holds still runs."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    init = jax.jit(lambda x: jnp.sin(x) * 2)
+    step = jax.jit(lambda x: x * 3 + 1)
+    x = jnp.arange(4.0)
+    expected_init = np.asarray(init(x))
+    compiled_step = step.lower(x).compile()
+    assert init._cache_size() == 1
+    release_freed_host_memory()  # the default keeps JAX's caches
+    assert init._cache_size() == 1
+    release_freed_host_memory(drop_jax_caches=True)
+    assert init._cache_size() == 0
+    np.testing.assert_allclose(compiled_step(x), np.arange(4.0) * 3 + 1)
+    np.testing.assert_allclose(init(x), expected_init)  # compiles again, same result
+    assert init._cache_size() == 1
