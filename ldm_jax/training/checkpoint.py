@@ -88,7 +88,7 @@ class Checkpointer:
             self._remove_unfinished_saves()
             self._swept = True
         try:
-            with _abandoned_io_callbacks_silenced():
+            with abandoned_io_callbacks_silenced():
                 self._manager.save(
                     step,
                     args=ocp.args.Composite(
@@ -188,7 +188,7 @@ class Checkpointer:
             abstract_state,
         )
         try:
-            with _abandoned_io_callbacks_silenced():
+            with abandoned_io_callbacks_silenced():
                 restored = self._manager.restore(
                     step,
                     args=ocp.args.Composite(
@@ -313,7 +313,7 @@ def _remove_folder(path: str, settle_s: float) -> None:
 
 
 @contextlib.contextmanager
-def _abandoned_io_callbacks_silenced() -> Iterator[None]:
+def abandoned_io_callbacks_silenced() -> Iterator[None]:
     """Drops the late callbacks of the reads or writes a failed orbax call abandoned.
 
     When one read or write fails, orbax closes its event loop while tensorstore still runs the

@@ -30,7 +30,7 @@ from ldm_jax.config.options import is_lora_finetune, lora_config, unet_lora
 from ldm_jax.interop.tensors import dtype_problem
 from ldm_jax.models import factory
 from ldm_jax.models.lora import merge_lora
-from ldm_jax.training.checkpoint import MissingCheckpointError
+from ldm_jax.training.checkpoint import MissingCheckpointError, abandoned_io_callbacks_silenced
 from ldm_jax.workdir import layout
 
 
@@ -108,12 +108,14 @@ def restore_state(directory: str, step: int | None = None) -> tuple[dict, dict, 
     # of the process that wrote them, which another process (or host) does not have.
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     step = latest if step is None else step
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(fallback_sharding=local), meta=ocp.args.JsonRestore()
-        ),
-    )
+    with abandoned_io_callbacks_silenced():
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(fallback_sharding=local),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
     manager.close()
     return dict(restored.state), dict(restored.meta or {}), int(step)
 
