@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ldm_jax.models import dense_grad
 from ldm_jax.models.attention import AttentionBlock, SpatialTransformer
 from ldm_jax.models.gradient_order import early_param_grads
 from ldm_jax.models.layers import (
@@ -131,7 +132,7 @@ def attention_heads(
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": dense_grad.dots_saveable_policy(),
 }
 
 
