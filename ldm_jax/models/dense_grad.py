@@ -12,7 +12,8 @@ dy W^T.
 
 The custom VJP is used on the CPU backend only, for the plain Dense contraction (last axis of
 x with the first of a 2-D kernel, no batch dimensions); any other call, and other backends
-(whose compilers fold transposes into their matmuls), get `lax.dot_general` itself. The forward
+(not measured here; their compilers choose their own operand layouts), get `lax.dot_general`
+itself. The forward
 value is the same computation; the gradients agree with `lax.dot_general`'s up to float
 summation order.
 
